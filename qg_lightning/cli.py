@@ -1,0 +1,139 @@
+"""The ``qg-lightning`` command and the LightningCLI behind ``examples/fit.py``.
+
+``qg-lightning fit|validate|test|predict --config CONFIG.yaml`` is a :class:`QGLightningCLI` (LightningCLI with any
+LightningModule / LightningDataModule chosen by ``class_path`` in the config). Other sub-commands:
+
+* ``qg-lightning make-synthetic --out DIR``: write the embedded synthetic dataset in the standard layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+__all__ = ["QGLightningCLI", "check_compatible", "cli_main", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def check_compatible(model: L.LightningModule, datamodule: L.LightningDataModule | None) -> None:
+    """Fail early when the model and the data disagree on ``num_classes`` or ``in_channels``."""
+    if datamodule is None:
+        return
+    for key in ("num_classes", "in_channels"):
+        m = getattr(model, "hparams", {}).get(key)
+        d = getattr(datamodule, "hparams", {}).get(key)
+        if m is not None and d is not None and m != d:
+            raise ValueError(
+                f"`model.init_args.{key}={m}` does not match `data.init_args.{key}={d}`. Set both to the same "
+                f"value in your config (num_classes counts the background: 2 = binary)."
+            )
+
+
+class QGLightningCLI(LightningCLI):
+    """LightningCLI with qg_lightning's conventions.
+
+    * ``--test_after_fit true`` (default): after ``fit``, test the last weights and the best-validation checkpoint,
+      writing ``test_metrics_last.json`` / ``test_metrics_best.json`` (and overlays) into the run directory.
+    * Checkpoints are read with ``weights_only=True`` unless the command line says otherwise.
+    * Model and data must agree on ``num_classes`` and ``in_channels``.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After fit, test the last weights and the best checkpoint (fit only).",
+        )
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        try:
+            parser.set_defaults(weights_only=True)
+        except KeyError:  # subcommand without a weights_only argument
+            pass
+        return parser
+
+    def _check(self) -> None:
+        check_compatible(self.model, self.datamodule)
+
+    def before_fit(self) -> None:
+        self._check()
+
+    def before_validate(self) -> None:
+        self._check()
+
+    def before_test(self) -> None:
+        self._check()
+
+    def after_fit(self) -> None:
+        cfg = self.config.get(self.subcommand, {})
+        trainer = self.trainer
+        if not cfg.get("test_after_fit", True) or trainer.interrupted or trainer.fast_dev_run:
+            return
+        if self.datamodule is None or not hasattr(self.datamodule, "test_dataloader"):
+            return
+        self.model.test_tag = "last"
+        trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if best:
+            self.model.test_tag = "best"
+            trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False, weights_only=True)
+        self.model.test_tag = ""
+
+
+def cli_main(args: Sequence[str] | None = None, *, run: bool = True) -> QGLightningCLI:
+    """Run the LightningCLI (``fit``, ``validate``, ``test``, ``predict``) over any module and DataModule."""
+    return QGLightningCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=list(args) if args is not None else None,
+        run=run,
+    )
+
+
+def _make_synthetic(argv: Sequence[str]) -> int:
+    from qg_lightning.data.synthetic import generate_synthetic_dataset
+
+    parser = argparse.ArgumentParser(
+        prog="qg-lightning make-synthetic", description="Write the embedded synthetic dataset (standard layout)."
+    )
+    parser.add_argument("--out", required=True, help="output folder (created)")
+    parser.add_argument("--n-images", type=int, default=300)
+    parser.add_argument("--n-unlabeled", type=int, default=0)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    ns = parser.parse_args(list(argv))
+    path = generate_synthetic_dataset(
+        ns.out, n_images=ns.n_images, image_size=ns.image_size, seed=ns.seed, n_unlabeled=ns.n_unlabeled
+    )
+    sys.stdout.write(f"{path}\n")
+    return 0
+
+
+EXTRA_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"make-synthetic": _make_synthetic}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``qg-lightning`` console command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in EXTRA_COMMANDS:
+        return EXTRA_COMMANDS[argv[0]](argv[1:])
+    if argv and argv[0] in ("-h", "--help") and len(argv) == 1:
+        sys.stdout.write(
+            "usage: qg-lightning {fit,validate,test,predict} --config CONFIG.yaml [overrides]\n"
+            f"       qg-lightning {{{','.join(EXTRA_COMMANDS)}}} --help\n"
+        )
+        return 0
+    cli_main(argv)
+    return 0

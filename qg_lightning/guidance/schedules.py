@@ -1,0 +1,82 @@
+"""Loss-weight schedules for quality guidance (warm-up, linear ramp, hold).
+
+METHOD.md, Phase 2 [0]: PL-QW uses lambda 0 for 15 epochs, then a linear ramp over 30 epochs to 0.25; QAR uses
+lambda 0 for 30 epochs, then a linear ramp over 40 epochs to 0.01. Both are :class:`RampSchedule` instances.
+
+[0] Abhishek & Hamarneh, "Quality-Guided Semi-Supervised Learning for Medical Image Segmentation", 2026.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["RampSchedule", "QW_SCHEDULE", "QAR_SCHEDULE"]
+
+
+@dataclass(frozen=True)
+class RampSchedule:
+    """Zero until ``warmup``, then linear up to ``max_value`` over ``ramp``, then held.
+
+    The time unit (epochs or optimizer steps) is whatever the caller passes to :meth:`value`; the schedule
+    itself is unit-free. ``ramp == 0`` gives a step from 0 to ``max_value`` at ``t == warmup``.
+
+    Attributes:
+        max_value: value reached at the end of the ramp and held afterwards (>= 0).
+        warmup: time before which the value is 0 (>= 0).
+        ramp: duration of the linear increase (>= 0).
+
+    Raises:
+        ValueError: a field is negative, not finite, or not a number.
+
+    Example:
+        >>> schedule = RampSchedule(max_value=0.25, warmup=15, ramp=30)
+        >>> [schedule.value(t) for t in (0, 15, 30, 45, 100)]
+        [0.0, 0.0, 0.125, 0.25, 0.25]
+        >>> RampSchedule(1.0, warmup=2, ramp=0).value(2)
+        1.0
+    """
+
+    max_value: float
+    warmup: float
+    ramp: float
+
+    def __post_init__(self) -> None:
+        for name in ("max_value", "warmup", "ramp"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"`RampSchedule.{name}` must be a number, got {value!r} ({type(value).__name__}).")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(
+                    f"`RampSchedule.{name}` must be a finite number >= 0, got {value!r}. "
+                    "Use warmup=0 to start at once and ramp=0 for a step change."
+                )
+
+    def value(self, t: float) -> float:
+        """Scheduled value at time ``t`` (epochs or steps; fractional values allowed).
+
+        Example:
+            >>> RampSchedule(0.01, warmup=30, ramp=40).value(50)
+            0.005
+        """
+        if t < self.warmup:
+            return 0.0
+        if self.ramp == 0 or t >= self.warmup + self.ramp:
+            return float(self.max_value)
+        return float(self.max_value) * (t - self.warmup) / self.ramp
+
+    def __call__(self, t: float) -> float:
+        """Alias of :meth:`value`.
+
+        Example:
+            >>> RampSchedule(1.0, 0, 4)(1)
+            0.25
+        """
+        return self.value(t)
+
+
+QW_SCHEDULE = RampSchedule(max_value=0.25, warmup=15.0, ramp=30.0)
+"""PL-QW weight schedule of [0]: 0 for 15 epochs, linear over 30 epochs to 0.25, then held."""
+
+QAR_SCHEDULE = RampSchedule(max_value=0.01, warmup=30.0, ramp=40.0)
+"""QAR weight schedule of [0]: 0 for 30 epochs, linear over 40 epochs to 0.01, then held."""

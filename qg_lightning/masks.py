@@ -1,0 +1,107 @@
+"""Mask formats shared by every part of qg_lightning.
+
+Conventions (used by data, metrics, losses, the quality predictor and guidance):
+
+* ``num_classes`` (K) counts the background, so ``K == 2`` is binary segmentation.
+* A *label map* is a ``long`` tensor ``(B, H, W)`` with values ``0..K-1`` (0 = background).
+* A *foreground mask* is a ``float`` tensor ``(B, K-1, H, W)``: one channel per foreground class, hard
+  ``{0, 1}`` or soft probabilities in ``[0, 1]``. Binary masks are the ``K - 1 == 1`` case.
+* Segmenter logits have 1 channel for binary tasks (sigmoid) and K channels otherwise (softmax).
+* Images are ``float32`` ``(B, C, H, W)`` in ``[0, 1]``; every network normalises its own input.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_num_classes",
+    "foreground_from_labels",
+    "labels_from_foreground",
+    "logit_channels",
+    "probs_from_logits",
+    "labels_from_logits",
+]
+
+
+def check_num_classes(num_classes: int, *, name: str = "num_classes") -> int:
+    """Validate ``num_classes`` (background included) and return it.
+
+    Example:
+        >>> check_num_classes(2)
+        2
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            f"`{name}` counts the background class and must be an integer >= 2 (2 = binary), got {num_classes!r}."
+        )
+    return num_classes
+
+
+def logit_channels(num_classes: int) -> int:
+    """Number of output channels a segmenter needs: 1 for binary (sigmoid), K otherwise (softmax).
+
+    Example:
+        >>> logit_channels(2), logit_channels(4)
+        (1, 4)
+    """
+    check_num_classes(num_classes)
+    return 1 if num_classes == 2 else num_classes
+
+
+def foreground_from_labels(labels: Tensor, num_classes: int) -> Tensor:
+    """One-hot foreground masks ``(B, K-1, H, W)`` float from a label map ``(B, H, W)``.
+
+    Example:
+        >>> labels = torch.tensor([[[0, 1], [2, 2]]])
+        >>> foreground_from_labels(labels, 3)[0, 1]
+        tensor([[0., 0.],
+                [1., 1.]])
+    """
+    check_num_classes(num_classes)
+    if labels.ndim != 3:
+        raise ValueError(f"Expected a label map of shape (B, H, W), got shape {tuple(labels.shape)}.")
+    classes = torch.arange(1, num_classes, device=labels.device).view(1, -1, 1, 1)
+    return (labels.long().unsqueeze(1) == classes).float()
+
+
+def labels_from_foreground(masks: Tensor) -> Tensor:
+    """Label map ``(B, H, W)`` from foreground masks ``(B, K-1, H, W)`` (hard or soft).
+
+    A pixel is background unless some foreground channel exceeds 0.5; overlapping channels go to the
+    largest value.
+
+    Example:
+        >>> masks = torch.tensor([[[[0.9, 0.1]], [[0.2, 0.7]]]])
+        >>> labels_from_foreground(masks)
+        tensor([[[1, 2]]])
+    """
+    if masks.ndim != 4:
+        raise ValueError(f"Expected foreground masks of shape (B, K-1, H, W), got shape {tuple(masks.shape)}.")
+    best, idx = masks.max(dim=1)
+    return torch.where(best > 0.5, idx + 1, torch.zeros_like(idx))
+
+
+def probs_from_logits(logits: Tensor, num_classes: int) -> Tensor:
+    """Soft foreground probabilities ``(B, K-1, H, W)`` from segmenter logits.
+
+    Example:
+        >>> probs_from_logits(torch.zeros(1, 1, 1, 1), 2)
+        tensor([[[[0.5000]]]])
+    """
+    if logit_channels(num_classes) == 1:
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=1)[:, 1:]
+
+
+def labels_from_logits(logits: Tensor, num_classes: int) -> Tensor:
+    """Hard label map ``(B, H, W)`` from segmenter logits (threshold 0.5 / argmax).
+
+    Example:
+        >>> labels_from_logits(torch.tensor([[[[-1.0, 2.0]]]]), 2)
+        tensor([[[0, 1]]])
+    """
+    if logit_channels(num_classes) == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(dim=1)

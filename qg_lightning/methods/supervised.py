@@ -1,0 +1,233 @@
+"""Supervised segmentation baseline: the supervised part every SSL host in :mod:`qg_lightning.methods` reuses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor, nn
+
+from qg_lightning.losses import segmentation_loss_per_image
+from qg_lightning.masks import check_num_classes, labels_from_logits
+from qg_lightning.methods.networks import build_segmenter
+from qg_lightning.metrics import SegmentationMetrics
+
+__all__ = ["SupervisedSegmenter", "labeled_part", "unlabeled_part", "run_dir"]
+
+log = logging.getLogger(__name__)
+
+
+def labeled_part(batch: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The labeled batch from a combined ``{"labeled": ..., "unlabeled": ...}`` batch, or the batch itself."""
+    if "labeled" in batch:
+        return batch["labeled"]
+    if "image" in batch and "mask" in batch:
+        return batch
+    raise KeyError(
+        f"Expected a batch with a 'labeled' entry (SemiSupervisedDataModule) or with 'image' and 'mask', "
+        f"got keys {sorted(batch)}."
+    )
+
+
+def unlabeled_part(batch: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The unlabeled batch of a combined batch; a clear error when the DataModule gives none."""
+    unlabeled = batch.get("unlabeled") if isinstance(batch, Mapping) else None
+    if unlabeled is None:
+        raise KeyError(
+            "This semi-supervised method needs unlabeled batches, but the batch has none. Set "
+            "`data.use_unlabeled: true` and a labeled subset (`data.n_labeled` or `data.labeled_fraction`), "
+            "or add unlabeled images under ROOT/unlabeled/."
+        )
+    return unlabeled
+
+
+def run_dir(trainer: L.Trainer | None) -> Path:
+    """The folder where a run's files land: the logger's version folder, else ``default_root_dir``."""
+    if trainer is None:
+        return Path.cwd()
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+class SupervisedSegmenter(L.LightningModule):
+    """Supervised segmentation with any segmentation-models-pytorch architecture.
+
+    Loss: 0.5 BCE-with-logits + 0.5 soft Dice per image (softmax CE + Dice for ``num_classes > 2``), averaged.
+    Optimiser: AdamW with a per-step cosine schedule (optional linear warm-up) down to ``min_lr``.
+    Validation logs ``val/loss`` and ``val/dice`` (``val/iou``, optionally ``val/hd95``). Testing writes
+    ``test_metrics[_TAG].json`` (mean, std and n of per-image Dice, IoU and HD95) and ``test_per_image[_TAG].csv``
+    into the run directory; ``TAG`` is :attr:`test_tag` (the CLI sets ``best`` and ``last``).
+
+    SSL hosts subclass it and override :meth:`training_step`, calling :meth:`supervised_loss` for the labeled part.
+
+    Args:
+        arch: smp architecture name (``Unet``, ``UnetPlusPlus``, ``FPN``, ``DeepLabV3Plus``, ...).
+        encoder_name: smp encoder name, or ``tu-<timm name>``.
+        encoder_weights: ``None`` (random init) or e.g. ``"imagenet"`` (must be downloadable or cached).
+        in_channels: image channels (1 grayscale, 3 RGB).
+        num_classes: classes including background (2 = binary).
+        lr: AdamW learning rate. weight_decay: AdamW weight decay. min_lr: cosine floor.
+        warmup_steps: linear warm-up steps before the cosine decay.
+        val_hd95: also compute HD95 at validation (slower; always computed at test).
+
+    Example:
+        >>> model = SupervisedSegmenter(encoder_name="resnet18", in_channels=1)
+        >>> batch = {"image": torch.rand(2, 1, 64, 64), "mask": torch.zeros(2, 64, 64, dtype=torch.long)}
+        >>> loss, logits = model.supervised_loss(batch)
+        >>> logits.shape, loss.ndim
+        (torch.Size([2, 1, 64, 64]), 0)
+    """
+
+    def __init__(
+        self,
+        arch: str = "Unet",
+        encoder_name: str = "resnet18",
+        encoder_weights: str | None = None,
+        in_channels: int = 3,
+        num_classes: int = 2,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        min_lr: float = 1e-6,
+        warmup_steps: int = 0,
+        val_hd95: bool = False,
+    ) -> None:
+        super().__init__()
+        check_num_classes(num_classes)
+        if lr <= 0:
+            raise ValueError(f"`lr` must be > 0, got {lr}.")
+        if weight_decay < 0:
+            raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay}.")
+        if not 0 <= min_lr <= lr:
+            raise ValueError(f"`min_lr` must be in [0, lr={lr}], got {min_lr}.")
+        if warmup_steps < 0:
+            raise ValueError(f"`warmup_steps` must be >= 0, got {warmup_steps}.")
+        self.save_hyperparameters()
+        self.num_classes = num_classes
+        self.model = self.build_network()
+        self.val_metrics = SegmentationMetrics(num_classes=num_classes, include_hd95=val_hd95)
+        self.test_metrics = SegmentationMetrics(num_classes=num_classes, include_hd95=True)
+        self.test_tag = ""
+        self._test_ids: list[str] = []
+
+    # ----------------------------------------------------------------------------------------------- network
+    def build_network(self) -> nn.Module:
+        """A fresh segmentation network with this module's settings (hosts with two networks call it twice)."""
+        hp = self.hparams
+        return build_segmenter(hp.arch, hp.encoder_name, hp.encoder_weights, hp.in_channels, hp.num_classes)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits ``(B, 1 or K, H, W)`` for ``[0, 1]`` images ``(B, C, H, W)``."""
+        return self.model(images)
+
+    # ------------------------------------------------------------------------------------------------- losses
+    def supervised_loss(self, labeled: Mapping[str, Any], logits: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean supervised loss over a labeled batch and the logits it used."""
+        if logits is None:
+            logits = self(labeled["image"])
+        loss = segmentation_loss_per_image(logits, labeled["mask"], self.num_classes).mean()
+        return loss, logits
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        labeled = labeled_part(batch)
+        loss, _ = self.supervised_loss(labeled)
+        bs = labeled["image"].shape[0]
+        self.log("train/loss_sup", loss, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        return loss
+
+    # -------------------------------------------------------------------------------------------- evaluation
+    def evaluation_network(self) -> nn.Module:
+        """The network used for validation, test and prediction (EMA hosts return their teacher)."""
+        return self.model
+
+    def _evaluate(self, batch: Mapping[str, Any], metrics: SegmentationMetrics, stage: str) -> dict[str, Tensor]:
+        labeled = labeled_part(batch)
+        logits = self.evaluation_network()(labeled["image"])
+        loss = segmentation_loss_per_image(logits, labeled["mask"], self.num_classes).mean()
+        preds = labels_from_logits(logits, self.num_classes)
+        metrics.update(preds, labeled["mask"])
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=preds.shape[0])
+        return {"preds": preds, "logits": logits}
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        return self._evaluate(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        for name, value in values.items():
+            self.log(f"val/{name}", value, prog_bar=name == "dice")
+        self.val_metrics.reset()
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        self._test_ids.extend(labeled_part(batch).get("id", []))
+        return self._evaluate(batch, self.test_metrics, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self._test_ids = []
+
+    def on_test_epoch_end(self) -> None:
+        values = self.test_metrics.compute()
+        for name, value in values.items():
+            self.log(f"test/{name}", value)
+        summary = self.test_metrics.summary()
+        per_image = {k: v.tolist() for k, v in self.test_metrics.per_image().items()}
+        self.test_metrics.reset()
+        self._write_test_report(summary, per_image)
+
+    @rank_zero_only
+    def _write_test_report(self, summary: dict, per_image: dict[str, list[float]]) -> None:
+        if self._trainer is None:
+            return
+        out = run_dir(self.trainer)
+        out.mkdir(parents=True, exist_ok=True)
+        suffix = f"_{self.test_tag}" if self.test_tag else ""
+        ckpt = getattr(self.trainer, "ckpt_path", None)
+        report = {
+            "metrics": summary,
+            "checkpoint": str(ckpt) if ckpt else None,
+            "tag": self.test_tag or None,
+            "num_classes": self.num_classes,
+            "hd95_unit": "pixels",
+        }
+        (out / f"test_metrics{suffix}.json").write_text(json.dumps(report, indent=2))
+        n = len(next(iter(per_image.values()), []))
+        if len(self._test_ids) == n:
+            with open(out / f"test_per_image{suffix}.csv", "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["id", *per_image])
+                for i, sample_id in enumerate(self._test_ids):
+                    writer.writerow([sample_id, *(f"{per_image[k][i]:.6f}" for k in per_image)])
+        log.info("Test metrics written to %s", out / f"test_metrics{suffix}.json")
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+        images = batch["image"] if "image" in batch else labeled_part(batch)["image"]
+        logits = self.evaluation_network()(images)
+        return {"id": batch.get("id"), "preds": labels_from_logits(logits, self.num_classes)}
+
+    # --------------------------------------------------------------------------------------------- optimiser
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters the optimiser updates (hosts with a teacher or two students override this)."""
+        return (p for p in self.model.parameters() if p.requires_grad)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1) if self._trainer is not None else 1
+        warmup = min(hp.warmup_steps, max(total - 1, 0))
+        floor = hp.min_lr / hp.lr
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
