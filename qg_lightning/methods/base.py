@@ -1,0 +1,123 @@
+"""Shared parts of the semi-supervised hosts: unsupervised-weight schedule, guidance hooks, logging."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from torch import Tensor
+
+from qg_lightning.guidance import QualityGuidedMixin, RampSchedule, weighted_mean
+from qg_lightning.masks import probs_from_logits
+from qg_lightning.methods.supervised import SupervisedSegmenter, labeled_part, unlabeled_part
+
+__all__ = ["SemiSupervisedSegmenter"]
+
+
+class SemiSupervisedSegmenter(QualityGuidedMixin, SupervisedSegmenter):
+    """Base of every reference SSL host: supervised part + one unsupervised term + optional guidance.
+
+    Subclasses implement :meth:`unsupervised_terms`, returning the per-image unsupervised losses ``(B,)`` and
+    the hard pseudolabels ``(B, H, W)`` they were computed against (``None`` when the method has none), plus the
+    unlabeled images and the student's logits on them. This base then
+
+    * multiplies the per-image losses by per-sample weights: the method's own (e.g. PL-C confidence) and, when a
+      :class:`~qg_lightning.guidance.QualityReweightCallback` with ``"qw"`` is attached, the quality weights of
+      the pseudolabels (the "-QW" variant), and averages them with ``sum(w l) / (sum(w) + 1e-8)``;
+    * scales that by the host's own ramp ``unsup_weight`` (0 for ``unsup_warmup``, then linear over
+      ``unsup_ramp`` epochs or steps), the same for the plain and the guided variant, so they differ only by
+      the quality weights;
+    * adds ``qar_lambda * QAR`` on the student's soft probabilities when the callback enables ``"qar"``.
+
+    Args (in addition to :class:`~qg_lightning.methods.SupervisedSegmenter`'s):
+        unsup_weight: final weight of the unsupervised term.
+        unsup_warmup: epochs (or steps) with weight 0.
+        unsup_ramp: epochs (or steps) of the linear ramp.
+        schedule_unit: ``"epoch"`` or ``"step"``.
+    """
+
+    def __init__(
+        self,
+        arch: str = "Unet",
+        encoder_name: str = "resnet18",
+        encoder_weights: str | None = None,
+        in_channels: int = 3,
+        num_classes: int = 2,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        min_lr: float = 1e-6,
+        warmup_steps: int = 0,
+        val_hd95: bool = False,
+        unsup_weight: float = 0.25,
+        unsup_warmup: float = 15.0,
+        unsup_ramp: float = 30.0,
+        schedule_unit: Literal["epoch", "step"] = "epoch",
+    ) -> None:
+        super().__init__(
+            arch=arch,
+            encoder_name=encoder_name,
+            encoder_weights=encoder_weights,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            lr=lr,
+            weight_decay=weight_decay,
+            min_lr=min_lr,
+            warmup_steps=warmup_steps,
+            val_hd95=val_hd95,
+        )
+        if schedule_unit not in ("epoch", "step"):
+            raise ValueError(f"`schedule_unit` must be 'epoch' or 'step', got {schedule_unit!r}.")
+        self.unsup_schedule = RampSchedule(max_value=unsup_weight, warmup=unsup_warmup, ramp=unsup_ramp)
+
+    # ------------------------------------------------------------------------------------------ schedule
+    @property
+    def unsup_lambda(self) -> float:
+        """Current weight of the unsupervised term (a pure function of epoch or step: resumes exactly)."""
+        if self._trainer is None:
+            return self.unsup_schedule(0.0)
+        t = self.trainer.global_step if self.hparams.schedule_unit == "step" else self.trainer.current_epoch
+        return self.unsup_schedule(float(t))
+
+    def guidance_uses(self, mechanism: str) -> bool:
+        """Whether the attached quality guidance enables ``"qw"`` or ``"qar"``."""
+        return self.quality_guidance_active and mechanism in self.quality_mechanisms
+
+    # ------------------------------------------------------------------------------------- unsupervised
+    def unsupervised_terms(self, unlabeled: Mapping[str, Any]) -> dict[str, Tensor | None]:
+        """Return ``{"losses": (B,), "weights": (B,) or None, "pseudo": (B,H,W) or None, "images": (B,C,H,W),
+        "logits": student logits on ``images`` or None}``. Implemented by each host."""
+        raise NotImplementedError
+
+    def sample_weights(self, terms: Mapping[str, Any]) -> Tensor | None:
+        """The method's own weights times, in guided "-QW" mode, the quality weights of its pseudolabels."""
+        weights = terms.get("weights")
+        if self.guidance_uses("qw") and terms.get("pseudo") is not None:
+            qw, _ = self.quality_weights(terms["quality_images"], terms["pseudo"])
+            weights = qw if weights is None else weights * qw
+        return weights
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        labeled = labeled_part(batch)
+        bs = labeled["image"].shape[0]
+        loss_sup, _ = self.supervised_loss(labeled)
+        loss = loss_sup
+        unlabeled = unlabeled_part(batch)
+        terms = self.unsupervised_terms(unlabeled)
+        terms.setdefault("quality_images", terms["images"])
+        weights = self.sample_weights(terms)
+        losses = terms["losses"]
+        loss_u = losses.mean() if weights is None else weighted_mean(losses, weights)
+        lam = self.unsup_lambda
+        loss = loss + lam * loss_u
+        ubs = losses.shape[0]
+        if weights is not None:
+            self.log("train/w_mean_unsup", weights.mean(), batch_size=ubs)
+        if self.guidance_uses("qar") and terms.get("logits") is not None:
+            probs = probs_from_logits(terms["logits"], self.num_classes)
+            loss_qar = self.quality_regularization(terms["images"], probs)
+            loss = loss + self.qar_lambda * loss_qar
+        self.log("train/loss_sup", loss_sup, batch_size=bs)
+        self.log("train/loss_unsup", loss_u, batch_size=ubs)
+        self.log("train/lambda_unsup", lam, batch_size=ubs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        return loss
