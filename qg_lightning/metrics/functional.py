@@ -51,7 +51,9 @@ def _check_label_map(labels: object, num_classes: int, name: str) -> Tensor:
             "Pass hard labels, e.g. `labels.long()` after thresholding."
         )
     if labels.shape[1] == 0 or labels.shape[2] == 0:
-        raise ValueError(f"`{name}` has an empty spatial size {tuple(labels.shape[1:])}; H and W must be >= 1.")
+        raise ValueError(
+            f"`{name}` has an empty spatial size {tuple(labels.shape[1:])}; H and W must be >= 1."
+        )
     if labels.numel() > 0:
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= num_classes:
@@ -73,7 +75,9 @@ def _check_inputs(preds: Tensor, target: Tensor, num_classes: int) -> None:
             f"{tuple(target.shape)}."
         )
     if preds.device != target.device:
-        raise ValueError(f"`preds` is on {preds.device} but `target` is on {target.device}; move both to one device.")
+        raise ValueError(
+            f"`preds` is on {preds.device} but `target` is on {target.device}; move both to one device."
+        )
 
 
 def _check_both_empty(both_empty: float) -> float:
@@ -179,9 +183,15 @@ def _check_spacing(spacing: Sequence[float] | None) -> tuple[float, float]:
         )
     values = []
     for value in spacing:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
             raise ValueError(
-                f"`spacing` must hold two positive finite numbers (row_spacing, col_spacing), got {spacing!r}."
+                f"`spacing` must hold two positive finite numbers (row_spacing, col_spacing), "
+                f"got {spacing!r}."
             )
         values.append(float(value))
     return (values[0], values[1])
@@ -194,9 +204,7 @@ def _boundaries(masks: Tensor) -> Tensor:
     image; this equals ``mask ^ binary_erosion(mask, cross)`` with scipy's default ``border_value=0``.
     """
     padded = F.pad(masks.float().unsqueeze(1), (1, 1, 1, 1), value=0.0)[:, 0] > 0.5
-    interior = (
-        padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:] & masks
-    )
+    interior = padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:] & masks
     return masks & ~interior
 
 
@@ -235,7 +243,7 @@ def hd95(
     the image), never 0.
 
     The boundaries are computed on the input device; the distance transforms run per (image, class) pair
-    on the CPU with SciPy (about 5 ms per 256 x 256 pair). The result goes back to the input device.
+    on the CPU with SciPy (a few ms per 256 x 256 pair). The result goes back to the input device.
 
     Args:
         preds: predicted label map, integer ``(B, H, W)`` with values ``0..K-1``.
