@@ -14,7 +14,8 @@ Confidence baselines of [0] use the same forms: PL-C (:func:`confidence_weights`
 The predictor may be any ``nn.Module`` that maps ``(images (B, C, H, W) in [0, 1], masks (B, K-1, H, W))`` to
 ``(B, K-1)`` qualities in ``[0, 1]`` and has an integer attribute ``num_foreground`` (= K-1), such as
 :class:`qg_lightning.quality.predictor.QualityPredictor`. It must be frozen: eval mode always, and for
-:func:`qar_loss` also ``requires_grad=False`` on every parameter; both functions check this and raise otherwise.
+:func:`qar_loss` also ``requires_grad=False`` on every parameter; the functions check this and raise
+otherwise.
 
 [0] Abhishek & Hamarneh, "Quality-Guided Semi-Supervised Learning for Medical Image Segmentation", 2026.
 """
@@ -45,15 +46,17 @@ __all__ = [
     "confidence_weights",
     "confidence_pixel_mask",
     "frac_above",
+    "alignment_moments",
+    "pearson_from_moments",
 ]
 
 ClassReduction = Literal["mean", "min", "product"]
 CLASS_REDUCTIONS: tuple[str, ...] = ("mean", "min", "product")
 
 
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # validation
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def _is_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 
@@ -107,15 +110,15 @@ def _check_frozen(predictor: nn.Module, *, need_no_grad: bool) -> None:
         )
     if predictor.training:
         raise ValueError(
-            "`predictor` is in training mode; guidance needs a frozen predictor (its BatchNorm statistics must "
-            "not change). Call `predictor.eval().requires_grad_(False)` first."
+            "`predictor` is in training mode; guidance needs a frozen predictor (its BatchNorm statistics "
+            "must not change). Call `predictor.eval().requires_grad_(False)` first."
         )
     if need_no_grad:
         for name, param in predictor.named_parameters():
             if param.requires_grad:
                 raise ValueError(
-                    f"`predictor` parameter '{name}' has requires_grad=True; QAR must send gradients into the "
-                    "segmenter only. Call `predictor.eval().requires_grad_(False)` first."
+                    f"`predictor` parameter '{name}' has requires_grad=True; QAR must send gradients into "
+                    "the segmenter only. Call `predictor.eval().requires_grad_(False)` first."
                 )
 
 
@@ -123,8 +126,8 @@ def _num_foreground(predictor: nn.Module) -> int:
     num_foreground = getattr(predictor, "num_foreground", None)
     if isinstance(num_foreground, bool) or not isinstance(num_foreground, int) or num_foreground < 1:
         raise TypeError(
-            f"`predictor` must have an integer attribute `num_foreground` >= 1 (K-1), got {num_foreground!r}. "
-            "Use a qg_lightning QualityPredictor."
+            "`predictor` must have an integer attribute `num_foreground` >= 1 (K-1), got "
+            f"{num_foreground!r}. Use a qg_lightning QualityPredictor."
         )
     return num_foreground
 
@@ -149,13 +152,13 @@ def _foreground_masks(masks: Tensor, images: Tensor, num_foreground: int) -> Ten
         masks = foreground_from_labels(masks, num_foreground + 1)
     elif masks.ndim != 4:
         raise ValueError(
-            f"`masks` must be a label map (B, H, W) of integers or foreground masks (B, K-1, H, W), got shape "
-            f"{tuple(masks.shape)} ({masks.dtype})."
+            "`masks` must be a label map (B, H, W) of integers or foreground masks (B, K-1, H, W), got "
+            f"shape {tuple(masks.shape)} ({masks.dtype})."
         )
     if masks.shape[1] != num_foreground:
         raise ValueError(
-            f"`masks` has {masks.shape[1]} foreground channel(s), but the predictor expects K-1 = {num_foreground}. "
-            "Check `num_classes` of the segmenter and of the quality predictor."
+            f"`masks` has {masks.shape[1]} foreground channel(s), but the predictor expects "
+            f"K-1 = {num_foreground}. Check `num_classes` of the segmenter and of the quality predictor."
         )
     if masks.shape[0] != images.shape[0] or masks.shape[-2:] != images.shape[-2:]:
         raise ValueError(
@@ -170,9 +173,9 @@ def _predict(predictor: nn.Module, images: Tensor, masks: Tensor) -> Tensor:
     return quality.float()
 
 
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # quality weights (PL-QW)
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def reduce_class_quality(quality: Tensor, class_reduction: ClassReduction = "mean") -> Tensor:
     """Per-class qualities ``(B, K-1)`` to one quality per sample ``(B,)``.
 
@@ -187,8 +190,8 @@ def reduce_class_quality(quality: Tensor, class_reduction: ClassReduction = "mea
 
     Example:
         >>> q = torch.tensor([[0.9, 0.5], [0.8, 0.8]])
-        >>> reduce_class_quality(q, "mean"), reduce_class_quality(q, "min"), reduce_class_quality(q, "product")
-        (tensor([0.7000, 0.8000]), tensor([0.5000, 0.8000]), tensor([0.4500, 0.6400]))
+        >>> [reduce_class_quality(q, r) for r in ("mean", "min", "product")]
+        [tensor([0.7000, 0.8000]), tensor([0.5000, 0.8000]), tensor([0.4500, 0.6400])]
     """
     check_class_reduction(class_reduction)
     if quality.ndim != 2:
@@ -267,8 +270,8 @@ def quality_weights(
     """PL-QW sample weights ``w = q ** T * 1[q >= tau]`` from the frozen predictor, without gradient.
 
     Computed under ``torch.no_grad()`` on hard pseudolabels, as in [0]. For K-1 > 1 the per-class qualities
-    are first reduced to one quality per sample (``class_reduction``, see :func:`reduce_class_quality`), and the
-    threshold and power act on that reduced quality.
+    are first reduced to one quality per sample (``class_reduction``, see :func:`reduce_class_quality`), and
+    the threshold and power act on that reduced quality.
 
     Args:
         predictor: frozen quality predictor in eval mode (``num_foreground`` = K-1).
@@ -310,9 +313,9 @@ def quality_weights(
     return weights_from_quality(sample_quality, tau=tau, temperature=temperature), quality
 
 
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # quality-aware regularisation (QAR)
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def qar_loss(predictor: nn.Module, images: Tensor, probs: Tensor) -> Tensor:
     """QAR loss ``1 - mean g(images, probs)`` of [0], differentiable into ``probs`` only.
 
@@ -355,9 +358,9 @@ def qar_loss(predictor: nn.Module, images: Tensor, probs: Tensor) -> Tensor:
     return 1.0 - _predict(predictor, images, probs).mean()
 
 
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # confidence baselines (PL-C, PL-T)
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def _pixel_confidence(probs: Tensor) -> Tensor:
     """Max class probability per pixel ``(B, H, W)`` from foreground probabilities ``(B, K-1, H, W)``."""
     if not isinstance(probs, Tensor) or probs.ndim != 4 or not probs.is_floating_point():
@@ -431,3 +434,57 @@ def frac_above(quality: Tensor, tau: float) -> Tensor:
     if quality.numel() == 0:
         return torch.tensor(float("nan"), device=quality.device)
     return (quality.detach() >= tau).float().mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# alignment of predicted and true quality
+# ----------------------------------------------------------------------------------------------------
+def alignment_moments(predicted: Tensor, true: Tensor) -> Tensor:
+    """Sufficient statistics ``[n, sum x, sum y, sum x^2, sum y^2, sum xy]`` of paired qualities.
+
+    Summable across batches and ranks (``all_reduce(sum)``), so the Pearson correlation of a whole epoch
+    needs no gathering of per-image values; see :func:`pearson_from_moments`. ``float64`` (``float32`` on
+    MPS).
+
+    Args:
+        predicted: predicted qualities ``(N,)``.
+        true: true qualities (e.g. Dice) ``(N,)``.
+
+    Returns:
+        ``(6,)`` tensor on the device of ``predicted``.
+
+    Example:
+        >>> alignment_moments(torch.tensor([0.5, 1.0]), torch.tensor([0.0, 1.0]))
+        tensor([2.0000, 1.5000, 1.0000, 1.2500, 1.0000, 1.0000], dtype=torch.float64)
+    """
+    if predicted.shape != true.shape or predicted.ndim != 1:
+        raise ValueError(
+            f"`predicted` and `true` must both have shape (N,), got {tuple(predicted.shape)} and "
+            f"{tuple(true.shape)}."
+        )
+    dtype = torch.float32 if predicted.device.type == "mps" else torch.float64
+    x = predicted.detach().to(dtype)
+    y = true.detach().to(device=x.device, dtype=dtype)
+    n = torch.tensor(float(x.numel()), dtype=dtype, device=x.device)
+    return torch.stack([n, x.sum(), y.sum(), (x * x).sum(), (y * y).sum(), (x * y).sum()])
+
+
+def pearson_from_moments(moments: Tensor) -> Tensor:
+    """Pearson r from :func:`alignment_moments`; NaN with fewer than 2 samples or a constant variable.
+
+    Example:
+        >>> x = torch.tensor([0.1, 0.4, 0.8, 0.9]); y = torch.tensor([0.2, 0.3, 0.9, 0.7])
+        >>> pearson_from_moments(alignment_moments(x, y)).float()
+        tensor(0.9142)
+    """
+    n, sx, sy, sxx, syy, sxy = moments.unbind()
+    nan = torch.full_like(n, float("nan"))
+    if float(n) < 2:
+        return nan
+    cov = sxy / n - (sx / n) * (sy / n)
+    var_x = (sxx / n - (sx / n) ** 2).clamp_min(0.0)
+    var_y = (syy / n - (sy / n) ** 2).clamp_min(0.0)
+    denom = (var_x * var_y).sqrt()
+    if float(denom) <= 1e-12:
+        return nan
+    return (cov / denom).clamp(-1.0, 1.0)

@@ -45,7 +45,9 @@ class RampSchedule:
         for name in ("max_value", "warmup", "ramp"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"`RampSchedule.{name}` must be a number, got {value!r} ({type(value).__name__}).")
+                raise ValueError(
+                    f"`RampSchedule.{name}` must be a number, got {value!r} ({type(value).__name__})."
+                )
             if not math.isfinite(value) or value < 0:
                 raise ValueError(
                     f"`RampSchedule.{name}` must be a finite number >= 0, got {value!r}. "

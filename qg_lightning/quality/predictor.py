@@ -1,0 +1,521 @@
+"""The quality predictor g(x, m) -> q in [0, 1] (Phase 1 of QG-SSL [0]) and its safe loader.
+
+g reads an image and candidate foreground mask(s) and predicts the Dice coefficient of each foreground class
+of the candidate against the unseen ground truth. It is trained here (:class:`QualityPredictor`), then frozen
+and used by guidance (QAR feeds it soft probabilities and back-propagates through it; PL-QW feeds it hard
+pseudolabels without gradient). :func:`load_quality_predictor` is the only way guidance should read it back.
+
+[0] Abhishek & Hamarneh, "Quality-Guided Semi-Supervised Learning for Medical Image Segmentation", 2026.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+from torchmetrics import PearsonCorrCoef, SpearmanCorrCoef
+
+from qg_lightning.checkpoint import load_checkpoint
+from qg_lightning.masks import check_num_classes
+from qg_lightning.quality.backbones import BACKBONE_ALIASES, BACKBONES, build_backbone, resolve_backbone_name
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "QualityPredictor", "load_quality_predictor"]
+
+#: ImageNet RGB statistics (what the timm backbones expect).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+#: Standard deviation of the last linear layer's initial weights: the logit starts near 0 (q near 0.5), so the
+#: sigmoid is not saturated (METHOD.md: a Kaiming-initialised last layer saturates at 1.0 and never trains).
+LAST_LAYER_INIT_STD = 1e-3
+
+_BATCH_KEYS = ("image", "candidate", "quality")
+
+
+def _default_stats(
+    stats: Sequence[float] | None, imagenet: Sequence[float], in_channels: int, name: str
+) -> list:
+    """Resolve ``image_mean`` / ``image_std`` to a list of ``in_channels`` floats."""
+    if stats is None:
+        if in_channels == len(imagenet):
+            return [float(v) for v in imagenet]
+        return [round(sum(imagenet) / len(imagenet), 6)] * in_channels
+    if isinstance(stats, (str, bytes)) or not isinstance(stats, Sequence):
+        raise ValueError(f"`{name}` must be a sequence of {in_channels} floats or None, got {stats!r}.")
+    values = []
+    for v in stats:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"`{name}` must hold finite numbers, got {list(stats)!r}.")
+        values.append(float(v))
+    if len(values) != in_channels:
+        raise ValueError(
+            f"`{name}` has {len(values)} values but `in_channels` is {in_channels}: give one value per image "
+            "channel, or leave it unset (None) for the ImageNet statistics."
+        )
+    return values
+
+
+def _check_number(
+    value: Any, name: str, *, low: float, high: float = math.inf, low_open: bool = False
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value < high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"`{name}` must be a number in {bracket}{low}, {high}), got {value!r}.")
+
+
+def _check_int(value: Any, name: str, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+
+
+class QualityPredictor(L.LightningModule):
+    """Quality predictor g(x, m): the Dice of each foreground class of a candidate mask, in [0, 1] [0].
+
+    Network (paper): a timm classification backbone whose first convolution takes the image channels plus
+    ``K - 1`` mask channels (see :func:`~qg_lightning.quality.backbones.build_backbone` for the
+    initialisation), global average pooling, then ``Dropout(dropout) -> Linear(F, hidden) -> ReLU ->
+    Dropout(dropout / 2) -> Linear(hidden, K - 1) -> sigmoid``. The last layer starts small (normal, std
+    ``1e-3``, bias 0) so the initial outputs sit near 0.5 instead of saturating. The image is normalised
+    inside :meth:`forward` (buffers ``image_mean`` / ``image_std``); the masks are not normalised.
+    :meth:`forward` is differentiable with respect to the masks, which is what QAR needs.
+
+    Batches for ``fit`` / ``validate`` / ``test`` are dicts with ``image`` ``(B, C, H, W)`` float in [0, 1],
+    ``candidate`` ``(B, K-1, H, W)`` float masks and ``quality`` ``(B, K-1)`` float true per-class Dice. The
+    loss is SmoothL1 (``smooth_l1_beta``). Logged: ``train/loss``; ``val/loss``, ``val/mae``, ``val/pearson``,
+    ``val/spearman`` (correlations over all flattened per-class values of the epoch; an undefined correlation,
+    e.g. from constant predictions, is logged as 0.0 with a warning); the same with ``test/``.
+
+    Optimiser (paper): AdamW (``lr``, ``weight_decay``) with cosine warm restarts (``t0`` epochs,
+    ``x t_mult``, ``eta_min``) stepped once per epoch. Gradient clipping, mixed precision, early stopping and
+    best-checkpoint selection belong to the Trainer; the paper's settings as a LightningCLI config::
+
+        trainer:
+          max_epochs: 150
+          gradient_clip_val: 1.0
+          precision: 16-mixed
+          callbacks:
+            - class_path: lightning.pytorch.callbacks.EarlyStopping
+              init_args: {monitor: val/loss, mode: min, patience: 25}
+            - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+              init_args: {monitor: val/loss, mode: min, save_top_k: 1, save_last: true}
+        model:
+          class_path: qg_lightning.quality.QualityPredictor
+          init_args: {backbone: resnet18, in_channels: 3, num_classes: 2}
+
+    Read a trained predictor back with :func:`load_quality_predictor` (never ``load_from_checkpoint``, which
+    unpickles arbitrary objects).
+
+    Args:
+        backbone: a name from :data:`~qg_lightning.quality.backbones.BACKBONES` or an alias (paper: resnet18).
+        in_channels: image channels, 1 or 3.
+        num_classes: K, background included (2 = binary); the predictor outputs ``K - 1`` qualities.
+        pretrained: start the backbone from ImageNet weights found in the local timm cache (never downloaded
+            by qg_lightning; see :mod:`~qg_lightning.quality.backbones`).
+        image_mean: per-channel mean used to normalise images; None = ImageNet (averaged to one value for
+            grayscale). Saved in the hyper-parameters as a list.
+        image_std: per-channel standard deviation, likewise.
+        dropout: dropout before the hidden layer; the second dropout is ``dropout / 2`` (paper: 0.15, 0.075).
+        hidden: width of the hidden layer (paper: 256).
+        lr: AdamW learning rate (paper: 3e-4).
+        weight_decay: AdamW weight decay (paper: 5e-4).
+        t0: epochs of the first cosine cycle (paper: 10).
+        t_mult: cycle length multiplier (paper: 2).
+        eta_min: minimum learning rate (paper: 1e-6).
+        smooth_l1_beta: SmoothL1 transition point (paper: 1.0).
+
+    Attributes:
+        in_channels: image channels expected by :meth:`forward`.
+        num_classes: K.
+        num_foreground: ``K - 1``, the number of mask channels and of outputs.
+        backbone: the feature extractor; ``head``: the regression head.
+
+    Raises:
+        ValueError: an argument is out of range (the message names it).
+
+    Example:
+        >>> g = QualityPredictor(backbone="resnet18", in_channels=3, num_classes=2).eval()
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> images = torch.rand(2, 3, 32, 32, generator=gen)
+        >>> masks = (torch.rand(2, 1, 32, 32, generator=gen) > 0.5).float()
+        >>> q = g(images, masks)
+        >>> q.shape, bool(((q - 0.5).abs() < 0.05).all())
+        (torch.Size([2, 1]), True)
+
+    [0] Abhishek & Hamarneh, "Quality-Guided Semi-Supervised Learning for Medical Image Segmentation", 2026.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        in_channels: int = 3,
+        num_classes: int = 2,
+        pretrained: bool = False,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
+        dropout: float = 0.15,
+        hidden: int = 256,
+        lr: float = 3e-4,
+        weight_decay: float = 5e-4,
+        t0: int = 10,
+        t_mult: int = 2,
+        eta_min: float = 1e-6,
+        smooth_l1_beta: float = 1.0,
+    ) -> None:
+        super().__init__()
+        try:
+            resolve_backbone_name(backbone)
+        except KeyError:
+            raise ValueError(
+                f"`backbone` must be one of {sorted(BACKBONES)} (aliases: {sorted(BACKBONE_ALIASES)}), "
+                f"got {backbone!r}."
+            ) from None
+        if isinstance(in_channels, bool) or in_channels not in (1, 3):
+            raise ValueError(f"`in_channels` must be 1 (grayscale) or 3 (RGB), got {in_channels!r}.")
+        check_num_classes(num_classes)
+        if not isinstance(pretrained, bool):
+            raise ValueError(f"`pretrained` must be a bool, got {pretrained!r}.")
+        mean = _default_stats(image_mean, IMAGENET_MEAN, in_channels, "image_mean")
+        std = _default_stats(image_std, IMAGENET_STD, in_channels, "image_std")
+        if any(s <= 0 for s in std):
+            raise ValueError(f"`image_std` must be positive, got {std!r}.")
+        _check_number(dropout, "dropout", low=0.0, high=1.0)
+        _check_int(hidden, "hidden", minimum=1)
+        _check_number(lr, "lr", low=0.0, low_open=True)
+        _check_number(weight_decay, "weight_decay", low=0.0)
+        _check_int(t0, "t0", minimum=1)
+        _check_int(t_mult, "t_mult", minimum=1)
+        _check_number(eta_min, "eta_min", low=0.0)
+        _check_number(smooth_l1_beta, "smooth_l1_beta", low=0.0)
+
+        self.save_hyperparameters()
+        # Store the resolved statistics as plain lists: the checkpoint then says exactly how images were
+        # normalised, and everything in it stays loadable with torch.load(weights_only=True).
+        self.hparams["image_mean"] = mean
+        self.hparams["image_std"] = std
+
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.num_foreground = num_classes - 1
+        self.backbone, features = build_backbone(
+            backbone, in_channels=in_channels, mask_channels=self.num_foreground, pretrained=pretrained
+        )
+        self.head = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout / 2),
+            nn.Linear(hidden, self.num_foreground),
+        )
+        last = self.head[-1]
+        nn.init.normal_(last.weight, mean=0.0, std=LAST_LAYER_INIT_STD)
+        nn.init.zeros_(last.bias)
+        # Non-persistent: the statistics live in the hyper-parameters; the state_dict holds learned weights.
+        self.register_buffer("image_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+        with warnings.catch_warnings():  # Spearman warns that it keeps all values; that is intended here
+            warnings.simplefilter("ignore", UserWarning)
+            self.val_pearson = PearsonCorrCoef()
+            self.val_spearman = SpearmanCorrCoef()
+            self.test_pearson = PearsonCorrCoef()
+            self.test_spearman = SpearmanCorrCoef()
+
+    # ------------------------------------------------------------------ network
+    def _check_inputs(self, images: Tensor, masks: Tensor) -> None:
+        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != self.in_channels:
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(
+                f"`images` must have shape (B, {self.in_channels}, H, W) (in_channels={self.in_channels}), "
+                f"got {shape}. This predictor was built for {self.in_channels}-channel images."
+            )
+        if not isinstance(masks, Tensor) or masks.ndim != 4 or masks.shape[1] != self.num_foreground:
+            shape = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+            raise ValueError(
+                f"`masks` must have shape (B, {self.num_foreground}, H, W) (one channel per foreground "
+                f"class, num_classes={self.num_classes}), got {shape}. Use "
+                "qg_lightning.masks.foreground_from_labels or probs_from_logits to build them."
+            )
+        if masks.shape[0] != images.shape[0] or masks.shape[2:] != images.shape[2:]:
+            raise ValueError(
+                f"`images` {tuple(images.shape)} and `masks` {tuple(masks.shape)} must share batch size and "
+                "spatial size."
+            )
+
+    def forward(self, images: Tensor, masks: Tensor) -> Tensor:
+        """Predicted per-class quality of ``masks`` for ``images``; differentiable in both inputs.
+
+        Args:
+            images: ``(B, C, H, W)`` float in [0, 1], ``C == in_channels``.
+            masks: ``(B, K-1, H, W)`` float, hard {0, 1} or soft probabilities in [0, 1] (not normalised).
+
+        Returns:
+            ``(B, K-1)`` predicted Dice in [0, 1].
+
+        Raises:
+            ValueError: wrong channel counts or mismatched shapes.
+
+        Example:
+            >>> g = QualityPredictor(num_classes=3).eval()
+            >>> g(torch.rand(1, 3, 32, 32), torch.zeros(1, 2, 32, 32)).shape
+            torch.Size([1, 2])
+        """
+        self._check_inputs(images, masks)
+        x = (images - self.image_mean) / self.image_std
+        x = torch.cat([x, masks.to(x.dtype)], dim=1)
+        return torch.sigmoid(self.head(self.backbone(x)))
+
+    @torch.no_grad()
+    def predict_quality(self, images: Tensor, masks: Tensor) -> Tensor:
+        """Batch scoring without gradient, in eval mode (the previous train/eval mode is restored).
+
+        Use :meth:`forward` (or call the module) where a gradient is needed, e.g. for QAR.
+
+        Args:
+            images: ``(B, C, H, W)`` float in [0, 1].
+            masks: ``(B, K-1, H, W)`` float.
+
+        Returns:
+            ``(B, K-1)`` predicted Dice in [0, 1], detached.
+
+        Example:
+            >>> g = QualityPredictor()
+            >>> q = g.predict_quality(torch.rand(2, 3, 32, 32), torch.ones(2, 1, 32, 32))
+            >>> q.shape, q.requires_grad, g.training
+            (torch.Size([2, 1]), False, True)
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return self(images, masks)
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------ steps
+    def _unpack(self, batch: Any, stage: str) -> tuple[Tensor, Tensor, Tensor | None]:
+        if isinstance(batch, Mapping):
+            missing = [k for k in ("image", "candidate") if k not in batch]
+            if missing or (stage != "predict" and "quality" not in batch):
+                raise ValueError(
+                    f"{stage} batch must be a dict with keys {list(_BATCH_KEYS)} (quality optional for "
+                    f"predict), got keys {sorted(batch)}."
+                )
+            return batch["image"], batch["candidate"], batch.get("quality")
+        if stage == "predict" and isinstance(batch, (tuple, list)) and len(batch) >= 2:
+            return batch[0], batch[1], None
+        raise ValueError(
+            f"{stage} batch must be a dict with keys {list(_BATCH_KEYS)}, got {type(batch).__name__}."
+        )
+
+    def _loss(self, batch: Any, stage: str) -> tuple[Tensor, Tensor, Tensor, int]:
+        images, masks, target = self._unpack(batch, stage)
+        preds = self(images, masks)
+        if target.shape != preds.shape:
+            raise ValueError(
+                f"`quality` targets must have shape {tuple(preds.shape)} (B, K-1), got {tuple(target.shape)}."
+            )
+        target = target.to(preds.dtype)
+        loss = F.smooth_l1_loss(preds, target, beta=self.hparams.smooth_l1_beta)
+        return loss, preds, target, images.shape[0]
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        """SmoothL1 between predicted and true quality; logs ``train/loss``."""
+        loss, _, _, batch_size = self._loss(batch, "train")
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def _eval_step(self, batch: Mapping[str, Tensor], stage: str) -> Tensor:
+        loss, preds, target, batch_size = self._loss(batch, stage)
+        mae = (preds - target).abs().mean()
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.log(f"{stage}/mae", mae, on_step=False, on_epoch=True, batch_size=batch_size)
+        pearson, spearman = self._correlations(stage)
+        pearson.update(preds.detach().flatten().float(), target.flatten().float())
+        spearman.update(preds.detach().flatten().float(), target.flatten().float())
+        return loss
+
+    def _correlations(self, stage: str) -> tuple[PearsonCorrCoef, SpearmanCorrCoef]:
+        if stage == "val":
+            return self.val_pearson, self.val_spearman
+        return self.test_pearson, self.test_spearman
+
+    def _log_correlations(self, stage: str) -> None:
+        for name, metric in zip(("pearson", "spearman"), self._correlations(stage), strict=True):
+            if metric.update_count == 0:
+                continue
+            with warnings.catch_warnings():  # torchmetrics warns on zero variance; we warn once below
+                warnings.simplefilter("ignore", UserWarning)
+                value = metric.compute()
+            metric.reset()
+            if not bool(torch.isfinite(value)):
+                rank_zero_warn(
+                    f"{stage}/{name} is undefined this epoch (fewer than 2 values, or constant predictions "
+                    "or targets); logging 0.0."
+                )
+                value = torch.zeros_like(value)
+            self.log(f"{stage}/{name}", value, sync_dist=True)
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        """Logs ``val/loss`` and ``val/mae``; accumulates values for ``val/pearson`` and ``val/spearman``."""
+        return self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_correlations("val")
+
+    def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        """Logs ``test/loss`` and ``test/mae``; accumulates ``test/pearson`` and ``test/spearman``."""
+        return self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_correlations("test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Predicted quality ``(B, K-1)`` for a dict batch (image, candidate) or an (images, masks) pair."""
+        images, masks, _ = self._unpack(batch, "predict")
+        return self(images, masks)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW with cosine warm restarts, stepped once per epoch."""
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, T_0=hp.t0, T_mult=hp.t_mult, eta_min=hp.eta_min
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+# ---------------------------------------------------------------------- loading
+def _ctor_params() -> dict[str, inspect.Parameter]:
+    params = inspect.signature(QualityPredictor.__init__).parameters
+    return {k: p for k, p in params.items() if k != "self"}
+
+
+def _describe_foreign(hparams: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """Best guess of what kind of checkpoint this is, for the error message."""
+    class_path = hparams.get("_class_path")
+    if isinstance(class_path, str) and class_path:
+        return f"'{class_path}'"
+    seg_hparams = {"arch", "encoder_name", "encoder_weights", "decoder_channels"}
+    seg_prefixes = ("model.encoder.", "model.decoder.", "encoder.", "decoder.", "segmentation_head.")
+    if seg_hparams & set(hparams) or any(k.startswith(seg_prefixes) for k in keys):
+        arch = hparams.get("arch")
+        return f"segmentation model ({arch})" if isinstance(arch, str) else "segmentation model"
+    if any(k.startswith(("student.", "teacher.", "ema_")) for k in keys):
+        return "semi-supervised segmentation (student/teacher)"
+    if not keys:
+        return "weights-free"
+    return f"different model's (first keys: {list(keys)[:3]})"
+
+
+def load_quality_predictor(
+    path: str | os.PathLike,
+    *,
+    in_channels: int | None = None,
+    num_classes: int | None = None,
+    map_location: str = "cpu",
+) -> QualityPredictor:
+    """Rebuild a :class:`QualityPredictor` from a Lightning checkpoint, safely (``weights_only=True``).
+
+    The model is built from the checkpoint's hyper-parameters with ``pretrained=False`` (the weights come from
+    the checkpoint), loaded with ``strict=True`` and returned in eval mode. It is not frozen: guidance sets
+    ``requires_grad=False`` itself.
+
+    Args:
+        path: a ``.ckpt`` written by Lightning (``ModelCheckpoint`` / ``trainer.save_checkpoint``) for a
+            :class:`QualityPredictor`.
+        in_channels: if given, the image channels the caller will pass; must match the checkpoint.
+        num_classes: if given, K of the caller's task; must match the checkpoint.
+        map_location: device for the tensors, e.g. ``"cpu"`` or ``"cuda:0"``.
+
+    Returns:
+        The predictor in eval mode, on ``map_location``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        qg_lightning.checkpoint.UnsafeCheckpointError: the file needs arbitrary code to unpickle (refused).
+        ValueError: not a quality-predictor checkpoint, incompatible ``in_channels`` / ``num_classes``, or
+            missing / unexpected / mis-shaped weights.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> g = QualityPredictor(in_channels=1)
+        >>> ckpt = {"state_dict": g.state_dict(), "hyper_parameters": dict(g.hparams)}
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "g.ckpt"
+        ...     torch.save(ckpt, path)
+        ...     h = load_quality_predictor(str(path), in_channels=1, num_classes=2)
+        >>> h.training, h.num_foreground
+        (False, 1)
+    """
+    ckpt = load_checkpoint(path, map_location=map_location, what="quality predictor checkpoint")
+    hparams = ckpt.get("hyper_parameters")
+    state_dict = ckpt.get("state_dict")
+    hparams = dict(hparams) if isinstance(hparams, Mapping) else {}
+    keys = list(state_dict) if isinstance(state_dict, Mapping) else []
+    looks_right = (
+        isinstance(hparams.get("backbone"), str)
+        and bool(keys)
+        and any(k.startswith("backbone.") for k in keys)
+        and any(k.startswith("head.") for k in keys)
+    )
+    if not looks_right:
+        raise ValueError(
+            f"'{path}' is not a quality predictor checkpoint: this looks like a "
+            f"{_describe_foreign(hparams, keys)} checkpoint, expected a quality predictor trained with "
+            "QualityPredictor (qg_lightning.quality.QualityPredictor; hyper-parameter 'backbone' and weights "
+            "'backbone.*', 'head.*'). "
+            "Point the predictor path to the Phase-1 checkpoint."
+        )
+
+    params = _ctor_params()
+    unknown = sorted(k for k in hparams if k not in params and not k.startswith("_"))
+    if unknown:
+        rank_zero_warn(
+            f"Ignoring unknown hyper-parameters {unknown} in quality predictor checkpoint '{path}'."
+        )
+    kwargs = {k: v for k, v in hparams.items() if k in params}
+    kwargs["pretrained"] = False
+    ckpt_in = kwargs.get("in_channels", params["in_channels"].default)
+    ckpt_k = kwargs.get("num_classes", params["num_classes"].default)
+    mismatches = []
+    if in_channels is not None and in_channels != ckpt_in:
+        mismatches.append(f"in_channels={ckpt_in} (asked for in_channels={in_channels})")
+    if num_classes is not None and num_classes != ckpt_k:
+        mismatches.append(
+            f"num_classes={ckpt_k}, i.e. {ckpt_k - 1} mask channel(s) (asked for num_classes={num_classes})"
+        )
+    if mismatches:
+        raise ValueError(
+            f"Quality predictor checkpoint '{path}' is incompatible: it expects {' and '.join(mismatches)}. "
+            "Train a predictor for this task, or fix in_channels / num_classes in your config."
+        )
+
+    model = QualityPredictor(**kwargs)
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(keys))
+    unexpected = sorted(set(keys) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"Quality predictor checkpoint '{path}' does not match a QualityPredictor({kwargs}): "
+            f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''} ({len(missing)}), "
+            f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''} ({len(unexpected)}). "
+            "Was it saved by a different qg_lightning / timm version?"
+        )
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"Could not load the weights of quality predictor checkpoint '{path}': {err}"
+        ) from None
+    return model.to(map_location).eval()
