@@ -80,7 +80,7 @@ class SemiSupervisedSegmenter(QualityGuidedMixin, SupervisedSegmenter):
 
     def guidance_uses(self, mechanism: str) -> bool:
         """Whether the attached quality guidance enables ``"qw"`` or ``"qar"``."""
-        return self.quality_guidance_active and mechanism in self.quality_mechanisms
+        return self.quality_guidance_active and mechanism in self.quality_guidance_settings.mechanisms
 
     # ------------------------------------------------------------------------------------- unsupervised
     def unsupervised_terms(self, unlabeled: Mapping[str, Any]) -> dict[str, Tensor | None]:
