@@ -1,0 +1,395 @@
+"""``QualityDataModule``: (image, candidate mask, target quality) samples for training the quality predictor.
+
+Training data (METHOD.md, "Training masks"), generated fresh every epoch from the *labeled* training images:
+
+1. every labeled image appears ``samples_per_image`` times per epoch (K = 50 in the paper);
+2. spatial augmentation (flips, rotation up to ``max_rotation`` degrees) is applied jointly to the image, its
+   ground truth and its snapshot masks;
+3. with probability ``p_weak`` the candidate is the (warped) prediction of a uniformly chosen snapshot model
+   allowed for that image, otherwise one draw of :class:`~qg_lightning.quality.sampling.CorruptionSampler`;
+4. the target is the per-class Dice of the candidate against the (warped) truth;
+5. image-only photometric augmentation.
+
+Steps 2-5 run batched on the training device in :meth:`QualityDataModule.on_after_batch_transfer`, with a
+``torch.Generator`` seeded from ``(seed, epoch, batch, rank)``; the loader itself only gathers cached ``uint8``
+tensors (images are decoded and resized once). Snapshot predictions are computed once per snapshot and image
+at set-up and warped with the image, so a snapshot mask costs no network pass per sample.
+
+Validation and test candidates are generated once from a fixed seed (``eval_candidates_per_image`` synthetic
+corruptions of each validation / test image, no augmentation), so every epoch sees the same set; the predictor
+never trains on these images.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from qg_lightning.data import SemiSupervisedDataModule, derive_seed, read_image, read_mask
+from qg_lightning.masks import check_num_classes, foreground_from_labels
+from qg_lightning.quality.augment import apply_spatial, draw_spatial, photometric
+from qg_lightning.quality.sampling import CATEGORIES, CorruptionSampler, dice_target
+from qg_lightning.quality.snapshots import find_snapshots, load_snapshot, predict_snapshot_masks
+
+__all__ = ["QUALITY_CATEGORIES", "QualityDataModule", "load_resized"]
+
+log = logging.getLogger(__name__)
+
+QUALITY_CATEGORIES: tuple[str, ...] = (*CATEGORIES, "snapshot")
+"""Category names of quality samples: the corruption categories plus ``"snapshot"`` (a weak model's mask)."""
+_SNAPSHOT = len(CATEGORIES)
+
+
+def load_resized(
+    image_paths: Sequence[Path], mask_paths: Sequence[Path] | None, *, size: int, in_channels: int,
+    num_classes: int, decoded: Mapping[str, np.ndarray] | None = None,
+) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    """Decode and resize images to ``uint8 (N, C, size, size)`` (area) and masks to ``uint8 (N, size, size)``
+    label maps (nearest). ``decoded`` is an optional cache of already decoded arrays keyed by path."""
+    decoded = decoded or {}
+    images = np.empty((len(image_paths), size, size, in_channels), dtype=np.uint8)
+    for i, p in enumerate(image_paths):
+        arr = decoded.get(str(p))
+        arr = read_image(p, in_channels) if arr is None else arr
+        res = cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA)
+        images[i] = res.reshape(size, size, in_channels)
+    masks = None
+    if mask_paths is not None:
+        masks = np.empty((len(mask_paths), size, size), dtype=np.uint8)
+        for i, p in enumerate(mask_paths):
+            arr = decoded.get(str(p))
+            arr = read_mask(p, num_classes) if arr is None else arr
+            masks[i] = cv2.resize(arr, (size, size), interpolation=cv2.INTER_NEAREST)
+    img_t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    return img_t, (torch.from_numpy(masks) if masks is not None else None)
+
+
+class _TrainSet(Dataset):
+    """Index ``i`` -> labeled image ``i % N``; batched fetch through ``__getitems__``."""
+
+    def __init__(self, images: Tensor, labels: Tensor, snapshots: Tensor | None, allowed: Tensor | None,
+                 repeats: int) -> None:  # fmt: skip
+        self.images, self.labels, self.snapshots, self.allowed, self.repeats = images, labels, snapshots, allowed, repeats
+
+    def __len__(self) -> int:
+        return self.images.shape[0] * self.repeats
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Tensor]:
+        idx = torch.as_tensor(list(indices), dtype=torch.long) % self.images.shape[0]
+        out = {"image_u8": self.images[idx], "labels": self.labels[idx], "index": idx}
+        if self.snapshots is not None and self.allowed is not None:
+            out["snapshots"] = self.snapshots[:, idx].transpose(0, 1)  # (B, S, K-1, H, W)
+            out["allowed"] = self.allowed[idx]
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+
+class _EvalSet(Dataset):
+    def __init__(self, tensors: dict[str, Tensor]) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return next(iter(self.tensors.values())).shape[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Tensor]:
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        return {k: v[idx] for k, v in self.tensors.items()}
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {k: v[index] for k, v in self.tensors.items()}
+
+
+def _identity_collate(batch: Any) -> Any:
+    return batch
+
+
+class _EpochPermutation(Sampler[int]):
+    """A new seeded permutation each epoch (``set_epoch`` is called by Lightning)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(derive_seed(self.seed, 11, self.epoch))
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class QualityDataModule(L.LightningDataModule):
+    """Candidate masks with their true Dice, for training and evaluating a :class:`QualityPredictor`.
+
+    The folder, split and labeled subset are exactly those of
+    :class:`~qg_lightning.data.SemiSupervisedDataModule` with the same arguments and seed, so a predictor
+    trained here never sees the masks an SSL run treats as unlabeled, nor its validation or test images.
+
+    Args:
+        root, synthetic_images, synthetic_size, split_file, num_classes, in_channels, image_size,
+        val_fraction, test_fraction, n_labeled, labeled_fraction, seed, skip_bad: as in
+            ``SemiSupervisedDataModule``.
+        samples_per_image: candidates per labeled image per epoch (K; paper 50).
+        batch_size: batch size (paper 32).
+        eval_candidates_per_image: fixed synthetic candidates per validation / test image (5).
+        p_weak: probability that a training candidate is a snapshot model's mask (release 0.05).
+        snapshots: snapshot files or folders (from :class:`~qg_lightning.quality.SnapshotCallback`).
+        snapshot_policy: ``"heldout"`` uses a snapshot only on images it did not train on (honest errors;
+            needs snapshots trained on other folds), ``"all"`` uses every snapshot on every image (the release).
+        category_probs: corruption category probabilities (default METHOD.md's).
+        max_rotation: spatial augmentation rotation range in degrees (20).
+        photometric: image-only brightness/contrast/saturation/noise after corruption.
+        num_workers: loader workers (gathering cached tensors is cheap; 0 is usually fastest).
+
+    Batches are dicts: ``image`` float ``(B, C, H, W)`` in ``[0, 1]``, ``candidate`` float ``(B, K-1, H, W)``
+    hard, ``quality`` float ``(B, K-1)``, ``category`` long ``(B,)`` indexing :data:`QUALITY_CATEGORIES`.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        synthetic_images: int = 300,
+        synthetic_size: int = 128,
+        split_file: str | None = None,
+        num_classes: int = 2,
+        in_channels: int = 3,
+        image_size: int = 128,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        n_labeled: int | None = None,
+        labeled_fraction: float | None = None,
+        samples_per_image: int = 50,
+        batch_size: int = 32,
+        eval_candidates_per_image: int = 5,
+        p_weak: float = 0.05,
+        snapshots: list[str] | None = None,
+        snapshot_policy: Literal["heldout", "all"] = "heldout",
+        category_probs: dict[str, float] | None = None,
+        max_rotation: float = 20.0,
+        photometric: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+        skip_bad: bool = False,
+    ) -> None:
+        super().__init__()
+        check_num_classes(num_classes)
+        for name, value, lo in (("samples_per_image", samples_per_image, 1), ("batch_size", batch_size, 1),
+                                ("eval_candidates_per_image", eval_candidates_per_image, 1),
+                                ("num_workers", num_workers, 0)):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ValueError(f"`{name}` must be an integer >= {lo}, got {value!r}.")
+        if not 0.0 <= p_weak <= 1.0:
+            raise ValueError(f"`p_weak` must be a probability in [0, 1], got {p_weak}.")
+        if p_weak > 0 and not snapshots:
+            raise ValueError(
+                f"`p_weak`={p_weak} needs snapshot masks: set `snapshots` to the snapshot files or folder written by "
+                f"SnapshotCallback, or set `p_weak: 0` to train on synthetic corruptions only."
+            )
+        if snapshot_policy not in ("heldout", "all"):
+            raise ValueError(f"`snapshot_policy` must be 'heldout' or 'all', got {snapshot_policy!r}.")
+        if not 0 <= max_rotation <= 180:
+            raise ValueError(f"`max_rotation` must be in [0, 180] degrees, got {max_rotation}.")
+        self.sampler = CorruptionSampler(category_probs)  # validates the probabilities
+        self.save_hyperparameters()
+        self.source = SemiSupervisedDataModule(
+            root=root, synthetic_images=synthetic_images, synthetic_size=synthetic_size, split_file=split_file,
+            num_classes=num_classes, in_channels=in_channels, image_size=image_size, val_fraction=val_fraction,
+            test_fraction=test_fraction, n_labeled=n_labeled, labeled_fraction=labeled_fraction,
+            use_unlabeled=False, seed=seed, skip_bad=skip_bad,
+        )  # fmt: skip
+        self.train_data: dict[str, Tensor] = {}
+        self.eval_data: dict[str, dict[str, Tensor]] = {}
+        self.snapshot_info: list[dict[str, Any]] = []
+        self._batch_counter = 0
+        self._counter_epoch = 0
+
+    @property
+    def split(self):
+        """The split in use (after ``setup``)."""
+        return self.source.split
+
+    def prepare_data(self) -> None:
+        self.source.prepare_data()
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def setup(self, stage: str | None = None) -> None:
+        if not self.train_data:
+            self._build()
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            self.source._write_split(trainer)
+
+    def _build(self) -> None:
+        hp = self.hparams
+        self.source.setup()
+        index, split = self.source.index, self.source.split
+        decoded = index.decoded
+
+        def load(ids: list[str]) -> tuple[Tensor, Tensor]:
+            images, labels = load_resized(
+                [index.image_paths[i] for i in ids], [index.mask_paths[i] for i in ids], size=hp.image_size,
+                in_channels=hp.in_channels, num_classes=hp.num_classes, decoded=decoded,
+            )  # fmt: skip
+            return images, labels
+
+        train_ids = list(split.labeled)
+        images, labels = load(train_ids)
+        self.train_data = {"images": images, "labels": labels}
+        self.train_ids = train_ids
+        if hp.p_weak > 0:
+            self._build_snapshots(images, train_ids)
+        for stage, ids, stream in (("val", split.val, 21), ("test", split.test, 22)):
+            if ids:
+                self.eval_data[stage] = self._fixed_candidates(*load(list(ids)), list(ids), stream)
+        rank_zero_info(
+            f"QualityDataModule: {len(train_ids)} training images x {hp.samples_per_image} candidates/epoch, "
+            f"{len(split.val)} val and {len(split.test)} test images x {hp.eval_candidates_per_image} fixed "
+            f"candidates, p_weak={hp.p_weak} with {len(self.snapshot_info)} snapshots"
+        )
+
+    def _build_snapshots(self, images: Tensor, train_ids: list[str]) -> None:
+        hp = self.hparams
+        paths = find_snapshots(hp.snapshots)
+        masks, allowed = [], []
+        x = images.float().div(255.0)
+        for path in paths:
+            snap = load_snapshot(path, in_channels=hp.in_channels, num_classes=hp.num_classes)
+            masks.append(predict_snapshot_masks(snap.net, x, hp.num_classes))
+            if hp.snapshot_policy == "heldout":
+                allowed.append(torch.tensor([i not in snap.train_ids for i in train_ids]))
+            else:
+                allowed.append(torch.ones(len(train_ids), dtype=torch.bool))
+            self.snapshot_info.append({"path": str(path), "epoch": snap.epoch, "fold": snap.fold})
+        self.train_data["snapshots"] = torch.stack(masks)  # (S, N, K-1, H, W) uint8
+        self.train_data["allowed"] = torch.stack(allowed, dim=1)  # (N, S)
+        n_without = int((~self.train_data["allowed"].any(1)).sum())
+        if n_without == len(train_ids):
+            raise ValueError(
+                f"No snapshot may be used on any training image with snapshot_policy='heldout': every snapshot in "
+                f"{hp.snapshots} was trained on these images. Train snapshots on other folds of the labeled data "
+                f"(see the README), or set `snapshot_policy: all`."
+            )
+        if n_without:
+            log.warning("%d training images have no held-out snapshot; they get synthetic candidates only.", n_without)
+
+    def _fixed_candidates(self, images: Tensor, labels: Tensor, ids: list[str], stream: int) -> dict[str, Tensor]:
+        hp = self.hparams
+        g = torch.Generator().manual_seed(derive_seed(hp.seed, stream))
+        truth = foreground_from_labels(labels.long(), hp.num_classes)
+        reps = hp.eval_candidates_per_image
+        cands, quals, cats = [], [], []
+        for _ in range(reps):
+            result = self.sampler(truth, generator=g)
+            cands.append(result.masks.to(torch.uint8))
+            quals.append(result.quality)
+            cats.append(result.category)
+        n = images.shape[0]
+        order = torch.arange(n).repeat(reps)
+        return {
+            "image_u8": images[order],
+            "candidate_u8": torch.cat(cands),
+            "quality": torch.cat(quals),
+            "category": torch.cat(cats),
+            "labels": labels[order],
+            "index": order,
+        }
+
+    # --------------------------------------------------------------------------------------- loaders
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        data = self.train_data
+        dataset = _TrainSet(data["images"], data["labels"], data.get("snapshots"), data.get("allowed"),
+                            hp.samples_per_image)  # fmt: skip
+        self._batch_counter = 0
+        return DataLoader(
+            dataset, batch_size=hp.batch_size, sampler=_EpochPermutation(len(dataset), hp.seed), drop_last=True,
+            collate_fn=_identity_collate, num_workers=hp.num_workers,
+        )  # fmt: skip
+
+    def _eval_loader(self, stage: str) -> DataLoader | list:
+        if stage not in self.eval_data:
+            return []
+        return DataLoader(_EvalSet(self.eval_data[stage]), batch_size=self.hparams.batch_size, shuffle=False,
+                          collate_fn=_identity_collate, num_workers=self.hparams.num_workers)  # fmt: skip
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("test")
+
+    # --------------------------------------------------------------------------- batched generation
+    def _generator(self, device: torch.device) -> torch.Generator:
+        trainer = getattr(self, "trainer", None)
+        epoch = trainer.current_epoch if trainer is not None else 0
+        rank = trainer.global_rank if trainer is not None else 0
+        if epoch != self._counter_epoch:  # batch counter restarts every epoch
+            self._counter_epoch, self._batch_counter = epoch, 0
+        g = torch.Generator(device=device)
+        g.manual_seed(derive_seed(self.hparams.seed, 31, epoch, self._batch_counter, rank))
+        self._batch_counter += 1
+        return g
+
+    def make_training_batch(self, raw: Mapping[str, Tensor], *, generator: torch.Generator) -> dict[str, Tensor]:
+        """Turn gathered ``uint8`` tensors into a training batch (steps 2-5 of the module docstring)."""
+        hp = self.hparams
+        images = raw["image_u8"].float().div_(255.0)
+        labels = raw["labels"].long()
+        b = images.shape[0]
+        device = images.device
+        params = draw_spatial(b, max_rotation=hp.max_rotation, device=device, generator=generator)
+        snaps = raw.get("snapshots")
+        extra = (snaps.flatten(1, 2),) if snaps is not None else ()
+        warped = apply_spatial(params, images, labels.unsqueeze(1), *extra)
+        images, labels = warped[0], warped[1].squeeze(1)
+        truth = foreground_from_labels(labels, hp.num_classes)
+        result = self.sampler(truth, generator=generator)
+        candidate = result.masks.float()
+        category = result.category.clone()
+        if snaps is not None:
+            s = snaps.shape[1]
+            snap_masks = warped[2].view(b, s, *snaps.shape[2:])
+            allowed = raw["allowed"].float()
+            use = (torch.rand(b, device=device, generator=generator) < hp.p_weak) & (allowed.sum(1) > 0)
+            if use.any():
+                weights = torch.where(allowed.sum(1, keepdim=True) > 0, allowed, torch.ones_like(allowed))
+                choice = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+                picked = snap_masks[torch.arange(b, device=device), choice].float()
+                candidate = torch.where(use.view(b, 1, 1, 1), picked, candidate)
+                category = torch.where(use, torch.full_like(category, _SNAPSHOT), category)
+        quality = dice_target(candidate, truth)
+        if hp.photometric:
+            images = photometric(images, generator=generator)
+        return {"image": images, "candidate": candidate, "quality": quality, "category": category}
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if not isinstance(batch, Mapping) or "image_u8" not in batch:
+            return batch
+        trainer = getattr(self, "trainer", None)
+        if "candidate_u8" in batch:  # fixed validation / test candidates
+            return {"image": batch["image_u8"].float().div(255.0), "candidate": batch["candidate_u8"].float(),
+                    "quality": batch["quality"], "category": batch["category"], "labels": batch["labels"]}  # fmt: skip
+        if trainer is not None and not trainer.training:
+            return batch
+        return self.make_training_batch(batch, generator=self._generator(batch["image_u8"].device))
+
+    # ------------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"split": self.source.split.to_dict()} if self.source.split is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.source.load_state_dict(state_dict)

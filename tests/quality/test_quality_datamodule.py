@@ -1,0 +1,96 @@
+import lightning as L
+import pytest
+import torch
+
+from qg_lightning.data import SemiSupervisedDataModule, generate_synthetic_dataset
+from qg_lightning.methods import SupervisedSegmenter
+from qg_lightning.quality.datamodule import QUALITY_CATEGORIES, QualityDataModule
+from qg_lightning.quality.sampling import dice_target
+from qg_lightning.quality.snapshots import SnapshotCallback, find_snapshots, load_snapshot
+from qg_lightning.masks import foreground_from_labels
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return generate_synthetic_dataset(tmp_path_factory.mktemp("syn"), n_images=30, image_size=32, seed=5)
+
+
+def _qdm(root, **kw):
+    args = dict(root=str(root), image_size=32, samples_per_image=3, batch_size=8, p_weak=0.0, labeled_fraction=0.5)
+    args.update(kw)
+    return QualityDataModule(**args)
+
+
+def test_split_matches_semi_supervised_datamodule(root):
+    qdm = _qdm(root)
+    qdm.setup("fit")
+    ssl = SemiSupervisedDataModule(root=str(root), image_size=32, labeled_fraction=0.5)
+    ssl.setup("fit")
+    assert qdm.split == ssl.split
+    assert qdm.train_ids == list(ssl.split.labeled)
+    # the predictor never trains on validation/test images
+    assert not set(qdm.train_ids) & (set(ssl.split.val) | set(ssl.split.test))
+
+
+def test_training_batches_are_seeded_and_consistent(root):
+    qdm = _qdm(root)
+    qdm.setup("fit")
+    raw = next(iter(qdm.train_dataloader()))
+    a = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(3))
+    b = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(3))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert a["image"].shape == (8, 3, 32, 32) and a["candidate"].shape == (8, 1, 32, 32)
+    assert a["quality"].shape == (8, 1) and ((a["quality"] >= 0) & (a["quality"] <= 1)).all()
+    assert set(a["candidate"].unique().tolist()) <= {0.0, 1.0}
+    assert len(qdm.train_dataloader()) == len(qdm.train_ids) * 3 // 8
+
+
+def test_eval_candidates_are_fixed_and_targets_correct(root):
+    qdm = _qdm(root, eval_candidates_per_image=5)
+    qdm.setup("fit")
+    other = _qdm(root, eval_candidates_per_image=5)
+    other.setup("fit")
+    val = qdm.eval_data["val"]
+    assert val["candidate_u8"].shape[0] == 5 * len(qdm.split.val)
+    assert torch.equal(val["candidate_u8"], other.eval_data["val"]["candidate_u8"])
+    truth = foreground_from_labels(val["labels"].long(), 2)
+    assert torch.allclose(dice_target(val["candidate_u8"].float(), truth), val["quality"])
+    batch = qdm.on_after_batch_transfer(next(iter(qdm.val_dataloader())), 0)
+    assert batch["image"].dtype == torch.float32 and batch["image"].max() <= 1
+
+
+def test_invalid_arguments(root):
+    with pytest.raises(ValueError, match="p_weak"):
+        _qdm(root, p_weak=1.5)
+    with pytest.raises(ValueError, match="snapshots"):
+        _qdm(root, p_weak=0.5)
+    with pytest.raises(ValueError, match="probs"):
+        _qdm(root, category_probs={"identity": 0.5})
+    with pytest.raises(ValueError, match="samples_per_image"):
+        _qdm(root, samples_per_image=0)
+
+
+def test_snapshots_end_to_end(root, tmp_path):
+    """Train a weak model with SnapshotCallback, then serve its masks as candidates."""
+    dm = SemiSupervisedDataModule(root=str(root), image_size=32, labeled_fraction=0.5, use_unlabeled=False,
+                                  batch_size=4)  # fmt: skip
+    cb = SnapshotCallback(epochs=[1, 2], dirpath=str(tmp_path / "snaps"))
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0, logger=False, callbacks=[cb],
+                        enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")  # fmt: skip
+    trainer.fit(SupervisedSegmenter(encoder_name="resnet18", lr=1e-3), datamodule=dm)
+    files = find_snapshots(tmp_path / "snaps")
+    assert [f.name for f in files] == ["snapshot_epoch001.pt", "snapshot_epoch002.pt"]
+    snap = load_snapshot(files[0])
+    assert snap.epoch == 1 and snap.train_ids == frozenset(dm.split.labeled)
+    with pytest.raises(ValueError, match="num_classes"):
+        load_snapshot(files[0], num_classes=3)
+
+    # held-out policy: these snapshots trained on every labeled image, so none may be used
+    with pytest.raises(ValueError, match="heldout"):
+        _qdm(root, p_weak=1.0, snapshots=[str(tmp_path / "snaps")]).setup("fit")
+    qdm = _qdm(root, p_weak=1.0, snapshots=[str(tmp_path / "snaps")], snapshot_policy="all")
+    qdm.setup("fit")
+    raw = next(iter(qdm.train_dataloader()))
+    batch = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(0))
+    assert (batch["category"] == QUALITY_CATEGORIES.index("snapshot")).all()
