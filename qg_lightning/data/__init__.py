@@ -1,0 +1,65 @@
+"""Data layer: the standard folder layout, embedded synthetic data, splits, augmentation and the data module.
+
+Example:
+    >>> from qg_lightning.data import SemiSupervisedDataModule, make_split
+    >>> make_split(["a", "b", "c", "d"], seed=0, val_fraction=0.25, test_fraction=0.25).train
+    ['b', 'd']
+"""
+
+from __future__ import annotations
+
+from qg_lightning.data.datamodule import (
+    SYNTHETIC_SEED,
+    SeededSampler,
+    SegmentationDataset,
+    SemiSupervisedDataModule,
+    derive_seed,
+)
+from qg_lightning.data.folder import (
+    IMAGE_EXTENSIONS,
+    DataValidationError,
+    FolderIndex,
+    read_image,
+    read_mask,
+    scan_folder,
+)
+from qg_lightning.data.splits import Split, load_split, make_split
+from qg_lightning.data.synthetic import (
+    default_cache_dir,
+    default_synthetic_root,
+    generate_synthetic_dataset,
+    synthetic_sample,
+)
+from qg_lightning.data.transforms import (
+    AugmentName,
+    build_strong_photometric,
+    build_transforms,
+    reseed,
+    weak_strong_views,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SYNTHETIC_SEED",
+    "AugmentName",
+    "DataValidationError",
+    "FolderIndex",
+    "SeededSampler",
+    "SegmentationDataset",
+    "SemiSupervisedDataModule",
+    "Split",
+    "build_strong_photometric",
+    "build_transforms",
+    "default_cache_dir",
+    "default_synthetic_root",
+    "derive_seed",
+    "generate_synthetic_dataset",
+    "load_split",
+    "make_split",
+    "read_image",
+    "read_mask",
+    "reseed",
+    "scan_folder",
+    "synthetic_sample",
+    "weak_strong_views",
+]

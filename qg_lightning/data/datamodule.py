@@ -1,0 +1,677 @@
+"""``SemiSupervisedDataModule``: labeled + unlabeled batches from a folder or the embedded synthetic data.
+
+Batches (images ``float32`` in ``[0, 1]``, ``C = in_channels``):
+
+* labeled: ``{"image": (B, C, H, W), "mask": long (B, H, W) in 0..K-1, "id": list[str]}``
+* unlabeled: ``{"image": (B, C, H, W) weak view, "id": list[str]}`` plus ``"image_strong"`` (same
+  geometry, strong photometric changes) when ``unlabeled_views="weak_strong"``. Masks of unlabeled images are
+  never returned.
+
+``train_dataloader()`` always returns a lightning ``CombinedLoader`` in ``max_size_cycle`` mode, so a host
+reads ``batch["labeled"]`` (and ``batch["unlabeled"]`` when there is unlabeled data and ``use_unlabeled``):
+the epoch follows the longer loader and the shorter one cycles, as in the paper (32 labeled + 64 unlabeled).
+
+Determinism (one place: this module). Every random augmentation of a training sample is drawn from a seed
+carried *with its index*: :class:`SeededSampler` yields ``(index, sample_seed)`` pairs, and
+:class:`SegmentationDataset` reseeds its albumentations pipeline with ``sample_seed`` (see
+:func:`qg_lightning.data.transforms.reseed`) before transforming. The sampler derives the permutation and all
+sample seeds of one pass from ``derive_seed(seed, stream, epoch, pass)``: ``stream`` separates the labeled and
+unlabeled loaders, ``epoch`` is the trainer's ``current_epoch`` (or what ``set_epoch`` set, without a
+trainer), ``pass`` counts re-iterations within an epoch (the shorter loader cycles under ``max_size_cycle``;
+each cycle gets fresh draws). Consequences:
+
+* the same ``seed`` gives the same batches and augmentations for any ``num_workers`` (workers only execute
+  the draws, they do not make them), and no two workers repeat each other's "random" augmentations;
+* on several GPUs Lightning's distributed sampler wrapper splits the same seeded list across ranks, so each
+  rank sees different samples with different seeds; torch's own per-worker seed comes from a loader
+  ``generator`` seeded with ``derive_seed(seed, stream, rank)``;
+* resuming from a checkpoint at an epoch boundary replays the same epochs (the epoch enters the seed).
+
+Plain integer indexing of a dataset (``dataset[i]``) uses ``derive_seed(seed, i)``: reproducible, the same
+view each time.
+
+Example:
+    >>> import tempfile
+    >>> from qg_lightning.data.synthetic import generate_synthetic_dataset
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     root = generate_synthetic_dataset(Path(tmp) / "d", n_images=20, image_size=32)
+    ...     dm = SemiSupervisedDataModule(root=str(root), image_size=32, n_labeled=4, batch_size=2)
+    ...     dm.setup("fit")
+    ...     batch = next(iter(dm.train_dataloader()))[0]
+    ...     batch["labeled"]["image"].shape, batch["labeled"]["mask"].dtype, batch["unlabeled"]["image"].shape
+    (torch.Size([2, 3, 32, 32]), torch.int64, torch.Size([4, 3, 32, 32]))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import albumentations as A
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import CombinedLoader, rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from qg_lightning.data.folder import FolderIndex, read_image, read_mask, scan_folder
+from qg_lightning.data.splits import Split, load_split, make_split
+from qg_lightning.data.synthetic import default_synthetic_root, generate_synthetic_dataset
+from qg_lightning.data.transforms import (
+    AugmentName,
+    build_strong_photometric,
+    build_transforms,
+    reseed,
+    weak_strong_views,
+)
+from qg_lightning.masks import check_num_classes
+
+__all__ = [
+    "SYNTHETIC_SEED",
+    "SeededSampler",
+    "SegmentationDataset",
+    "SemiSupervisedDataModule",
+    "derive_seed",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seed of the embedded synthetic dataset (fixed: the data stays the same when the run's ``seed`` changes).
+SYNTHETIC_SEED = 0
+SPLIT_FILE_NAME = "split.json"
+UnlabeledViews = Literal["weak", "weak_strong"]
+_STREAMS = {"labeled": 1, "unlabeled": 2, "val": 3, "test": 4, "predict": 5}
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """Derive an independent 63-bit seed from a base ``seed`` and integer ``keys`` (the one seeding rule).
+
+    Uses ``numpy.random.SeedSequence`` hashing, so nearby inputs give unrelated outputs on every platform.
+
+    Example:
+        >>> derive_seed(0, 1, 2) == derive_seed(0, 1, 2), derive_seed(0, 1, 2) == derive_seed(0, 2, 1)
+        (True, False)
+    """
+    entropy = [int(seed) & 0xFFFFFFFFFFFFFFFF, *(int(k) & 0xFFFFFFFFFFFFFFFF for k in keys)]
+    return int(np.random.SeedSequence(entropy).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+class SeededSampler(Sampler):
+    """Yields ``(index, sample_seed)`` pairs: a seeded permutation and one augmentation seed per sample.
+
+    Each ``__iter__`` is one pass; its draws come from ``derive_seed(seed, stream, epoch, pass)``, where
+    ``pass`` counts the passes within the current epoch. The epoch is read from ``epoch_source`` when given
+    (the data module passes the trainer's ``current_epoch``: Lightning creates the first iterator of a fit,
+    and of a resumed fit, *before* it calls ``set_epoch``), otherwise from :meth:`set_epoch`.
+
+    Args:
+        num_samples: dataset length.
+        seed: base seed.
+        stream: integer separating independent loaders (e.g. labeled vs unlabeled).
+        shuffle: permute the indices (otherwise ``0..n-1`` in order, still with per-sample seeds).
+        epoch_source: optional callable returning the current epoch (or ``None``: use ``set_epoch``).
+
+    Example:
+        >>> s = SeededSampler(4, seed=0)
+        >>> first, second = list(s), list(s)
+        >>> sorted(i for i, _ in first), first != second
+        ([0, 1, 2, 3], True)
+        >>> s.set_epoch(1); s.set_epoch(0); list(s) == first
+        True
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        *,
+        seed: int,
+        stream: int = 0,
+        shuffle: bool = True,
+        epoch_source: Callable[[], int | None] | None = None,
+    ) -> None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
+            raise ValueError(f"`num_samples` must be an integer >= 0, got {num_samples!r}.")
+        self.num_samples = num_samples
+        self.seed = int(seed)
+        self.stream = int(stream)
+        self.shuffle = shuffle
+        self.epoch_source = epoch_source
+        self.epoch = 0
+        self.passes = 0
+        self._passes_epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch (Lightning calls this before each training epoch); a new epoch restarts passes."""
+        self.epoch = int(epoch)
+        if self.epoch_source is None and self.epoch != self._passes_epoch:
+            self._passes_epoch, self.passes = self.epoch, 0
+
+    def _current_epoch(self) -> int:
+        epoch = self.epoch_source() if self.epoch_source is not None else None
+        return self.epoch if epoch is None else int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self._current_epoch()
+        if epoch != self._passes_epoch:
+            self._passes_epoch, self.passes = epoch, 0
+        rng = np.random.default_rng(derive_seed(self.seed, self.stream, epoch, self.passes))
+        self.passes += 1
+        order = rng.permutation(self.num_samples) if self.shuffle else np.arange(self.num_samples)
+        seeds = rng.integers(0, 2**63 - 1, size=self.num_samples, dtype=np.int64)
+        return iter([(int(i), int(s)) for i, s in zip(order, seeds, strict=True)])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def _to_image_tensor(image: np.ndarray) -> torch.Tensor:
+    """``uint8 (H, W, C)`` -> new ``float32 (C, H, W)`` in ``[0, 1]`` (never a view of a cached array)."""
+    chw = np.array(image.transpose(2, 0, 1), dtype=np.float32, order="C", copy=True)
+    return torch.from_numpy(chw).div_(255.0)
+
+
+class SegmentationDataset(Dataset):
+    """Images (and optionally masks) from file paths through an albumentations pipeline; reusable by any
+    data module.
+
+    Items are dicts: ``image`` ``float32 (C, H, W)`` in ``[0, 1]``, ``id`` ``str``, ``mask`` ``long (H, W)``
+    in ``0..K-1`` when ``mask_paths`` is given, and ``image_strong`` when ``strong_transform`` is given (the
+    strong view of the *transformed* image, same geometry; see
+    :func:`~qg_lightning.data.transforms.weak_strong_views`).
+
+    Args:
+        image_paths: image files.
+        mask_paths: mask files in the same order, or ``None`` for unlabeled images.
+        ids: sample ids (default: file stems).
+        in_channels: 1 or 3; images are converted.
+        num_classes: K for reading masks (binary ``{0, 255}`` -> ``{0, 1}``).
+        transform: pipeline applied to ``image`` (and ``mask``); ``None`` leaves sizes unchanged.
+        strong_transform: image-only pipeline producing ``image_strong`` from the transformed image.
+        cache: optional dict ``str(path) -> decoded array`` used (and filled) as an in-memory cache, e.g.
+            ``FolderIndex.decoded``.
+        seed: seed for plain integer indexing (``derive_seed(seed, index)``).
+
+    Index with an ``int`` or with an ``(index, sample_seed)`` pair from :class:`SeededSampler`.
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     Image.new("RGB", (6, 4), (255, 0, 0)).save(f"{tmp}/a.png")
+        ...     Image.new("L", (6, 4), 255).save(f"{tmp}/m.png")
+        ...     item = SegmentationDataset([f"{tmp}/a.png"], [f"{tmp}/m.png"], ids=["a"])[0]
+        ...     item["image"].shape, item["image"].amax().item(), item["mask"].unique().tolist(), item["id"]
+        (torch.Size([3, 4, 6]), 1.0, [1], 'a')
+    """
+
+    def __init__(
+        self,
+        image_paths: Sequence[str | os.PathLike],
+        mask_paths: Sequence[str | os.PathLike] | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+        in_channels: int = 3,
+        num_classes: int = 2,
+        transform: A.Compose | None = None,
+        strong_transform: A.Compose | None = None,
+        cache: MutableMapping[str, np.ndarray] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.image_paths = [Path(p) for p in image_paths]
+        self.mask_paths = None if mask_paths is None else [Path(p) for p in mask_paths]
+        if self.mask_paths is not None and len(self.mask_paths) != len(self.image_paths):
+            raise ValueError(
+                f"`mask_paths` has {len(self.mask_paths)} entries but `image_paths` has "
+                f"{len(self.image_paths)}; give one mask per image, in the same order."
+            )
+        self.ids = [p.stem for p in self.image_paths] if ids is None else [str(i) for i in ids]
+        if len(self.ids) != len(self.image_paths):
+            raise ValueError(
+                f"`ids` has {len(self.ids)} entries but `image_paths` has {len(self.image_paths)}."
+            )
+        if in_channels not in (1, 3):
+            raise ValueError(f"`in_channels` must be 1 or 3, got {in_channels!r}.")
+        self.in_channels = in_channels
+        self.num_classes = check_num_classes(num_classes)
+        self.transform = transform
+        self.strong_transform = strong_transform
+        self.cache = cache
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def _load(self, path: Path, *, is_mask: bool) -> np.ndarray:
+        key = str(path)
+        if self.cache is not None and key in self.cache:
+            return self.cache[key]
+        array = read_mask(path, self.num_classes) if is_mask else read_image(path, self.in_channels)
+        if self.cache is not None:
+            self.cache[key] = array
+        return array
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(index, tuple):
+            index, sample_seed = index
+        else:
+            sample_seed = derive_seed(self.seed, index)
+        image = self._load(self.image_paths[index], is_mask=False)
+        mask = self._load(self.mask_paths[index], is_mask=True) if self.mask_paths is not None else None
+        if self.transform is not None:
+            reseed(self.transform, sample_seed)
+        if self.strong_transform is not None:
+            reseed(self.strong_transform, derive_seed(sample_seed, 1))
+            weak = self.transform if self.transform is not None else A.Compose([], strict=True)
+            out = weak_strong_views(image, weak, self.strong_transform, mask=mask)
+        elif self.transform is not None:
+            out = self.transform(image=image, mask=mask) if mask is not None else self.transform(image=image)
+        else:
+            out = {"image": image, "mask": mask}
+        item: dict[str, Any] = {"image": _to_image_tensor(out["image"]), "id": self.ids[index]}
+        if "image_strong" in out:
+            item["image_strong"] = _to_image_tensor(out["image_strong"])
+        if mask is not None:
+            item["mask"] = torch.from_numpy(np.array(out["mask"], dtype=np.int64, order="C", copy=True))
+        return item
+
+
+def _check_int(value: Any, name: str, minimum: int, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or None" if optional else "")
+        raise ValueError(f"`{name}` must be {allowed}, got {value!r}.")
+
+
+def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
+
+
+def _run_dir(trainer: L.Trainer) -> Path:
+    """The run's log directory (collective call: every rank must call it)."""
+    log_dir = trainer.log_dir  # broadcast from rank 0 inside Lightning
+    if not isinstance(log_dir, (str, os.PathLike)):  # no logger, or fast_dev_run's DummyLogger
+        log_dir = trainer.default_root_dir
+    return Path(log_dir)
+
+
+class SemiSupervisedDataModule(L.LightningDataModule):
+    """Labeled and unlabeled segmentation data for semi-supervised training (and plain supervised baselines).
+
+    Args:
+        root: dataset root in the standard layout (see :mod:`qg_lightning.data.folder`); ``None`` uses the
+            embedded synthetic dataset, generated on first use under ``default_synthetic_root``.
+        synthetic_images: number of synthetic image/mask pairs (only when ``root`` is None).
+        synthetic_size: side of the synthetic images in pixels (only when ``root`` is None).
+        split_file: JSON split file; default ``ROOT/split.json`` when it exists, else a seeded split.
+        num_classes: K including background (2 = binary).
+        in_channels: 1 (grayscale) or 3 (RGB); images are converted.
+        image_size: side of the square network input; every pipeline resizes to it.
+        val_fraction: validation fraction for a generated split.
+        test_fraction: test fraction for a generated split.
+        n_labeled: number of labeled training images (the rest of train becomes unlabeled).
+        labeled_fraction: fraction of train that is labeled (not with ``n_labeled``); neither -> all labeled.
+        use_unlabeled: ``False`` gives a plain supervised data module (only ``batch["labeled"]``).
+        batch_size: labeled batch size.
+        unlabeled_batch_size: unlabeled batch size (default ``2 * batch_size``).
+        num_workers: DataLoader worker processes.
+        seed: seed of the split and of every augmentation (see the module docstring).
+        labeled_augment: pipeline for labeled training images: ``"none"``, ``"weak"`` or ``"strong"``.
+        unlabeled_views: ``"weak"``, or ``"weak_strong"`` to add ``image_strong`` to unlabeled batches.
+        skip_bad: skip bad files with a warning instead of failing validation.
+        cache_images: keep decoded images and masks in memory (decoded once at their original size).
+        pin_memory: DataLoader ``pin_memory``.
+
+    Attributes:
+        split: the :class:`~qg_lightning.data.splits.Split` in use (after ``setup``); also written as
+            ``split.json`` into the run's log directory (``split_path``) on global rank 0.
+        split_path: where ``split.json`` was written (None without a trainer).
+        datasets: the :class:`SegmentationDataset` of each part: ``labeled``, ``unlabeled`` (when used),
+            ``val`` and ``test``.
+        index: the validated :class:`~qg_lightning.data.folder.FolderIndex`.
+
+    Raises:
+        ValueError: an argument is out of range (the message names it).
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        synthetic_images: int = 300,
+        synthetic_size: int = 128,
+        split_file: str | None = None,
+        num_classes: int = 2,
+        in_channels: int = 3,
+        image_size: int = 128,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        n_labeled: int | None = None,
+        labeled_fraction: float | None = None,
+        use_unlabeled: bool = True,
+        batch_size: int = 8,
+        unlabeled_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        labeled_augment: Literal["none", "weak", "strong"] = "weak",
+        unlabeled_views: Literal["weak", "weak_strong"] = "weak",
+        skip_bad: bool = False,
+        cache_images: bool = True,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if root is not None and not isinstance(root, (str, os.PathLike)):
+            raise ValueError(f"`root` must be a folder path (str) or None for synthetic data, got {root!r}.")
+        if split_file is not None and not isinstance(split_file, (str, os.PathLike)):
+            raise ValueError(f"`split_file` must be a path (str) or None, got {split_file!r}.")
+        _check_int(synthetic_images, "synthetic_images", 4)
+        _check_int(synthetic_size, "synthetic_size", 16)
+        check_num_classes(num_classes)
+        if isinstance(in_channels, bool) or in_channels not in (1, 3):
+            raise ValueError(f"`in_channels` must be 1 (grayscale) or 3 (RGB), got {in_channels!r}.")
+        _check_int(image_size, "image_size", 8)
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
+        if val_fraction + test_fraction >= 1:
+            raise ValueError(
+                f"`val_fraction` + `test_fraction` must be < 1, got {val_fraction} + {test_fraction}."
+            )
+        _check_int(n_labeled, "n_labeled", 1, optional=True)
+        if labeled_fraction is not None and (
+            isinstance(labeled_fraction, bool)
+            or not isinstance(labeled_fraction, (int, float))
+            or not 0 < labeled_fraction <= 1
+        ):
+            raise ValueError(f"`labeled_fraction` must be in (0, 1] or None, got {labeled_fraction!r}.")
+        if n_labeled is not None and labeled_fraction is not None:
+            raise ValueError(
+                f"Set only one of `n_labeled` ({n_labeled}) and `labeled_fraction` ({labeled_fraction}); "
+                "leave both unset to label all of train."
+            )
+        _check_int(batch_size, "batch_size", 1)
+        _check_int(unlabeled_batch_size, "unlabeled_batch_size", 1, optional=True)
+        _check_int(num_workers, "num_workers", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"`seed` must be an integer, got {seed!r}.")
+        _check_choice(labeled_augment, "labeled_augment", get_args(AugmentName))
+        _check_choice(unlabeled_views, "unlabeled_views", get_args(UnlabeledViews))
+        if root is None and num_classes != 2:
+            rank_zero_warn(
+                f"`num_classes`={num_classes} with the embedded synthetic data, whose masks are binary "
+                "(background + lesion). Set `root` to a multi-class dataset or use num_classes=2."
+            )
+        self.save_hyperparameters()
+        self.split: Split | None = None
+        self.index: FolderIndex | None = None
+        self.split_source: str = ""
+        self.split_path: Path | None = None
+        self.datasets: dict[str, SegmentationDataset] = {}
+        self._cache: dict[str, np.ndarray] | None = None
+        self._samplers: dict[str, SeededSampler] = {}
+
+    # ------------------------------------------------------------------ paths and preparation
+    @property
+    def data_root(self) -> Path:
+        """The dataset folder in use (``root`` or the synthetic cache folder)."""
+        if self.hparams.root is not None:
+            return Path(self.hparams.root).expanduser()
+        hp = self.hparams
+        return default_synthetic_root(hp.synthetic_images, hp.synthetic_size, SYNTHETIC_SEED)
+
+    @property
+    def unlabeled_batch_size(self) -> int:
+        """Unlabeled batch size in use (``2 * batch_size`` unless set)."""
+        hp = self.hparams
+        return hp.unlabeled_batch_size if hp.unlabeled_batch_size is not None else 2 * hp.batch_size
+
+    def prepare_data(self) -> None:
+        """Generate the embedded synthetic dataset when ``root`` is None (fast no-op when it exists)."""
+        if self.hparams.root is None:
+            hp = self.hparams
+            generate_synthetic_dataset(
+                self.data_root,
+                n_images=hp.synthetic_images,
+                image_size=hp.synthetic_size,
+                seed=SYNTHETIC_SEED,
+            )
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        """Validate the folder, build or load the split and the datasets; write ``split.json`` to the log dir.
+
+        Runs the expensive part once; later calls (other stages) only (re)write ``split.json`` for the
+        attached trainer.
+        """
+        if self.split is None:
+            self._build()
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            self._write_split(trainer)
+
+    def _build(self) -> None:
+        hp = self.hparams
+        self.prepare_data()  # idempotent; covers use without a Trainer
+        root = self.data_root
+        self.index = scan_folder(
+            root,
+            num_classes=hp.num_classes,
+            in_channels=hp.in_channels,
+            check=True,
+            skip_bad=hp.skip_bad,
+            keep_decoded=hp.cache_images,
+        )
+        self._cache = self.index.decoded if hp.cache_images else None
+        split_path = Path(hp.split_file).expanduser() if hp.split_file is not None else root / SPLIT_FILE_NAME
+        if hp.split_file is not None or split_path.is_file():
+            # With skip_bad, ids of skipped files are tolerated in the file and dropped from the split.
+            skipped = {Path(rel).stem for rel in self.index.skipped} - set(self.index.ids)
+            split = load_split(
+                split_path,
+                available=[*self.index.ids, *skipped],
+                seed=hp.seed,
+                n_labeled=hp.n_labeled,
+                labeled_fraction=hp.labeled_fraction,
+            )
+            if skipped & (set(split.train) | set(split.val) | set(split.test)):
+                rank_zero_warn(
+                    f"skip_bad=True: removed the ids of skipped files from the split: {sorted(skipped)}"
+                )
+                split = Split(**{k: [i for i in v if i not in skipped] for k, v in split.to_dict().items()})
+            self.split = split
+            self.split_source = str(split_path)
+        else:
+            self.split = make_split(
+                self.index.ids,
+                seed=hp.seed,
+                val_fraction=hp.val_fraction,
+                test_fraction=hp.test_fraction,
+                n_labeled=hp.n_labeled,
+                labeled_fraction=hp.labeled_fraction,
+            )
+            self.split_source = f"make_split(seed={hp.seed})"
+        self._build_datasets()
+        rank_zero_info(f"SemiSupervisedDataModule: {self.describe()}")
+
+    def _build_datasets(self) -> None:
+        hp = self.hparams
+        index, split = self.index, self.split
+        assert index is not None and split is not None  # set by _build
+        if not split.labeled:
+            raise ValueError(f"The split from {self.split_source} has no labeled training ids.")
+
+        def labeled(ids: list[str], augment: str) -> SegmentationDataset:
+            return SegmentationDataset(
+                [index.image_paths[i] for i in ids],
+                [index.mask_paths[i] for i in ids],
+                ids=ids,
+                in_channels=hp.in_channels,
+                num_classes=hp.num_classes,
+                transform=build_transforms(augment, hp.image_size, in_channels=hp.in_channels),
+                cache=self._cache,
+                seed=hp.seed,
+            )
+
+        self.datasets = {
+            "labeled": labeled(split.labeled, hp.labeled_augment),
+            "val": labeled(split.val, "none"),
+            "test": labeled(split.test, "none"),
+        }
+        unlabeled_ids = list(split.unlabeled) + sorted(index.unlabeled_paths)
+        if hp.use_unlabeled and unlabeled_ids:
+            paths = [index.image_paths[i] for i in split.unlabeled]
+            paths += [index.unlabeled_paths[i] for i in sorted(index.unlabeled_paths)]
+            strong = (
+                build_strong_photometric(hp.image_size, in_channels=hp.in_channels)
+                if hp.unlabeled_views == "weak_strong"
+                else None
+            )
+            self.datasets["unlabeled"] = SegmentationDataset(
+                paths,
+                None,
+                ids=unlabeled_ids,
+                in_channels=hp.in_channels,
+                num_classes=hp.num_classes,
+                transform=build_transforms("weak", hp.image_size, in_channels=hp.in_channels),
+                strong_transform=strong,
+                cache=self._cache,
+                seed=hp.seed,
+            )
+
+    def _write_split(self, trainer: L.Trainer) -> None:
+        assert self.split is not None
+        path = _run_dir(trainer) / SPLIT_FILE_NAME
+        if trainer.is_global_zero:
+            self.split.save(path)
+            log.info("Wrote the split in use to %s", path)
+        self.split_path = path
+
+    # ------------------------------------------------------------------ info
+    @property
+    def label_ratio(self) -> float:
+        """Labeled fraction of the training split (``len(labeled) / len(train)``)."""
+        split = self._require_setup()
+        return len(split.labeled) / max(1, len(split.train))
+
+    def describe(self) -> dict[str, Any]:
+        """Counts of the data in use (after ``setup``).
+
+        Keys: ``root``, ``split_source``, ``n_pairs`` (valid pairs in the folder), ``n_train``, ``n_val``,
+        ``n_test``, ``n_labeled``, ``n_unlabeled_train`` (train images whose masks are hidden),
+        ``n_unlabeled_extra`` (``ROOT/unlabeled``), ``n_unlabeled_used`` (0 when ``use_unlabeled`` is False),
+        ``label_ratio``, ``n_skipped`` (bad files skipped).
+        """
+        split = self._require_setup()
+        assert self.index is not None
+        unlabeled = self.datasets.get("unlabeled")
+        return {
+            "root": str(self.index.root),
+            "split_source": self.split_source,
+            "n_pairs": len(self.index.ids),
+            "n_train": len(split.train),
+            "n_val": len(split.val),
+            "n_test": len(split.test),
+            "n_labeled": len(split.labeled),
+            "n_unlabeled_train": len(split.unlabeled),
+            "n_unlabeled_extra": len(self.index.unlabeled_paths),
+            "n_unlabeled_used": len(unlabeled) if unlabeled is not None else 0,
+            "label_ratio": round(self.label_ratio, 4),
+            "n_skipped": len(self.index.skipped),
+        }
+
+    def _require_setup(self) -> Split:
+        if self.split is None:
+            raise RuntimeError(
+                "SemiSupervisedDataModule is not set up: call prepare_data() and setup() first."
+            )
+        return self.split
+
+    # ------------------------------------------------------------------ loaders
+    def _trainer_epoch(self) -> int | None:
+        """The attached trainer's current epoch (restored on resume), or None without a trainer."""
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.current_epoch) if trainer is not None else None
+
+    def _rank(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.global_rank) if trainer is not None else 0
+
+    def _loader(self, name: str, batch_size: int, *, train: bool) -> DataLoader:
+        hp = self.hparams
+        dataset = self.datasets[name]
+        stream = _STREAMS[name]
+        sampler = None
+        if train:
+            sampler = SeededSampler(
+                len(dataset), seed=hp.seed, stream=stream, shuffle=True, epoch_source=self._trainer_epoch
+            )
+            self._samplers[name] = sampler
+        generator = torch.Generator().manual_seed(derive_seed(hp.seed, stream, self._rank()))
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False if sampler is None else None,
+            drop_last=train and len(dataset) > batch_size,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            persistent_workers=hp.num_workers > 0,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> CombinedLoader:
+        """``CombinedLoader({"labeled": ..., "unlabeled": ...}, mode="max_size_cycle")``.
+
+        Only ``"labeled"`` when there is no unlabeled data or ``use_unlabeled`` is False.
+        """
+        self._require_setup()
+        loaders = {"labeled": self._loader("labeled", self.hparams.batch_size, train=True)}
+        if "unlabeled" in self.datasets:
+            loaders["unlabeled"] = self._loader("unlabeled", self.unlabeled_batch_size, train=True)
+        return CombinedLoader(loaders, mode="max_size_cycle")
+
+    def _eval_loader(self, name: str) -> DataLoader | list:
+        self._require_setup()
+        if len(self.datasets[name]) == 0:
+            return []
+        return self._loader(name, self.hparams.batch_size, train=False)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Labeled validation batches, resize only (``[]`` when the split has no validation ids)."""
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader | list:
+        """Labeled test batches, resize only (``[]`` when the split has no test ids)."""
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader | list:
+        """Test images (``image``, ``id`` and ``mask``), resize only."""
+        return self._eval_loader("test")
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        """The split in use, so that a resumed run trains on the same ids."""
+        return {"split": self.split.to_dict()} if self.split is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Adopt the checkpoint's split (with a warning when it differs from the one built in ``setup``)."""
+        stored = state_dict.get("split")
+        if stored is None or self.index is None:
+            return
+        split = Split.from_dict(stored, source="checkpoint split")
+        if self.split is not None and split == self.split:
+            return
+        split.check_ids(self.index.ids, source="checkpoint split")
+        rank_zero_warn(
+            "The checkpoint was trained on a different split than the one built from the current arguments; "
+            "resuming with the checkpoint's split."
+        )
+        self.split = split
+        self.split_source = "checkpoint"
+        self._build_datasets()
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            self._write_split(trainer)
