@@ -23,7 +23,7 @@ from qg_lightning.data.folder import (
     read_mask,
     scan_folder,
 )
-from qg_lightning.data.splits import Split, load_split, make_split
+from qg_lightning.data.splits import Split, assign_folds, load_split, make_split
 from qg_lightning.data.synthetic import (
     default_cache_dir,
     default_synthetic_root,
@@ -48,6 +48,7 @@ __all__ = [
     "SegmentationDataset",
     "SemiSupervisedDataModule",
     "Split",
+    "assign_folds",
     "build_strong_photometric",
     "build_transforms",
     "default_cache_dir",

@@ -58,7 +58,7 @@ from lightning.pytorch.utilities import CombinedLoader, rank_zero_info, rank_zer
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from qg_lightning.data.folder import FolderIndex, read_image, read_mask, scan_folder
-from qg_lightning.data.splits import Split, load_split, make_split
+from qg_lightning.data.splits import Split, assign_folds, load_split, make_split
 from qg_lightning.data.synthetic import default_synthetic_root, generate_synthetic_dataset
 from qg_lightning.data.transforms import (
     AugmentName,
@@ -325,6 +325,9 @@ class SemiSupervisedDataModule(L.LightningDataModule):
         skip_bad: skip bad files with a warning instead of failing validation.
         cache_images: keep decoded images and masks in memory (decoded once at their original size).
         pin_memory: DataLoader ``pin_memory``.
+        fold: train on the labeled images *outside* this fold only (cross-fitted snapshot models, see
+            :func:`~qg_lightning.data.splits.assign_folds`); ``None`` = all labeled images.
+        n_folds: number of folds of the labeled set when ``fold`` is set.
 
     Attributes:
         split: the :class:`~qg_lightning.data.splits.Split` in use (after ``setup``); also written as
@@ -361,6 +364,8 @@ class SemiSupervisedDataModule(L.LightningDataModule):
         skip_bad: bool = False,
         cache_images: bool = True,
         pin_memory: bool = False,
+        fold: int | None = None,
+        n_folds: int = 5,
     ) -> None:
         super().__init__()
         if root is not None and not isinstance(root, (str, os.PathLike)):
@@ -397,6 +402,9 @@ class SemiSupervisedDataModule(L.LightningDataModule):
         _check_int(num_workers, "num_workers", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"`seed` must be an integer, got {seed!r}.")
+        _check_int(n_folds, "n_folds", 2)
+        if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n_folds):
+            raise ValueError(f"`fold` must be None or an integer in [0, n_folds={n_folds}), got {fold!r}.")
         _check_choice(labeled_augment, "labeled_augment", get_args(AugmentName))
         _check_choice(unlabeled_views, "unlabeled_views", get_args(UnlabeledViews))
         if root is None and num_classes != 2:
@@ -516,7 +524,7 @@ class SemiSupervisedDataModule(L.LightningDataModule):
             )
 
         self.datasets = {
-            "labeled": labeled(split.labeled, hp.labeled_augment),
+            "labeled": labeled(self.training_labeled_ids, hp.labeled_augment),
             "val": labeled(split.val, "none"),
             "test": labeled(split.test, "none"),
         }
@@ -540,6 +548,16 @@ class SemiSupervisedDataModule(L.LightningDataModule):
                 cache=self._cache,
                 seed=hp.seed,
             )
+
+    @property
+    def training_labeled_ids(self) -> list[str]:
+        """Labeled ids this module trains on: all of ``split.labeled``, or those outside ``fold``."""
+        split = self._require_setup()
+        fold = self.hparams.get("fold")
+        if fold is None:
+            return list(split.labeled)
+        folds = assign_folds(split.labeled, n_folds=self.hparams.n_folds, seed=self.hparams.seed)
+        return [i for i in split.labeled if folds[i] != fold]
 
     def _write_split(self, trainer: L.Trainer) -> None:
         assert self.split is not None

@@ -337,3 +337,23 @@ def load_split(
             unlabeled=[i for i in split.train if i not in labeled_set],
         )
     return split
+
+
+def assign_folds(ids: Sequence[str], *, n_folds: int, seed: int) -> dict[str, int]:
+    """Seeded assignment of ``ids`` to ``n_folds`` folds of (almost) equal size, independent of input order.
+
+    Used for cross-fitted snapshot models: a weak model trained without fold ``f`` makes honest mistakes on
+    the images of fold ``f``.
+
+    Example:
+        >>> folds = assign_folds(["a", "b", "c", "d"], n_folds=2, seed=0)
+        >>> sorted(folds.values())
+        [0, 0, 1, 1]
+    """
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
+        raise ValueError(f"`n_folds` must be an integer >= 2, got {n_folds!r}.")
+    ordered = sorted(set(ids))
+    if len(ordered) < n_folds:
+        raise ValueError(f"Cannot split {len(ordered)} ids into `n_folds`={n_folds} folds; use fewer folds.")
+    perm = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 7919])).permutation(len(ordered))
+    return {ordered[j]: rank % n_folds for rank, j in enumerate(perm)}

@@ -107,14 +107,17 @@ class SnapshotCallback(L.Callback):
             )
         hp = {k: pl_module.hparams[k] for k in (*_NET_KEYS, "encoder_weights") if k in pl_module.hparams}
         dm = trainer.datamodule
-        split = getattr(dm, "split", None)
-        train_ids = sorted(getattr(split, "labeled", []) or []) if split is not None else []
-        name = f"snapshot_fold{self.fold}_epoch{epoch:03d}.pt" if self.fold is not None else f"snapshot_epoch{epoch:03d}.pt"
+        train_ids = getattr(dm, "training_labeled_ids", None)
+        if train_ids is None:
+            train_ids = getattr(getattr(dm, "split", None), "labeled", None) or []
+        train_ids = sorted(train_ids)
+        fold = self.fold if self.fold is not None else getattr(dm, "hparams", {}).get("fold")
+        name = f"snapshot_fold{fold}_epoch{epoch:03d}.pt" if fold is not None else f"snapshot_epoch{epoch:03d}.pt"
         path = self._dir(trainer) / name
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         atomic_save(
             {"format": SNAPSHOT_FORMAT, "hyper_parameters": hp, "state_dict": state, "epoch": epoch,
-             "train_ids": train_ids, "fold": self.fold},
+             "train_ids": train_ids, "fold": fold},
             path,
         )  # fmt: skip
         self.saved.append(str(path))

@@ -94,3 +94,25 @@ def test_snapshots_end_to_end(root, tmp_path):
     raw = next(iter(qdm.train_dataloader()))
     batch = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(0))
     assert (batch["category"] == QUALITY_CATEGORIES.index("snapshot")).all()
+
+
+def test_cross_fitted_snapshots_are_used_only_on_held_out_images(root, tmp_path):
+    snaps = tmp_path / "snaps"
+    for fold in range(2):
+        dm = SemiSupervisedDataModule(root=str(root), image_size=32, labeled_fraction=0.5, use_unlabeled=False,
+                                      batch_size=4, fold=fold, n_folds=2)  # fmt: skip
+        trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
+                            callbacks=[SnapshotCallback(epochs=[1], dirpath=str(snaps))], enable_checkpointing=False,
+                            enable_progress_bar=False, accelerator="cpu")  # fmt: skip
+        trainer.fit(SupervisedSegmenter(encoder_name="resnet18"), datamodule=dm)
+        assert set(dm.training_labeled_ids) < set(dm.split.labeled)
+    files = find_snapshots(snaps)
+    assert [f.name for f in files] == ["snapshot_fold0_epoch001.pt", "snapshot_fold1_epoch001.pt"]
+    qdm = _qdm(root, p_weak=1.0, snapshots=[str(snaps)], snapshot_policy="heldout")
+    qdm.setup("fit")
+    allowed = qdm.train_data["allowed"]
+    # every labeled image is held out by exactly one of the two fold models
+    assert allowed.sum(1).tolist() == [1] * len(qdm.train_ids)
+    for j, path in enumerate(files):
+        trained = load_snapshot(path).train_ids
+        assert all((qdm.train_ids[i] not in trained) == bool(allowed[i, j]) for i in range(len(qdm.train_ids)))
