@@ -121,7 +121,30 @@ def _make_synthetic(argv: Sequence[str]) -> int:
     return 0
 
 
-EXTRA_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"make-synthetic": _make_synthetic}
+def _evaluate_predictor(argv: Sequence[str]) -> int:
+    from qg_lightning.quality.evaluation import evaluate_predictor_cli
+
+    return evaluate_predictor_cli(argv)
+
+
+def _score(argv: Sequence[str]) -> int:
+    from qg_lightning.quality.scoring import score_cli
+
+    return score_cli(argv)
+
+
+def _gallery(argv: Sequence[str]) -> int:
+    from qg_lightning.quality.gallery import gallery_cli
+
+    return gallery_cli(argv)
+
+
+EXTRA_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "make-synthetic": _make_synthetic,
+    "evaluate-predictor": _evaluate_predictor,
+    "score": _score,
+    "gallery": _gallery,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
