@@ -1,0 +1,76 @@
+"""The supervised baseline: training on real data, test reports, overlays, optimiser schedule."""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from qg_lightning.callbacks import TestOverlayCallback
+from qg_lightning.data import SemiSupervisedDataModule, generate_synthetic_dataset
+from qg_lightning.methods import SupervisedSegmenter
+
+KVASIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kvasir_seg"
+
+
+def _trainer(tmp_path, **kw):
+    args = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path))  # fmt: skip
+    args.update(kw)
+    return L.Trainer(**args)
+
+
+@pytest.mark.skipif(not (KVASIR / "images").is_dir(), reason="../shared/data/kvasir_seg is not available")
+def test_trains_a_few_steps_on_kvasir(tmp_path):
+    dm = SemiSupervisedDataModule(root=str(KVASIR), image_size=64, labeled_fraction=0.1, use_unlabeled=False,
+                                  batch_size=4, seed=0)  # fmt: skip
+    model = SupervisedSegmenter(encoder_name="resnet18", lr=1e-3)
+    before = [p.clone() for p in model.parameters()]
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=2)
+    trainer.fit(model, datamodule=dm)
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert 0.0 <= float(trainer.callback_metrics["val/dice"]) <= 1.0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert (tmp_path / "split.json").is_file()
+    assert len(dm.split.labeled) == round(0.1 * len(dm.split.train))
+
+
+def test_test_report_and_overlays(tmp_path):
+    root = generate_synthetic_dataset(tmp_path / "syn", n_images=20, image_size=32, seed=1)
+    dm = SemiSupervisedDataModule(root=str(root), image_size=32, use_unlabeled=False, batch_size=4)
+    model = SupervisedSegmenter(encoder_name="resnet18", num_classes=2)
+    trainer = _trainer(tmp_path / "run", max_steps=1, limit_val_batches=1, callbacks=[TestOverlayCallback(n_images=3)])
+    trainer.fit(model, datamodule=dm)
+    model.test_tag = "best"
+    trainer.test(model, datamodule=dm, verbose=False)
+    run = tmp_path / "run"
+    report = json.loads((run / "test_metrics_best.json").read_text())
+    assert set(report["metrics"]) == {"dice", "iou", "hd95"}
+    assert report["metrics"]["dice"]["n"] == len(dm.split.test)
+    assert {"mean", "std", "n"} <= set(report["metrics"]["hd95"])
+    rows = (run / "test_per_image_best.csv").read_text().splitlines()
+    assert rows[0] == "id,dice,iou,hd95" and len(rows) == len(dm.split.test) + 1
+    assert sorted(r.split(",")[0] for r in rows[1:]) == sorted(dm.split.test)
+    assert (run / "test_overlays_best.png").is_file()
+
+
+def test_cosine_schedule_reaches_min_lr(tmp_path):
+    root = generate_synthetic_dataset(tmp_path / "syn", n_images=12, image_size=32, seed=2)
+    dm = SemiSupervisedDataModule(root=str(root), image_size=32, use_unlabeled=False, batch_size=2)
+    model = SupervisedSegmenter(encoder_name="resnet18", lr=1e-2, min_lr=1e-4, warmup_steps=2)
+    trainer = _trainer(tmp_path, max_steps=6, limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    factors = [sched.lr_lambdas[0](s) for s in range(7)]
+    assert factors[0] < factors[1] < factors[2]  # warm-up
+    assert factors[2] == pytest.approx(1.0)
+    assert factors[6] == pytest.approx(1e-2)  # min_lr / lr at the end
+    assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
+
+
+def test_predict_step_returns_label_maps():
+    model = SupervisedSegmenter(encoder_name="resnet18", num_classes=3)
+    out = model.predict_step({"image": torch.rand(2, 3, 32, 32), "id": ["a", "b"]}, 0)
+    assert out["preds"].shape == (2, 32, 32) and out["preds"].dtype == torch.long and out["id"] == ["a", "b"]
+    assert int(out["preds"].max()) <= 2
