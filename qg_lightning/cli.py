@@ -139,7 +139,14 @@ def _gallery(argv: Sequence[str]) -> int:
     return gallery_cli(argv)
 
 
+def _study(argv: Sequence[str]) -> int:
+    from qg_lightning.study import study_cli
+
+    return study_cli(argv)
+
+
 EXTRA_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "study": _study,
     "make-synthetic": _make_synthetic,
     "evaluate-predictor": _evaluate_predictor,
     "score": _score,

@@ -1,0 +1,224 @@
+"""Tests for qg_lightning.study: the smoke preset end to end (resume included) and the pure helpers."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from qg_lightning.cli import EXTRA_COMMANDS, main
+from qg_lightning.study import (
+    DEFAULT_METHODS,
+    METHODS,
+    PAIRS,
+    PRESETS,
+    StudyConfig,
+    format_mean_std,
+    paired_comparison,
+    resolve_schedule,
+    run_study,
+    steps_per_epoch,
+    study_cli,
+    summarize_study,
+)
+
+METHODS_E2E = ("SUP", "PL-C", "PL-QW")
+SEEDS_E2E = (0, 1)
+MEAN_STD = re.compile(r"^\d\.\d{3} ± (\d\.\d{3}|n/a)$")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory):
+    """One smoke study on the embedded synthetic data (cache in a temporary folder): 3 methods x 2 seeds."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QG_LIGHTNING_CACHE", str(tmp_path_factory.mktemp("cache")))
+        out = tmp_path_factory.mktemp("study") / "out"
+        config = StudyConfig(out=str(out), seeds=SEEDS_E2E, preset="smoke", methods=METHODS_E2E)
+        summary = run_study(config)
+        yield config, summary
+
+
+def _table(results_md: Path) -> list[list[str]]:
+    """Rows of the first Markdown table (header first), cells stripped."""
+    rows = []
+    for line in results_md.read_text().splitlines():
+        if line.startswith("|"):
+            if rows and line.startswith("|---"):
+                continue
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+        elif rows:
+            break
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_study_writes_every_output(study):
+    config, summary = study
+    out = Path(config.out)
+    assert summary["execution"] == {"done": 6, "skipped": 0, "redone": 0, "failed": []}
+    for name in (
+        "split.json",
+        "study.json",
+        "summary.json",
+        "results.md",
+        "predictor/quality_predictor.ckpt",
+        "dice_per_method.png",
+        "quality_pred_vs_true.png",
+        "val_dice_curves.png",
+        "kept_fraction.png",
+    ):
+        assert (out / name).is_file(), name
+    results = sorted(p.relative_to(out).as_posix() for p in out.glob("runs/*/seed*/result.json"))
+    assert results == sorted(f"runs/{m}/seed{s}/result.json" for m in METHODS_E2E for s in SEEDS_E2E)
+    assert not list(out.glob("runs/*/seed*/checkpoints"))  # removed after testing (keep_checkpoints=False)
+    split = json.loads((out / "split.json").read_text())
+    assert set(split["val"]).isdisjoint(split["test"]) and split["labeled"]
+
+
+@pytest.mark.slow
+def test_results_table_first_column_method_second_mean_dice(study):
+    config, _ = study
+    rows = _table(Path(config.out) / "results.md")
+    assert rows[0][:2] == ["Method", "Dice"]
+    assert [r[0] for r in rows[1:]] == list(METHODS_E2E)
+    for row in rows[1:]:
+        assert MEAN_STD.match(row[1]), row[1]
+        assert row[1] != "n/a"
+    pl_qw = next(r for r in rows if r[0] == "PL-QW")
+    assert "vs PL-C" in " ".join(pl_qw)
+
+
+@pytest.mark.slow
+def test_run_results_and_summary(study):
+    config, summary = study
+    out = Path(config.out)
+    guided = json.loads((out / "runs/PL-QW/seed0/result.json").read_text())
+    plain = json.loads((out / "runs/PL-C/seed0/result.json").read_text())
+    sup = json.loads((out / "runs/SUP/seed0/result.json").read_text())
+    for result in (guided, plain, sup):
+        assert set(result["test_best"]) >= {"dice", "iou", "hd95"} and set(result["test_last"]) >= {"dice"}
+        assert result["val_dice_curve"]["step"] and result["pretrained"] is False
+        assert result["steps"] == result["schedule"]["max_steps"] == 3
+    # plain and guided share everything but the guidance (and PL-C's own confidence weights)
+    assert guided["guidance"]["mechanisms"] == ["qw"] and plain["guidance"] is None
+    assert {k: v for k, v in guided["host_kwargs"].items() if k != "weighting"} == {
+        k: v for k, v in plain["host_kwargs"].items() if k != "weighting"
+    }
+    assert guided["schedule"] == plain["schedule"] == sup["schedule"]
+    assert guided["kept_fraction_curve"]["value"] and plain["kept_fraction_curve"] is None
+    assert sup["data"]["use_unlabeled"] is False and guided["data"]["n_unlabeled_used"] > 0
+    pair = next(
+        c
+        for c in summary["comparisons"]
+        if (c["guided"], c["plain"], c["checkpoint"]) == ("PL-QW", "PL-C", "best")
+    )
+    assert pair["seeds"] == list(SEEDS_E2E) and len(pair["diffs"]) == 2
+    assert pair["better"] + pair["worse"] + pair["ties"] == 2
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert [m["method"] for m in on_disk["methods"]] == list(METHODS_E2E)
+    assert on_disk["predictor"]["test_synthetic"].keys() >= {"mae", "pearson", "spearman"}
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_runs_and_redoes_interrupted_ones(study):
+    config, _ = study
+    out = Path(config.out)
+    before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/result.json")}
+    summary = run_study(config)
+    assert summary["execution"] == {"done": 0, "skipped": 6, "redone": 0, "failed": []}
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/result.json")} == before
+    # an interrupted run: its folder exists without result.json -> trained again from scratch
+    victim = out / "runs/PL-C/seed1"
+    (victim / "result.json").unlink()
+    (victim / "stale.txt").write_text("left over by an interrupted run")
+    summary = run_study(config)
+    assert summary["execution"] == {"done": 1, "skipped": 5, "redone": 1, "failed": []}
+    assert (victim / "result.json").is_file() and not (victim / "stale.txt").exists()
+
+
+@pytest.mark.slow
+def test_resume_with_other_settings_is_refused(study):
+    config, _ = study
+    other = StudyConfig(
+        out=config.out, seeds=(0,), preset=PRESETS["smoke"].replace(budget=6), methods=("SUP",)
+    )
+    with pytest.raises(ValueError, match="other settings"):
+        run_study(other)
+
+
+# ------------------------------------------------------------------------------------------ pure helpers
+def test_registry_covers_defaults_and_pairs():
+    assert set(DEFAULT_METHODS) <= set(METHODS)
+    for plain, guided in PAIRS:
+        assert METHODS[guided].guidance is not None and METHODS[plain].guidance in (None, "qw")
+        assert METHODS[guided].host == METHODS[plain].host or (plain, guided) in {
+            ("SUP", "QAR"),
+            ("PL-C", "PL-QW"),
+            ("PL-T", "PL-QW"),
+        }
+    assert METHODS["FixMatch"].unlabeled_views == "weak_strong" and not METHODS["SUP"].use_unlabeled
+
+
+def test_schedule_resolution_in_steps_and_epochs():
+    assert steps_per_epoch(45, 403, 8, 16) == 25
+    assert steps_per_epoch(4, 0, 8, 16) == 1
+    paper = resolve_schedule(PRESETS["paper"], steps_per_epoch=25)
+    assert (paper.max_steps, paper.val_every, paper.unsup_warmup, paper.qar_ramp) == (5000, 25, 375, 1000)
+    cpu = resolve_schedule(PRESETS["cpu"].replace(budget=110, val_every=25), steps_per_epoch=7)
+    assert cpu.max_steps == 125 and cpu.max_steps % cpu.val_every == 0  # rounded up to a validation
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        resolve_schedule(PRESETS["cpu"], steps_per_epoch=0)
+
+
+def test_paired_comparison_and_formatting():
+    one = paired_comparison({0: 0.8}, {0: 0.7, 1: 0.6})
+    assert one["seeds"] == [0] and one["p_value"] is None and one["better"] == 1
+    same = paired_comparison({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6})
+    assert same["mean_diff"] == 0 and same["ties"] == 2 and same["p_value"] is None
+    assert format_mean_std(0.81234, 0.0111) == "0.812 ± 0.011"
+    assert format_mean_std(0.5, None) == "0.500 ± n/a" and format_mean_std(None, None) == "n/a"
+
+
+def test_invalid_settings_fail_early(tmp_path):
+    with pytest.raises(ValueError, match="n_labeled"):
+        StudyConfig(out=str(tmp_path), n_labeled=5, labeled_fraction=0.1)
+    with pytest.raises(ValueError, match="preset"):
+        StudyConfig(out=str(tmp_path), preset="huge")
+    with pytest.raises(FileNotFoundError, match="root"):
+        StudyConfig(out=str(tmp_path), root=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="Unknown method"):
+        run_study(StudyConfig(out=str(tmp_path / "o"), methods=("SUP", "PL-XYZ"), preset="smoke"))
+    with pytest.raises(ValueError, match="budget"):
+        PRESETS["cpu"].replace(budget=0)
+    with pytest.raises(ValueError, match="Unknown preset field"):
+        PRESETS["cpu"].replace(steps=3)
+
+
+def test_summary_of_single_seed_results_without_plain_host(tmp_path):
+    out = tmp_path / "study"
+    run = out / "runs" / "PL-QW" / "seed3"
+    run.mkdir(parents=True)
+    block = {"dice": {"mean": 0.75, "std": 0.1, "n": 4}, "iou": {"mean": 0.6, "std": 0.1, "n": 4},
+             "hd95": {"mean": 7.25, "std": 2.0, "n": 4}}  # fmt: skip
+    result = {"method": "PL-QW", "seed": 3, "status": "done", "host": "PseudoLabelSegmenter",
+              "guidance": {"mechanisms": ["qw"]}, "test_best": block, "test_last": block, "steps": 3,
+              "val_dice_curve": {"step": [2], "value": [0.7]}, "kept_fraction_curve": {"step": [0, 1, 2],
+              "value": [0.5, 0.5, 1.0]}, "wall_time_s": 4.0}  # fmt: skip
+    (run / "result.json").write_text(json.dumps(result))
+    summary = summarize_study(out, plots=False)
+    assert summary["comparisons"] == []  # PL-C / PL-T were not run
+    rows = _table(out / "results.md")
+    assert rows[1][:2] == ["PL-QW", "0.750 ± n/a"] and rows[1][3] == "7.2 ± n/a"
+
+
+def test_cli_has_study_command(capsys):
+    assert "study" in EXTRA_COMMANDS
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", "--help"])
+    assert exit_info.value.code == 0
+    assert "--preset" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        study_cli(["--synthetic"])  # --out is required
