@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from qg_lightning.guidance import QualityGuidedMixin, RampSchedule, weighted_mean
+from qg_lightning.guidance.mixin import QualityGuidedMixin
+from qg_lightning.guidance.schedules import RampSchedule
+from qg_lightning.losses import weighted_mean
 from qg_lightning.masks import probs_from_logits
 from qg_lightning.methods.supervised import SupervisedSegmenter, labeled_part, unlabeled_part
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from qg_lightning.guidance import confidence_pixel_mask, confidence_weights
+from qg_lightning.guidance.functional import confidence_pixel_mask, confidence_weights
 from qg_lightning.losses import segmentation_loss_per_image
 from qg_lightning.masks import labels_from_logits, probs_from_logits
 from qg_lightning.methods.base import SemiSupervisedSegmenter

@@ -1,0 +1,52 @@
+"""Training data for the quality predictor (Phase 1 of QG-SSL): mask corruptions, registries, sampler.
+
+Example:
+    >>> import torch
+    >>> from qg_lightning.quality import CorruptionSampler
+    >>> masks = torch.zeros(2, 1, 16, 16)
+    >>> masks[:, :, 4:12, 4:12] = 1
+    >>> CorruptionSampler()(masks, generator=torch.Generator().manual_seed(0)).quality.shape
+    torch.Size([2, 1])
+"""
+
+from qg_lightning.quality.corruptions import (
+    BLOB,
+    CATASTROPHIC,
+    HEAVY,
+    MAIN,
+    MULTICLASS,
+    CorruptionSpec,
+    get_corruption,
+)
+from qg_lightning.quality.datamodule import QUALITY_CATEGORIES, QualityDataModule
+from qg_lightning.quality.predictor import QualityPredictor, load_quality_predictor
+from qg_lightning.quality.sampling import (
+    CATEGORIES,
+    CATEGORY_PROBS,
+    CorruptionResult,
+    CorruptionSampler,
+    dice_target,
+)
+from qg_lightning.quality.snapshots import SnapshotCallback, find_snapshots, load_snapshot
+
+__all__ = [
+    "QUALITY_CATEGORIES",
+    "QualityDataModule",
+    "QualityPredictor",
+    "SnapshotCallback",
+    "find_snapshots",
+    "load_quality_predictor",
+    "load_snapshot",
+    "BLOB",
+    "CATASTROPHIC",
+    "CATEGORIES",
+    "CATEGORY_PROBS",
+    "HEAVY",
+    "MAIN",
+    "MULTICLASS",
+    "CorruptionResult",
+    "CorruptionSampler",
+    "CorruptionSpec",
+    "dice_target",
+    "get_corruption",
+]

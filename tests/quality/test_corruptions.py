@@ -1,0 +1,534 @@
+"""Tests for qg_lightning.quality.corruptions (functional.py and registry.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from qg_lightning.quality.corruptions import functional as F
+from qg_lightning.quality.corruptions.registry import (
+    BLOB,
+    CATASTROPHIC,
+    HEAVY,
+    MAIN,
+    MULTICLASS,
+    CorruptionSpec,
+    all_corruptions,
+    get_corruption,
+)
+
+ALL = all_corruptions()
+NAMES = sorted(ALL)
+# corruptions whose output does not depend on the generator
+DETERMINISTIC = {
+    "erosion_5", "erosion_7", "erosion_9", "erosion_11", "dilation_5", "dilation_7", "dilation_9",
+    "dilation_11", "opening_5", "closing_5", "ellipse", "convex_hull", "bbox_fill", "smooth_11", "smooth_15",
+    "keep_largest", "gaussian_blob", "gaussian_blob_large", "circle", "inverted", "empty", "full",
+}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------
+# shared fixtures
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _ellipse(size: int, cy: float, cx: float, ry: float, rx: float, angle: float = 0.0) -> torch.Tensor:
+    """Float mask (H, W) of a filled ellipse given in fractions of the side."""
+    m = np.zeros((size, size), np.uint8)
+    centre = (round(cx * size), round(cy * size))
+    cv2.ellipse(m, centre, (max(1, round(rx * size)), max(1, round(ry * size))), angle, 0, 360, 1, -1)
+    return torch.from_numpy(m).float()
+
+
+def _batch(size: int = 48) -> torch.Tensor:
+    """(4, 1, S, S): a disk, a tilted ellipse, two blobs (two components), an irregular star-like shape."""
+    star = np.zeros((size, size), np.uint8)
+    t = np.linspace(0, 2 * np.pi, 9)[:-1]
+    r = np.where(np.arange(8) % 2 == 0, 0.35, 0.18) * size
+    pts = np.stack([size / 2 + r * np.cos(t), size / 2 + r * np.sin(t)], 1).astype(np.int32)
+    cv2.fillPoly(star, [pts], 1)
+    two = _ellipse(size, 0.3, 0.3, 0.12, 0.12) + _ellipse(size, 0.7, 0.65, 0.18, 0.15)
+    masks = [
+        _ellipse(size, 0.5, 0.5, 0.25, 0.25),
+        _ellipse(size, 0.45, 0.55, 0.15, 0.3, angle=30),
+        two.clamp(max=1),
+        torch.from_numpy(star).float(),
+    ]
+    return torch.stack(masks).unsqueeze(1)
+
+
+def _multiclass(size: int = 48) -> torch.Tensor:
+    """(2, 2, S, S) mutually exclusive two-class masks."""
+    a = _ellipse(size, 0.5, 0.4, 0.25, 0.2)
+    b = _ellipse(size, 0.5, 0.65, 0.2, 0.2) * (1 - a)
+    first = torch.stack([a, b])
+    second = torch.stack([_ellipse(size, 0.3, 0.3, 0.15, 0.15), _ellipse(size, 0.7, 0.7, 0.15, 0.15)])
+    return torch.stack([first, second])
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _is_binary(t: torch.Tensor) -> bool:
+    return bool(((t == 0) | (t == 1)).all())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# contract: every corruption
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool, torch.uint8])
+def test_shape_dtype_binary(name: str, dtype: torch.dtype) -> None:
+    masks = _batch(32).to(dtype)
+    out = ALL[name](masks, generator=_gen())
+    assert out.shape == masks.shape
+    assert out.dtype == dtype
+    assert _is_binary(out.float())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_seeded_and_pure(name: str) -> None:
+    masks = _batch(48)
+    before = masks.clone()
+    first = ALL[name](masks, generator=_gen(1))
+    second = ALL[name](masks, generator=_gen(1))
+    assert torch.equal(first, second)
+    assert torch.equal(masks, before)  # inputs untouched
+    if name not in DETERMINISTIC | {"class_swap"}:
+        others = [ALL[name](masks, generator=_gen(seed)) for seed in (2, 3, 4)]
+        assert any(not torch.equal(first, other) for other in others), f"{name} ignores the generator"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_multiclass_stays_exclusive(name: str) -> None:
+    masks = _multiclass(32)
+    out = ALL[name](masks, generator=_gen())
+    assert out.shape == masks.shape
+    assert _is_binary(out)
+    assert bool((out.sum(1) <= 1).all()), "foreground channels overlap"
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("fill", [0.0, 1.0])
+def test_empty_and_full_inputs(name: str, fill: float) -> None:
+    masks = torch.full((2, 1, 24, 24), fill)
+    out = ALL[name](masks, generator=_gen())
+    assert out.shape == masks.shape
+    assert _is_binary(out)
+
+
+def test_odd_sizes_and_non_square() -> None:
+    masks = torch.zeros(2, 1, 37, 53)
+    masks[:, :, 10:25, 12:40] = 1
+    for name in NAMES:
+        out = ALL[name](masks, generator=_gen())
+        assert out.shape == masks.shape and _is_binary(out), name
+
+
+def test_uint8_storage_offset_views() -> None:
+    """Slices with an unaligned storage offset fall back to the generic counting path."""
+    masks = torch.zeros(3, 1, 16, 16, dtype=torch.uint8)
+    masks[:, :, 4:12, 4:12] = 1
+    view = masks.view(-1)[1:].view(-1)  # 1-byte offset
+    odd = view[: 2 * 16 * 16].view(2, 1, 16, 16)
+    assert F.circle(odd).shape == odd.shape
+    assert F.bounding_box(odd).shape == odd.shape
+
+
+# ----------------------------------------------------------------------------------------------------------
+# documented effects
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _subset(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool((a <= b).all())
+
+
+@pytest.mark.parametrize("name", ["erosion_5", "erosion_9", "erosion_11", "opening_5"])
+def test_shrinking_morphology(name: str) -> None:
+    masks = _batch(64)
+    out = ALL[name](masks)
+    assert _subset(out, masks)
+    if name != "opening_5":
+        assert out.sum() < masks.sum()
+
+
+@pytest.mark.parametrize("name", ["dilation_5", "dilation_9", "dilation_11", "closing_5"])
+def test_growing_morphology(name: str) -> None:
+    masks = _batch(64)
+    out = ALL[name](masks)
+    assert _subset(masks, out)
+    if name != "closing_5":
+        assert out.sum() > masks.sum()
+
+
+def test_morphology_matches_opencv() -> None:
+    masks = _batch(64)
+    r = F.scaled_radius(9, 64)
+    kernel = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+    for i, m in enumerate(masks[:, 0].numpy().astype(np.uint8)):
+        assert np.array_equal(F.dilation(masks, kernel=9)[i, 0].numpy(), cv2.dilate(m, kernel))
+        assert np.array_equal(F.erosion(masks, kernel=9)[i, 0].numpy(), cv2.erode(m, kernel))
+
+
+def test_scaled_radius() -> None:
+    assert F.scaled_radius(5, 224) == 2
+    assert F.scaled_radius(11, 448) == 10
+    assert F.scaled_radius(5, 32) == 1  # at least 1 px
+    assert F.scaled_radius(1, 512) == 0
+    with pytest.raises(ValueError, match="kernel"):
+        F.scaled_radius(0, 224)
+
+
+def _removed_fraction(name: str, size: int, seeds: int = 4) -> float:
+    disk = _ellipse(size, 0.5, 0.5, 0.3, 0.3)[None, None].repeat(seeds, 1, 1, 1)
+    out = ALL[name](disk, generator=_gen(5))
+    return float((out != disk).float().sum() / disk.sum())
+
+
+@pytest.mark.parametrize(
+    ("name", "tolerance"),
+    [
+        ("erosion_9", 0.35),
+        ("dilation_11", 0.35),
+        ("holes_large", 0.5),
+        ("shift_20", 0.35),
+        ("elastic_60", 0.5),
+        ("grid_8", 0.5),
+        ("rect_dropout", 0.35),
+    ],
+)
+def test_sizes_scale_with_resolution(name: str, tolerance: float) -> None:
+    """A 64 px and a 256 px disk lose (or gain) a similar fraction of their area."""
+    small, large = _removed_fraction(name, 64), _removed_fraction(name, 256)
+    assert large > 0
+    assert abs(small - large) / large <= tolerance, (small, large)
+
+
+def test_inverted_empty_full() -> None:
+    masks = _batch(32)
+    assert torch.equal(F.inverted(masks), 1 - masks)
+    assert F.empty(masks).sum() == 0
+    assert F.full(masks).sum() == masks.numel()
+
+
+def test_random_noise_is_fair() -> None:
+    out = F.random_noise(torch.zeros(4, 1, 64, 64), generator=_gen())
+    assert abs(out.mean().item() - 0.5) < 0.02
+    biased = F.random_noise(torch.zeros(4, 1, 64, 64), p=0.2, generator=_gen())
+    assert abs(biased.mean().item() - 0.2) < 0.02
+
+
+def test_hull_and_bbox_contain_the_mask() -> None:
+    masks = _batch(64)
+    hull, box = F.convex_hull(masks), F.bounding_box(masks)
+    assert _subset(masks, hull) and _subset(hull, box)
+    for i, m in enumerate(masks[:, 0].numpy().astype(np.uint8)):
+        points = cv2.findNonZero(m)
+        reference = np.zeros_like(m)
+        cv2.fillPoly(reference, [cv2.convexHull(points)], 1)
+        ours = hull[i, 0].numpy().astype(bool)
+        iou = (ours & reference.astype(bool)).sum() / (ours | reference.astype(bool)).sum()
+        assert iou > 0.95, (i, iou)
+        ys, xs = np.nonzero(m)
+        expected = np.zeros_like(m)
+        expected[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = 1
+        assert np.array_equal(box[i, 0].numpy(), expected)
+
+
+def test_fitted_ellipse_recovers_an_ellipse() -> None:
+    masks = _batch(96)[1:2]  # a tilted ellipse
+    out = F.fitted_ellipse(masks)
+    iou = (out * masks).sum() / ((out + masks) > 0).sum()
+    assert iou > 0.9
+
+
+def test_polygon_lies_inside_the_hull() -> None:
+    masks = _batch(64)
+    hull = F.dilation(F.convex_hull(masks), kernel=3)  # one pixel of slack for rounding
+    for vertices in (3, 5, 8):
+        out = F.polygon_approximation(masks, vertices=vertices, generator=_gen())
+        assert _subset(out, hull)
+        assert out.sum() > 0.3 * masks.sum()
+    tri = F.polygon_approximation(masks, vertices=3, generator=_gen()).sum()
+    octagon = F.polygon_approximation(masks, vertices=8, generator=_gen()).sum()
+    assert octagon > tri
+
+
+@pytest.mark.parametrize(
+    "name", ["holes_small", "holes_large", "holes_heavy", "rect_dropout", "keep_largest", "drop_component"]
+)
+def test_removing_corruptions_only_remove(name: str) -> None:
+    masks = _batch(64)
+    out = ALL[name](masks, generator=_gen())
+    assert _subset(out, masks)
+    if name not in ("keep_largest", "drop_component"):
+        assert out.sum() < masks.sum()
+
+
+def test_islands_only_add() -> None:
+    masks = _batch(64)
+    out = F.islands(masks, count=2, radius=(3.0, 8.0), generator=_gen())
+    assert _subset(masks, out) and out.sum() > masks.sum()
+
+
+def test_components() -> None:
+    masks = _batch(48)
+    two = masks[2:3]  # two blobs
+    kept = F.keep_largest_component(two)
+    counts = [cv2.connectedComponentsWithStats(two[0, 0].numpy().astype(np.uint8))[2][1:, 4]]
+    assert kept.sum().item() == max(counts[0])
+    dropped = F.drop_random_component(two, generator=_gen())
+    assert _subset(dropped, two) and dropped.sum() < two.sum() and dropped.sum() > 0
+    single = masks[:1]  # one component: unchanged
+    assert torch.equal(F.drop_random_component(single, generator=_gen()), single)
+
+
+def test_shift_preserves_area_away_from_borders() -> None:
+    masks = _ellipse(64, 0.5, 0.5, 0.15, 0.15)[None, None].repeat(4, 1, 1, 1)
+    for max_fraction in (0.1, 0.2, 0.3):
+        out = F.shift(masks, max_fraction=max_fraction, generator=_gen())
+        assert torch.equal(out.sum((1, 2, 3)), masks.sum((1, 2, 3)))
+    assert not torch.equal(out, masks)
+
+
+def test_geometry_effects() -> None:
+    masks = _ellipse(64, 0.5, 0.5, 0.2, 0.1)[None, None].repeat(4, 1, 1, 1)
+    area = masks.sum((1, 2, 3))
+    assert bool((F.scale(masks, factor=(0.75, 0.9), generator=_gen()).sum((1, 2, 3)) < area).all())
+    assert bool((F.scale(masks, factor=(1.1, 1.25), generator=_gen()).sum((1, 2, 3)) > area).all())
+    rotated = F.rotate(masks, max_degrees=30.0, generator=_gen())
+    assert torch.allclose(rotated.sum((1, 2, 3)), area, rtol=0.1)
+    affine = F.random_affine(masks, generator=_gen())
+    assert torch.allclose(affine.sum((1, 2, 3)), area, rtol=0.3)
+    # no-op settings are exact identities on every geometry path
+    assert torch.equal(F.scale(masks, factor=(1.0, 1.0)), masks)
+    assert torch.equal(F.rotate(masks, max_degrees=0.0), masks)
+    assert torch.equal(F.shift(masks, max_fraction=0.0), masks)
+
+
+@pytest.mark.parametrize("name", ["elastic_30", "elastic_60", "grid_5", "grid_8", "grid_12", "jagged_3"])
+def test_boundary_corruptions_keep_the_shape(name: str) -> None:
+    masks = _batch(64)
+    out = ALL[name](masks, generator=_gen())
+    dice = 2 * (out * masks).sum() / (out.sum() + masks.sum())
+    assert 0.6 < dice < 1.0
+
+
+def test_jagged_band_only_touches_the_band() -> None:
+    masks = _batch(64)
+    out = F.jagged_band(masks, kernel=5, generator=_gen())
+    band = F.dilation(masks, kernel=5) - F.erosion(masks, kernel=5)
+    assert torch.equal(out * (1 - band), masks * (1 - band))
+
+
+def test_smoothing_removes_specks_and_keeps_disks() -> None:
+    masks = _ellipse(128, 0.5, 0.5, 0.3, 0.3)[None, None].clone()
+    masks[..., 5, 5] = 1
+    out = F.smoothing(masks, kernel=11)
+    assert out[0, 0, 5, 5] == 0
+    assert abs(out.sum().item() - masks.sum().item()) / masks.sum().item() < 0.03
+
+
+def test_blobs_match_the_area() -> None:
+    masks = _batch(96)
+    area = masks.sum((1, 2, 3))
+    blob = F.gaussian_blob(masks).sum((1, 2, 3))
+    large = F.gaussian_blob(masks, std_factor=1.2).sum((1, 2, 3))
+    disk = F.circle(masks).sum((1, 2, 3))
+    assert torch.allclose(blob, area, rtol=0.05)
+    assert torch.allclose(disk, area, rtol=0.05)
+    assert torch.allclose(large, area * 1.44, rtol=0.06)
+
+
+def test_shapes_of_empty_masks_stay_empty() -> None:
+    masks = torch.zeros(2, 1, 32, 32)
+    shapes = ("ellipse", "polygon_5", "convex_hull", "bbox_fill", "gaussian_blob", "circle", "keep_largest")
+    for name in shapes:
+        assert ALL[name](masks, generator=_gen()).sum() == 0, name
+    assert F.islands(masks, generator=_gen()).sum() > 0  # islands land anywhere on an empty mask
+
+
+def test_class_swap() -> None:
+    masks = _multiclass(48)
+    out = F.class_swap(masks, generator=_gen())
+    assert torch.equal(out.sum(1), masks.sum(1))  # same foreground, only the labels move
+    assert not torch.equal(out, masks)
+    assert bool((out.sum(1) <= 1).all())
+    binary = _batch(32)
+    assert torch.equal(F.class_swap(binary, generator=_gen()), binary)
+
+
+def test_merged_kernel_calls_match_single_calls() -> None:
+    """The sampler runs registry entries that share a kernel as one call with per-sample parameters."""
+    masks = _batch(48)[:2]
+    kernel, _ = F._PLANS[F.gaussian_blob]()
+    merged = F._run(masks, kernel, {"std_factor": [1.2, 1.0], "isotropic": [0.0, 1.0]}, None)
+    assert torch.equal(merged[0], F.gaussian_blob(masks[:1], std_factor=1.2)[0])
+    assert torch.equal(merged[1], F.circle(masks[1:])[0])
+    big = _batch(128)
+    morph = F._run(big, F._k_morph, {"op": [0, 1, 2, 3], "kernel": [5, 11, 9, 5]}, None)
+    singles = [F.dilation, F.erosion, F.opening, F.closing]
+    for i, (fn, k) in enumerate(zip(singles, [5, 11, 9, 5], strict=True)):
+        assert torch.equal(morph[i], fn(big[i : i + 1], kernel=k)[0])
+    smooth = F._run(masks, F._k_smooth, {"kernel": [11.0, 15.0]}, None)
+    assert torch.equal(smooth[0], F.smoothing(masks[:1], kernel=11)[0])
+    assert torch.equal(smooth[1], F.smoothing(masks[1:], kernel=15)[0])
+    polygons = F._run(masks, F._k_polygon, {"vertices": [3.0, 8.0]}, _gen(3))
+    g = _gen(3)
+    assert torch.equal(polygons[0], F.polygon_approximation(masks[:1], vertices=3, generator=g)[0])
+    assert torch.equal(polygons[1], F.polygon_approximation(masks[1:], vertices=8, generator=g)[0])
+    geometry = F._run(
+        masks.repeat(2, 1, 1, 1),
+        F._k_geometry,
+        {
+            "centroid": [0, 1, 1, 0],
+            "scale_lo": [1, 1, 0.8, 1],
+            "scale_hi": [1, 1, 0.8, 1],
+            "max_degrees": [0, 0, 0, 0],
+            "max_shift": [0, 0, 0, 0],
+            "whole": [1, 1, 1, 0],
+        },
+        None,
+    )
+    expected = torch.cat([masks, F.scale(masks[:1], factor=(0.8, 0.8)), masks[1:]])
+    assert torch.equal(geometry, expected)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise() -> None:
+    with pytest.raises(ValueError, match="masks"):
+        F.erosion(torch.zeros(4, 4))
+    with pytest.raises(TypeError, match="masks"):
+        F.erosion(torch.zeros(1, 1, 4, 4, dtype=torch.int64))
+    with pytest.raises(TypeError, match="masks"):
+        F.erosion(np.zeros((1, 1, 4, 4)))
+    with pytest.raises(ValueError, match="kernel"):
+        F.erosion(torch.zeros(1, 1, 4, 4), kernel=0)
+    with pytest.raises(ValueError, match="radius"):
+        F.holes(torch.zeros(1, 1, 4, 4), radius=(5.0, 1.0))
+    with pytest.raises(ValueError, match="vertices"):
+        F.polygon_approximation(torch.zeros(1, 1, 4, 4), vertices=2)
+    with pytest.raises(ValueError, match="max_degrees"):
+        F.rotate(torch.zeros(1, 1, 4, 4), max_degrees=400.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.bool])
+def test_results_are_ordinary_tensors(dtype: torch.dtype) -> None:
+    """Work runs under inference mode, but callers get tensors they may modify in place."""
+    masks = _batch(16).to(dtype)
+    for fn in (F.erosion, F.shift, F.class_swap):
+        out = fn(masks, generator=_gen())
+        assert not out.is_inference()
+        out.logical_not_() if dtype == torch.bool else out.mul_(0)
+    assert bool(masks.any())  # the input was not modified through the output
+
+
+def test_zero_sized_batch() -> None:
+    masks = torch.zeros(0, 1, 8, 8)
+    assert F.erosion(masks).shape == masks.shape
+    assert F.shift(masks, generator=_gen()).shape == masks.shape
+
+
+# ----------------------------------------------------------------------------------------------------------
+# registry
+# ----------------------------------------------------------------------------------------------------------
+
+EXPECTED_MAIN = {
+    "erosion_5": 1.0, "erosion_7": 1.0, "erosion_9": 0.8, "dilation_5": 1.0, "dilation_7": 1.0,
+    "dilation_9": 0.8, "opening_5": 0.5, "closing_5": 0.5, "ellipse": 1.0, "polygon_3": 0.5,
+    "polygon_5": 0.8, "polygon_8": 0.8, "convex_hull": 1.0, "bbox_fill": 0.5, "jagged_3": 1.0,
+    "jagged_5": 1.0, "smooth_11": 0.8, "smooth_15": 0.8, "elastic_30": 1.0, "elastic_60": 0.8,
+    "grid_5": 1.0, "grid_8": 0.7, "holes_small": 1.0, "holes_large": 0.8, "islands": 1.0,
+    "holes_islands": 1.0, "keep_largest": 0.8, "drop_component": 0.5, "rect_dropout": 0.8,
+    "shift_10": 1.0, "shift_20": 0.8, "shift_30": 0.5, "scale_down": 1.0, "scale_up": 1.0,
+    "rotate_15": 1.0, "rotate_30": 0.7, "affine": 0.8, "gaussian_blob": 1.0, "gaussian_blob_large": 0.7,
+    "circle": 0.8,
+}  # fmt: skip
+
+
+def test_main_registry_matches_method() -> None:
+    assert {name: spec.weight for name, spec in MAIN.items()} == EXPECTED_MAIN
+    assert dict(MAIN["erosion_9"].params) == {"kernel": 9}
+    assert dict(MAIN["polygon_8"].params) == {"vertices": 8}
+    assert dict(MAIN["elastic_60"].params) == {"alpha": 60.0, "sigma": 5.0}
+    assert dict(MAIN["grid_8"].params) == {"num_steps": 8, "distort_limit": 0.4}
+    assert dict(MAIN["holes_large"].params) == {"count": 3, "radius": (8.0, 15.0)}
+    assert dict(MAIN["holes_islands"].params) == {"holes": 2, "islands": 2, "radius": (5.0, 15.0)}
+    assert dict(MAIN["scale_up"].params) == {"factor": (1.1, 1.25)}
+    assert dict(MAIN["affine"].params) == {"scale": (0.9, 1.1), "max_shift": 0.1, "max_degrees": 15.0}
+    assert dict(MAIN["gaussian_blob_large"].params) == {"std_factor": 1.2}
+    assert {spec.family for spec in MAIN.values()} == {
+        "morphology", "shape", "boundary", "structure", "geometry", "blob",
+    }  # fmt: skip
+
+
+def test_other_registries_match_method() -> None:
+    assert {n: s.weight for n, s in HEAVY.items()} == dict.fromkeys(HEAVY, 1.0)
+    assert len(HEAVY) == 7
+    assert dict(HEAVY["scale_shrink"].params) == {"factor": (0.5, 0.7)}
+    assert dict(HEAVY["grid_12"].params) == {"num_steps": 12, "distort_limit": 0.6}
+    assert dict(HEAVY["holes_heavy"].params) == {"count": 5, "radius": (10.0, 20.0)}
+    assert {n: s.weight for n, s in CATASTROPHIC.items()} == {
+        "inverted": 1.0, "empty": 0.5, "full": 0.5, "random": 0.3,
+    }  # fmt: skip
+    assert set(BLOB) == {"gaussian_blob", "gaussian_blob_large", "circle", "convex_hull", "bbox_fill"}
+    assert all(BLOB[name] is MAIN[name] for name in BLOB)
+    assert set(MULTICLASS) == {"class_swap"}
+    for registry in (MAIN, HEAVY, CATASTROPHIC, BLOB, MULTICLASS):
+        assert all(name == spec.name for name, spec in registry.items())
+        assert all(spec.fn in F._PLANS or spec.fn.__module__ == F.__name__ for spec in registry.values())
+
+
+def test_registries_are_read_only() -> None:
+    with pytest.raises(TypeError):
+        MAIN["mine"] = MAIN["erosion_5"]  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        MAIN["erosion_5"].weight = 2.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        MAIN["erosion_5"].params["kernel"] = 3  # type: ignore[index]
+
+
+def test_user_extension_without_mutation() -> None:
+    def speckle(masks: torch.Tensor, *, generator: torch.Generator | None = None, amount: float = 0.1):
+        return masks
+
+    extended = dict(MAIN, speckle=CorruptionSpec("speckle", speckle, 1.0, "custom", {"amount": 0.2}))
+    assert "speckle" in extended and "speckle" not in MAIN
+    assert extended["speckle"](torch.zeros(1, 1, 4, 4)).shape == (1, 1, 4, 4)
+
+
+def test_get_corruption() -> None:
+    assert get_corruption("shift_40") is HEAVY["shift_40"]
+    with pytest.raises(KeyError, match="erosion_5"):
+        get_corruption("nope")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"name": ""}, ValueError),
+        ({"fn": 3}, TypeError),
+        ({"weight": -1.0}, ValueError),
+        ({"weight": math.inf}, ValueError),
+        ({"weight": "1"}, TypeError),
+        ({"family": ""}, ValueError),
+        ({"params": [1]}, TypeError),
+    ],
+)
+def test_spec_validation(kwargs: dict, error: type) -> None:
+    base = {"name": "x", "fn": F.erosion, "weight": 1.0, "family": "f", "params": {}}
+    with pytest.raises(error):
+        CorruptionSpec(**{**base, **kwargs})
