@@ -67,7 +67,11 @@ HOSTS = [
 def test_host_runs(name, cls, kwargs, views, guided, data_root, predictor_ckpt, tmp_path):
     torch.manual_seed(0)
     model = cls(**SMALL, **NOW, **kwargs)
-    callbacks = [QualityReweightCallback(predictor=predictor_ckpt, mechanisms=["qw"], qw_warmup=0, qw_ramp=0)] if guided else []
+    callbacks = (
+        [QualityReweightCallback(predictor=predictor_ckpt, mechanisms=["qw"], qw_warmup=0, qw_ramp=0)]
+        if guided
+        else []
+    )
     trainer = _fit(model, _dm(data_root, views), callbacks, tmp_path)
     logged = trainer.callback_metrics
     assert torch.isfinite(logged["train/loss"])
@@ -84,7 +88,7 @@ def test_ema_teacher_follows_and_is_saved(data_root, tmp_path):
     before = [p.clone() for p in model.teacher.parameters()]
     _fit(model, _dm(data_root, "weak_strong"), tmp_path=tmp_path)
     assert int(model.teacher.num_updates) == 2
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.teacher.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.teacher.parameters(), strict=True))
     assert any(k.startswith("teacher.") for k in model.state_dict())
     opt_params = {id(p) for g in model.trainer.optimizers[0].param_groups for p in g["params"]}
     assert not any(id(p) in opt_params for p in model.teacher.parameters())

@@ -31,7 +31,7 @@ def test_trains_a_few_steps_on_kvasir(tmp_path):
     trainer.fit(model, datamodule=dm)
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     assert 0.0 <= float(trainer.callback_metrics["val/dice"]) <= 1.0
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert (tmp_path / "split.json").is_file()
     assert len(dm.split.labeled) == round(0.1 * len(dm.split.train))
 
@@ -40,7 +40,9 @@ def test_test_report_and_overlays(tmp_path):
     root = generate_synthetic_dataset(tmp_path / "syn", n_images=20, image_size=32, seed=1)
     dm = SemiSupervisedDataModule(root=str(root), image_size=32, use_unlabeled=False, batch_size=4)
     model = SupervisedSegmenter(encoder_name="resnet18", num_classes=2)
-    trainer = _trainer(tmp_path / "run", max_steps=1, limit_val_batches=1, callbacks=[TestOverlayCallback(n_images=3)])
+    trainer = _trainer(
+        tmp_path / "run", max_steps=1, limit_val_batches=1, callbacks=[TestOverlayCallback(n_images=3)]
+    )
     trainer.fit(model, datamodule=dm)
     model.test_tag = "best"
     trainer.test(model, datamodule=dm, verbose=False)
@@ -66,7 +68,7 @@ def test_cosine_schedule_reaches_min_lr(tmp_path):
     assert factors[0] < factors[1] < factors[2]  # warm-up
     assert factors[2] == pytest.approx(1.0)
     assert factors[6] == pytest.approx(1e-2)  # min_lr / lr at the end
-    assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
+    assert all(a >= b for a, b in zip(factors[2:], factors[3:], strict=False))
 
 
 def test_predict_step_returns_label_maps():

@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from qg_lightning.data import SemiSupervisedDataModule, generate_synthetic_dataset
+from qg_lightning.masks import foreground_from_labels
 from qg_lightning.methods import SupervisedSegmenter
 from qg_lightning.quality.datamodule import QUALITY_CATEGORIES, QualityDataModule
 from qg_lightning.quality.sampling import dice_target
 from qg_lightning.quality.snapshots import SnapshotCallback, find_snapshots, load_snapshot
-from qg_lightning.masks import foreground_from_labels
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,9 @@ def root(tmp_path_factory):
 
 
 def _qdm(root, **kw):
-    args = dict(root=str(root), image_size=32, samples_per_image=3, batch_size=8, p_weak=0.0, labeled_fraction=0.5)
+    args = dict(
+        root=str(root), image_size=32, samples_per_image=3, batch_size=8, p_weak=0.0, labeled_fraction=0.5
+    )
     args.update(kw)
     return QualityDataModule(**args)
 
@@ -76,7 +78,7 @@ def test_snapshots_end_to_end(root, tmp_path):
     dm = SemiSupervisedDataModule(root=str(root), image_size=32, labeled_fraction=0.5, use_unlabeled=False,
                                   batch_size=4)  # fmt: skip
     cb = SnapshotCallback(epochs=[1, 2], dirpath=str(tmp_path / "snaps"))
-    trainer = L.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0, logger=False, callbacks=[cb],
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0, logger=False, callbacks=[cb], default_root_dir=str(tmp_path),
                         enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")  # fmt: skip
     trainer.fit(SupervisedSegmenter(encoder_name="resnet18", lr=1e-3), datamodule=dm)
     files = find_snapshots(tmp_path / "snaps")
@@ -102,6 +104,7 @@ def test_cross_fitted_snapshots_are_used_only_on_held_out_images(root, tmp_path)
         dm = SemiSupervisedDataModule(root=str(root), image_size=32, labeled_fraction=0.5, use_unlabeled=False,
                                       batch_size=4, fold=fold, n_folds=2)  # fmt: skip
         trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
+                            default_root_dir=str(tmp_path / f"run{fold}"),
                             callbacks=[SnapshotCallback(epochs=[1], dirpath=str(snaps))], enable_checkpointing=False,
                             enable_progress_bar=False, accelerator="cpu")  # fmt: skip
         trainer.fit(SupervisedSegmenter(encoder_name="resnet18"), datamodule=dm)
@@ -115,4 +118,6 @@ def test_cross_fitted_snapshots_are_used_only_on_held_out_images(root, tmp_path)
     assert allowed.sum(1).tolist() == [1] * len(qdm.train_ids)
     for j, path in enumerate(files):
         trained = load_snapshot(path).train_ids
-        assert all((qdm.train_ids[i] not in trained) == bool(allowed[i, j]) for i in range(len(qdm.train_ids)))
+        assert all(
+            (qdm.train_ids[i] not in trained) == bool(allowed[i, j]) for i in range(len(qdm.train_ids))
+        )
