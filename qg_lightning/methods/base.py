@@ -104,20 +104,25 @@ class SemiSupervisedSegmenter(QualityGuidedMixin, SupervisedSegmenter):
         loss_sup, _ = self.supervised_loss(labeled)
         loss = loss_sup
         unlabeled = unlabeled_part(batch)
-        terms = self.unsupervised_terms(unlabeled)
-        terms.setdefault("quality_images", terms["images"])
-        weights = self.sample_weights(terms)
-        losses = terms["losses"]
-        loss_u = losses.mean() if weights is None else weighted_mean(losses, weights)
         lam = self.unsup_lambda
-        loss = loss + lam * loss_u
-        ubs = losses.shape[0]
-        if weights is not None:
-            self.log("train/w_mean_unsup", weights.mean(), batch_size=ubs)
-        if self.guidance_uses("qar") and terms.get("logits") is not None:
-            probs = probs_from_logits(terms["logits"], self.num_classes)
-            loss_qar = self.quality_regularization(terms["images"], probs)
-            loss = loss + self.qar_lambda * loss_qar
+        use_qar = self.guidance_uses("qar") and self.qar_lambda > 0
+        if lam == 0 and not use_qar:
+            # Warm-up: the unsupervised term has weight 0, so skip its forward passes (and the predictor's).
+            loss_u = loss_sup.new_zeros(())
+            ubs = unlabeled["image"].shape[0]
+        else:
+            terms = self.unsupervised_terms(unlabeled)
+            terms.setdefault("quality_images", terms["images"])
+            weights = self.sample_weights(terms) if lam > 0 else None
+            losses = terms["losses"]
+            loss_u = losses.mean() if weights is None else weighted_mean(losses, weights)
+            loss = loss + lam * loss_u
+            ubs = losses.shape[0]
+            if weights is not None:
+                self.log("train/w_mean_unsup", weights.mean(), batch_size=ubs)
+            if use_qar and terms.get("logits") is not None:
+                probs = probs_from_logits(terms["logits"], self.num_classes)
+                loss = loss + self.qar_lambda * self.quality_regularization(terms["images"], probs)
         self.log("train/loss_sup", loss_sup, batch_size=bs)
         self.log("train/loss_unsup", loss_u, batch_size=ubs)
         self.log("train/lambda_unsup", lam, batch_size=ubs)

@@ -49,7 +49,12 @@ class EMATeacher(nn.Module):
     """
 
     def __init__(
-        self, student: nn.Module, *, decay: float = 0.999, initial_decay: float = 0.5, warmup_steps: int = 1000
+        self,
+        student: nn.Module,
+        *,
+        decay: float = 0.999,
+        initial_decay: float = 0.5,
+        warmup_steps: int = 1000,
     ) -> None:
         super().__init__()
         for name, value in (("decay", decay), ("initial_decay", initial_decay)):
@@ -63,6 +68,7 @@ class EMATeacher(nn.Module):
         self.initial_decay = initial_decay
         self.warmup_steps = warmup_steps
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self.train(False)
 
     def train(self, mode: bool = True) -> EMATeacher:
         """The teacher always stays in eval mode (fixed BatchNorm statistics, no dropout)."""
@@ -75,14 +81,18 @@ class EMATeacher(nn.Module):
     def update(self, student: nn.Module) -> None:
         """One EMA step from ``student``; raises if the student has non-finite parameters."""
         s_params = dict(student.named_parameters())
-        for name, p in s_params.items():
-            if not torch.isfinite(p).all():
-                raise FloatingPointError(
-                    f"EMA teacher not updated: student parameter '{name}' has non-finite values. "
-                    f"Lower the learning rate or enable gradient clipping (trainer.gradient_clip_val)."
-                )
+        finite = torch.stack([torch.isfinite(p).all() for p in s_params.values()]).all() if s_params else True
+        if not bool(finite):  # one host sync, then find the culprit for the message
+            bad = next(n for n, p in s_params.items() if not torch.isfinite(p).all())
+            raise FloatingPointError(
+                f"EMA teacher not updated: student parameter '{bad}' has non-finite values. "
+                f"Lower the learning rate or enable gradient clipping (trainer.gradient_clip_val)."
+            )
         d = ema_decay(
-            int(self.num_updates), final=self.decay, initial=self.initial_decay, warmup_steps=self.warmup_steps
+            int(self.num_updates),
+            final=self.decay,
+            initial=self.initial_decay,
+            warmup_steps=self.warmup_steps,
         )
         t_params = dict(self.module.named_parameters())
         t = [t_params[n] for n in s_params]
