@@ -101,7 +101,9 @@ def train_predictor(args, out: Path, variant: str, snap_dir: Path) -> Path:
     dm = QualityDataModule(root=args.root, image_size=args.image_size, samples_per_image=args.samples_per_image,
                            batch_size=32, snapshots=[str(snap_dir)], seed=args.seed, **VARIANTS[variant])  # fmt: skip
     model = QualityPredictor(backbone="resnet18", pretrained=False)
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(vdir), filename="best", monitor="val/loss", mode="min")
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=str(vdir), filename="best", monitor="val/loss", mode="min"
+    )
     trainer = _trainer(vdir, max_time={"minutes": args.minutes}, max_epochs=1000, gradient_clip_val=1.0,
                        enable_checkpointing=True, callbacks=[ckpt],
                        logger=L.pytorch.loggers.CSVLogger(str(vdir), name="log"))  # fmt: skip
@@ -117,7 +119,9 @@ def train_predictor(args, out: Path, variant: str, snap_dir: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default=str(_default_kvasir()))
-    parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results" / "predictor_quality"))
+    parser.add_argument(
+        "--out-dir", default=str(Path(__file__).resolve().parent / "results" / "predictor_quality")
+    )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--snapshot-epochs", type=int, nargs="+", default=[1, 2, 4, 6])
@@ -154,7 +158,8 @@ def main() -> None:
         }  # fmt: skip
     summary["wall_minutes"] = round((time.perf_counter() - t0) / 60, 1)
     summary["command"] = "python benchmarks/predictor_quality.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(args).items()
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))

@@ -53,7 +53,9 @@ def _data_side(dm: QualityDataModule, n_batches: int) -> float:
 
 def _end_to_end(dm: QualityDataModule, n_batches: int, threads: int) -> float:
     torch.set_num_threads(threads)
-    model = QualityPredictor(backbone="resnet18", in_channels=dm.hparams.in_channels, num_classes=dm.hparams.num_classes)
+    model = QualityPredictor(
+        backbone="resnet18", in_channels=dm.hparams.in_channels, num_classes=dm.hparams.num_classes
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
     model.train()
     loader = dm.train_dataloader()
@@ -90,7 +92,9 @@ def main() -> None:
     parser.add_argument("--e2e-batches", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="threads for the end-to-end measurement")
     parser.add_argument("--snapshots", nargs="*", default=None, help="snapshot files/folders (p_weak 0.5)")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "predictor_throughput.json"))
+    parser.add_argument(
+        "--out", default=str(Path(__file__).resolve().parent / "results" / "predictor_throughput.json")
+    )
     args = parser.parse_args()
 
     datasets = {"synthetic": None}

@@ -16,7 +16,9 @@ class UnsafeCheckpointError(RuntimeError):
     """Raised when a checkpoint can only be read by executing arbitrary pickled code."""
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu", what: str = "checkpoint") -> dict:
+def load_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", what: str = "checkpoint"
+) -> dict:
     """Load a checkpoint dict with ``weights_only=True``; nothing in the file is executed.
 
     Args:
@@ -31,7 +33,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: '{path}'. Check the path (it must point to a .ckpt/.pt file).")
+        raise FileNotFoundError(
+            f"{what} not found: '{path}'. Check the path (it must point to a .ckpt/.pt file)."
+        )
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -40,7 +44,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
             f"so it may run code. Re-save it with plain tensors and primitive hyper-parameters. Details: {err}"
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"Could not read {what} '{path}': {err}. Is it a complete torch checkpoint?") from None
+        raise ValueError(
+            f"Could not read {what} '{path}': {err}. Is it a complete torch checkpoint?"
+        ) from None
     if not isinstance(obj, dict):
         raise ValueError(f"{what} '{path}' holds a {type(obj).__name__}, expected a checkpoint dict.")
     return obj

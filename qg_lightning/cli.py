@@ -53,7 +53,9 @@ class QGLightningCLI(LightningCLI):
             help="After fit, test the last weights and the best checkpoint (fit only).",
         )
 
-    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+    def _prepare_subcommand_parser(
+        self, klass: type, subcommand: str, **kwargs: Any
+    ) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         try:
             parser.set_defaults(weights_only=True)
@@ -85,7 +87,9 @@ class QGLightningCLI(LightningCLI):
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if best:
             self.model.test_tag = "best"
-            trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False, weights_only=True)
+            trainer.test(
+                self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False, weights_only=True
+            )
         self.model.test_tag = ""
 
 
@@ -106,7 +110,8 @@ def _make_synthetic(argv: Sequence[str]) -> int:
     from qg_lightning.data.synthetic import generate_synthetic_dataset
 
     parser = argparse.ArgumentParser(
-        prog="qg-lightning make-synthetic", description="Write the embedded synthetic dataset (standard layout)."
+        prog="qg-lightning make-synthetic",
+        description="Write the embedded synthetic dataset (standard layout).",
     )
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--n-images", type=int, default=300)

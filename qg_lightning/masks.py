@@ -78,7 +78,9 @@ def labels_from_foreground(masks: Tensor) -> Tensor:
         tensor([[[1, 2]]])
     """
     if masks.ndim != 4:
-        raise ValueError(f"Expected foreground masks of shape (B, K-1, H, W), got shape {tuple(masks.shape)}.")
+        raise ValueError(
+            f"Expected foreground masks of shape (B, K-1, H, W), got shape {tuple(masks.shape)}."
+        )
     best, idx = masks.max(dim=1)
     return torch.where(best > 0.5, idx + 1, torch.zeros_like(idx))
 

@@ -403,7 +403,9 @@ class SemiSupervisedDataModule(L.LightningDataModule):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"`seed` must be an integer, got {seed!r}.")
         _check_int(n_folds, "n_folds", 2)
-        if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n_folds):
+        if fold is not None and (
+            isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n_folds
+        ):
             raise ValueError(f"`fold` must be None or an integer in [0, n_folds={n_folds}), got {fold!r}.")
         _check_choice(labeled_augment, "labeled_augment", get_args(AugmentName))
         _check_choice(unlabeled_views, "unlabeled_views", get_args(UnlabeledViews))

@@ -355,5 +355,7 @@ def assign_folds(ids: Sequence[str], *, n_folds: int, seed: int) -> dict[str, in
     ordered = sorted(set(ids))
     if len(ordered) < n_folds:
         raise ValueError(f"Cannot split {len(ordered)} ids into `n_folds`={n_folds} folds; use fewer folds.")
-    perm = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 7919])).permutation(len(ordered))
+    perm = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 7919])).permutation(
+        len(ordered)
+    )
     return {ordered[j]: rank % n_folds for rank, j in enumerate(perm)}

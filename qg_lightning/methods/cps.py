@@ -49,7 +49,9 @@ class CPSSegmenter(SemiSupervisedSegmenter):
         )  # fmt: skip
         self.model_b = self.build_network()
 
-    def supervised_loss(self, labeled: Mapping[str, Any], logits: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def supervised_loss(
+        self, labeled: Mapping[str, Any], logits: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         loss_a, logits_a = super().supervised_loss(labeled, logits)
         logits_b = self.model_b(labeled["image"])
         loss_b = segmentation_loss_per_image(logits_b, labeled["mask"], self.num_classes).mean()

@@ -61,7 +61,9 @@ class FixMatchSegmenter(SemiSupervisedSegmenter):
         with torch.no_grad():
             weak_logits = self(weak)
         pseudo = labels_from_logits(weak_logits, self.num_classes)
-        keep = confidence_pixel_mask(probs_from_logits(weak_logits.float(), self.num_classes), self.hparams.conf_threshold)
+        keep = confidence_pixel_mask(
+            probs_from_logits(weak_logits.float(), self.num_classes), self.hparams.conf_threshold
+        )
         logits = self(strong)
         losses = segmentation_loss_per_image(logits, pseudo, self.num_classes, pixel_weights=keep)
         return {"losses": losses, "weights": None, "pseudo": pseudo, "images": strong, "quality_images": weak,

@@ -11,20 +11,31 @@ from torch import Tensor, nn
 
 from qg_lightning.masks import check_num_classes, logit_channels
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Normalize", "SegmentationNet", "available_architectures", "build_segmenter"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Normalize",
+    "SegmentationNet",
+    "available_architectures",
+    "build_segmenter",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _channel_stats(values: Sequence[float] | None, default: Sequence[float], channels: int, name: str) -> list[float]:
+def _channel_stats(
+    values: Sequence[float] | None, default: Sequence[float], channels: int, name: str
+) -> list[float]:
     if values is None:
         values = default if channels == len(default) else [sum(default) / len(default)] * channels
     values = [float(v) for v in values]
     if len(values) == 1 and channels > 1:
         values = values * channels
     if len(values) != channels:
-        raise ValueError(f"`{name}` needs one value per image channel ({channels}), got {len(values)}: {values}.")
+        raise ValueError(
+            f"`{name}` needs one value per image channel ({channels}), got {len(values)}: {values}."
+        )
     return values
 
 
@@ -40,8 +51,12 @@ class Normalize(nn.Module):
         super().__init__()
         if any(s <= 0 for s in std):
             raise ValueError(f"`image_std` values must be > 0, got {list(std)}.")
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
 
     def forward(self, images: Tensor) -> Tensor:
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
@@ -93,7 +108,9 @@ class SegmentationNet(nn.Module):
         if in_channels < 1:
             raise ValueError(f"`in_channels` must be >= 1, got {in_channels}.")
         if arch.lower() not in smp.MODEL_ARCHITECTURES_MAPPING:
-            raise ValueError(f"Unknown `arch={arch!r}`. Available architectures: {available_architectures()}.")
+            raise ValueError(
+                f"Unknown `arch={arch!r}`. Available architectures: {available_architectures()}."
+            )
         _check_encoder(encoder_name)
         self.num_classes = num_classes
         self.in_channels = in_channels

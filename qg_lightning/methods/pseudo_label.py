@@ -83,7 +83,9 @@ class PseudoLabelSegmenter(SemiSupervisedSegmenter):
             teacher_logits = self.teacher(weak)
         teacher_probs = probs_from_logits(teacher_logits.float(), self.num_classes)
         pseudo = labels_from_logits(teacher_logits, self.num_classes)
-        pixel_weights = confidence_pixel_mask(teacher_probs, hp.conf_threshold) if hp.weighting == "threshold" else None
+        pixel_weights = (
+            confidence_pixel_mask(teacher_probs, hp.conf_threshold) if hp.weighting == "threshold" else None
+        )
         weights = None
         if hp.weighting == "confidence":
             weights, _ = confidence_weights(teacher_probs, tau=hp.conf_tau, temperature=hp.conf_temperature)

@@ -127,7 +127,9 @@ class SupervisedSegmenter(L.LightningModule):
         return self.model(images)
 
     # ------------------------------------------------------------------------------------------------- losses
-    def supervised_loss(self, labeled: Mapping[str, Any], logits: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def supervised_loss(
+        self, labeled: Mapping[str, Any], logits: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Mean supervised loss over a labeled batch and the logits it used."""
         if logits is None:
             logits = self(labeled["image"])
@@ -147,7 +149,9 @@ class SupervisedSegmenter(L.LightningModule):
         """The network used for validation, test and prediction (EMA hosts return their teacher)."""
         return self.model
 
-    def _evaluate(self, batch: Mapping[str, Any], metrics: SegmentationMetrics, stage: str) -> dict[str, Tensor]:
+    def _evaluate(
+        self, batch: Mapping[str, Any], metrics: SegmentationMetrics, stage: str
+    ) -> dict[str, Tensor]:
         labeled = labeled_part(batch)
         logits = self.evaluation_network()(labeled["image"])
         loss = segmentation_loss_per_image(logits, labeled["mask"], self.num_classes).mean()

@@ -79,7 +79,13 @@ class _TrainSet(Dataset):
 
     def __init__(self, images: Tensor, labels: Tensor, snapshots: Tensor | None, allowed: Tensor | None,
                  repeats: int) -> None:  # fmt: skip
-        self.images, self.labels, self.snapshots, self.allowed, self.repeats = images, labels, snapshots, allowed, repeats
+        self.images, self.labels, self.snapshots, self.allowed, self.repeats = (
+            images,
+            labels,
+            snapshots,
+            allowed,
+            repeats,
+        )
 
     def __len__(self) -> int:
         return self.images.shape[0] * self.repeats
@@ -284,9 +290,13 @@ class QualityDataModule(L.LightningDataModule):
                 f"(see the README), or set `snapshot_policy: all`."
             )
         if n_without:
-            log.warning("%d training images have no held-out snapshot; they get synthetic candidates only.", n_without)
+            log.warning(
+                "%d training images have no held-out snapshot; they get synthetic candidates only.", n_without
+            )
 
-    def _fixed_candidates(self, images: Tensor, labels: Tensor, ids: list[str], stream: int) -> dict[str, Tensor]:
+    def _fixed_candidates(
+        self, images: Tensor, labels: Tensor, ids: list[str], stream: int
+    ) -> dict[str, Tensor]:
         hp = self.hparams
         g = torch.Generator().manual_seed(derive_seed(hp.seed, stream))
         truth = foreground_from_labels(labels.long(), hp.num_classes)
@@ -344,7 +354,9 @@ class QualityDataModule(L.LightningDataModule):
         self._batch_counter += 1
         return g
 
-    def make_training_batch(self, raw: Mapping[str, Tensor], *, generator: torch.Generator) -> dict[str, Tensor]:
+    def make_training_batch(
+        self, raw: Mapping[str, Tensor], *, generator: torch.Generator
+    ) -> dict[str, Tensor]:
         """Turn gathered ``uint8`` tensors into a training batch (steps 2-5 of the module docstring)."""
         hp = self.hparams
         images = raw["image_u8"].float().div_(255.0)

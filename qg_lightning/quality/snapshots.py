@@ -112,7 +112,11 @@ class SnapshotCallback(L.Callback):
             train_ids = getattr(getattr(dm, "split", None), "labeled", None) or []
         train_ids = sorted(train_ids)
         fold = self.fold if self.fold is not None else getattr(dm, "hparams", {}).get("fold")
-        name = f"snapshot_fold{fold}_epoch{epoch:03d}.pt" if fold is not None else f"snapshot_epoch{epoch:03d}.pt"
+        name = (
+            f"snapshot_fold{fold}_epoch{epoch:03d}.pt"
+            if fold is not None
+            else f"snapshot_epoch{epoch:03d}.pt"
+        )
         path = self._dir(trainer) / name
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         atomic_save(
@@ -144,7 +148,9 @@ def find_snapshots(source: str | Path | Sequence[str | Path]) -> list[Path]:
         elif p.is_file():
             found.append(p)
         else:
-            raise FileNotFoundError(f"Snapshot path '{p}' does not exist (expected a snapshot .pt file or a folder).")
+            raise FileNotFoundError(
+                f"Snapshot path '{p}' does not exist (expected a snapshot .pt file or a folder)."
+            )
     if not found:
         raise FileNotFoundError(
             f"No snapshot files (snapshot*.pt) under {[str(s) for s in source]}. Train a weak model with "
@@ -165,15 +171,21 @@ def load_snapshot(path: str | Path, *, map_location: str | torch.device = "cpu",
     hp: Mapping[str, Any] = ckpt["hyper_parameters"]
     for key, want in (("in_channels", in_channels), ("num_classes", num_classes)):
         if want is not None and hp.get(key) != want:
-            raise ValueError(f"Snapshot '{path}' was trained with {key}={hp.get(key)}, but the data has {key}={want}.")
+            raise ValueError(
+                f"Snapshot '{path}' was trained with {key}={hp.get(key)}, but the data has {key}={want}."
+            )
     net = SegmentationNet(hp["arch"], hp["encoder_name"], None, hp["in_channels"], hp["num_classes"])
     net.load_state_dict(ckpt["state_dict"])
     net.eval().requires_grad_(False)
-    return Snapshot(Path(path), net, int(ckpt.get("epoch", 0)), frozenset(ckpt.get("train_ids", [])), ckpt.get("fold"))
+    return Snapshot(
+        Path(path), net, int(ckpt.get("epoch", 0)), frozenset(ckpt.get("train_ids", [])), ckpt.get("fold")
+    )
 
 
 @torch.no_grad()
-def predict_snapshot_masks(net: nn.Module, images: Tensor, num_classes: int, *, batch_size: int = 32) -> Tensor:
+def predict_snapshot_masks(
+    net: nn.Module, images: Tensor, num_classes: int, *, batch_size: int = 32
+) -> Tensor:
     """Hard foreground masks ``(N, K-1, H, W)`` (``uint8``) of one snapshot on ``[0, 1]`` images ``(N, C, H, W)``.
 
     Images are processed in chunks of ``batch_size`` on their own device.
@@ -186,8 +198,14 @@ def predict_snapshot_masks(net: nn.Module, images: Tensor, num_classes: int, *, 
     out = []
     for start in range(0, images.shape[0], batch_size):
         logits = net(images[start : start + batch_size])
-        out.append(foreground_from_labels(labels_from_logits(logits, num_classes), num_classes).to(torch.uint8))
-    return torch.cat(out) if out else images.new_zeros((0, num_classes - 1, *images.shape[-2:]), dtype=torch.uint8)
+        out.append(
+            foreground_from_labels(labels_from_logits(logits, num_classes), num_classes).to(torch.uint8)
+        )
+    return (
+        torch.cat(out)
+        if out
+        else images.new_zeros((0, num_classes - 1, *images.shape[-2:]), dtype=torch.uint8)
+    )
 
 
 def describe_snapshots(snapshots: Sequence[Snapshot]) -> str:
