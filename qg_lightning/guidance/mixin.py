@@ -350,7 +350,10 @@ class QualityGuidedMixin:
         return out
 
     def log_quality_stats(self, batch_size: int | None = None) -> None:
-        """Log :meth:`quality_stats` with ``self.log(on_step=True, on_epoch=False)``.
+        """Log :meth:`quality_stats` with ``self.log(on_step=True, on_epoch=False, sync_dist=True)``.
+
+        Values are averaged across DDP ranks (one small all-reduce per key and step), so every logger sees
+        the global mean predicted quality, weight and kept fraction.
 
         :class:`~qg_lightning.guidance.QualityReweightCallback` calls this once per training batch (in
         ``on_train_batch_end``); hosts do not need to. ``batch_size`` defaults to the number of samples seen
@@ -365,7 +368,7 @@ class QualityGuidedMixin:
         if log is None:
             raise TypeError(f"{type(self).__name__} must be a LightningModule to log quality statistics.")
         for key, value in values.items():
-            log(key, value, on_step=True, on_epoch=False, batch_size=batch_size)
+            log(key, value, on_step=True, on_epoch=False, batch_size=batch_size, sync_dist=True)
 
     def pop_quality_samples(self) -> dict[str, Tensor] | None:
         """The samples kept by the last :meth:`quality_weights` call (then forgotten), or ``None``.
