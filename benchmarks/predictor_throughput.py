@@ -21,6 +21,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -34,21 +35,27 @@ def _default_kvasir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "kvasir_seg"
 
 
-def _data_side(dm: QualityDataModule, n_batches: int) -> float:
-    loader = dm.train_dataloader()
-    it = iter(loader)
+def _batches(dm: QualityDataModule) -> Iterator[dict[str, torch.Tensor]]:
+    """Training batches forever (the loader restarts at the end of an epoch), seeded like a fit."""
     g = torch.Generator().manual_seed(0)
-    dm.make_training_batch(next(it), generator=g)  # warm-up
+    loader = dm.train_dataloader()
+    while True:
+        for raw in loader:
+            yield dm.make_training_batch(raw, generator=g)
+
+
+def _samples_per_s(step: Callable[[], int], n_steps: int) -> float:
+    """Time ``n_steps`` calls of ``step`` (which returns its sample count) after one warm-up call."""
+    step()
     done, start = 0, time.perf_counter()
-    for _ in range(n_batches):
-        try:
-            raw = next(it)
-        except StopIteration:
-            it = iter(loader)
-            raw = next(it)
-        batch = dm.make_training_batch(raw, generator=g)
-        done += batch["image"].shape[0]
+    for _ in range(n_steps):
+        done += step()
     return done / (time.perf_counter() - start)
+
+
+def _data_side(dm: QualityDataModule, n_batches: int) -> float:
+    batches = _batches(dm)
+    return _samples_per_s(lambda: next(batches)["image"].shape[0], n_batches)
 
 
 def _end_to_end(dm: QualityDataModule, n_batches: int, threads: int) -> float:
@@ -58,29 +65,17 @@ def _end_to_end(dm: QualityDataModule, n_batches: int, threads: int) -> float:
     )
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
     model.train()
-    loader = dm.train_dataloader()
-    it = iter(loader)
-    g = torch.Generator().manual_seed(0)
+    batches = _batches(dm)
 
     def step() -> int:
-        nonlocal it
-        try:
-            raw = next(it)
-        except StopIteration:
-            it = iter(loader)
-            raw = next(it)
-        batch = dm.make_training_batch(raw, generator=g)
+        batch = next(batches)
         loss = torch.nn.functional.smooth_l1_loss(model(batch["image"], batch["candidate"]), batch["quality"])
         opt.zero_grad()
         loss.backward()
         opt.step()
         return batch["image"].shape[0]
 
-    step()  # warm-up
-    done, start = 0, time.perf_counter()
-    for _ in range(n_batches):
-        done += step()
-    return done / (time.perf_counter() - start)
+    return _samples_per_s(step, n_batches)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -9,7 +10,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
-from qg_lightning.methods.supervised import labeled_part, run_dir
+from qg_lightning.methods.supervised import labeled_part
+from qg_lightning.runs import run_dir
 from qg_lightning.visualize import image_grid, overlay_masks, save_png
 
 __all__ = ["TestOverlayCallback"]
@@ -64,12 +66,12 @@ class TestOverlayCallback(L.Callback):
 
     @override
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer, pl_module)
+        self._save(run_dir(trainer), pl_module)  # run_dir is collective under DDP: every rank calls it
 
     @rank_zero_only
-    def _save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _save(self, out: Path, pl_module: L.LightningModule) -> None:
         if not self._tiles:
             return
         tag = getattr(pl_module, "test_tag", "")
         name = self.filename if not tag else self.filename.replace(".png", f"_{tag}.png")
-        save_png(image_grid(torch.cat(self._tiles), ncol=self.ncol), run_dir(trainer) / name)
+        save_png(image_grid(torch.cat(self._tiles), ncol=self.ncol), out / name)

@@ -68,6 +68,7 @@ from qg_lightning.data.transforms import (
     weak_strong_views,
 )
 from qg_lightning.masks import check_num_classes
+from qg_lightning.runs import run_dir
 
 __all__ = [
     "SYNTHETIC_SEED",
@@ -289,14 +290,6 @@ def _check_int(value: Any, name: str, minimum: int, *, optional: bool = False) -
 def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
-
-
-def _run_dir(trainer: L.Trainer) -> Path:
-    """The run's log directory (collective call: every rank must call it)."""
-    log_dir = trainer.log_dir  # broadcast from rank 0 inside Lightning
-    if not isinstance(log_dir, (str, os.PathLike)):  # no logger, or fast_dev_run's DummyLogger
-        log_dir = trainer.default_root_dir
-    return Path(log_dir)
 
 
 class SemiSupervisedDataModule(L.LightningDataModule):
@@ -563,7 +556,7 @@ class SemiSupervisedDataModule(L.LightningDataModule):
 
     def _write_split(self, trainer: L.Trainer) -> None:
         assert self.split is not None
-        path = _run_dir(trainer) / SPLIT_FILE_NAME
+        path = run_dir(trainer) / SPLIT_FILE_NAME
         if trainer.is_global_zero:
             self.split.save(path)
             log.info("Wrote the split in use to %s", path)

@@ -19,8 +19,9 @@ from qg_lightning.losses import segmentation_loss_per_image
 from qg_lightning.masks import check_num_classes, labels_from_logits
 from qg_lightning.methods.networks import build_segmenter
 from qg_lightning.metrics import SegmentationMetrics
+from qg_lightning.runs import run_dir
 
-__all__ = ["SupervisedSegmenter", "labeled_part", "unlabeled_part", "run_dir"]
+__all__ = ["SupervisedSegmenter", "labeled_part", "unlabeled_part"]
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,6 @@ def unlabeled_part(batch: Mapping[str, Any]) -> Mapping[str, Any]:
             "or add unlabeled images under ROOT/unlabeled/."
         )
     return unlabeled
-
-
-def run_dir(trainer: L.Trainer | None) -> Path:
-    """The folder where a run's files land: the logger's version folder, else ``default_root_dir``."""
-    if trainer is None:
-        return Path.cwd()
-    return Path(trainer.log_dir or trainer.default_root_dir)
 
 
 class SupervisedSegmenter(L.LightningModule):
@@ -183,13 +177,11 @@ class SupervisedSegmenter(L.LightningModule):
         summary = self.test_metrics.summary()
         per_image = {k: v.tolist() for k, v in self.test_metrics.per_image().items()}
         self.test_metrics.reset()
-        self._write_test_report(summary, per_image)
+        if self._trainer is not None:
+            self._write_test_report(run_dir(self.trainer), summary, per_image)  # run_dir: on every rank
 
     @rank_zero_only
-    def _write_test_report(self, summary: dict, per_image: dict[str, list[float]]) -> None:
-        if self._trainer is None:
-            return
-        out = run_dir(self.trainer)
+    def _write_test_report(self, out: Path, summary: dict, per_image: dict[str, list[float]]) -> None:
         out.mkdir(parents=True, exist_ok=True)
         suffix = f"_{self.test_tag}" if self.test_tag else ""
         ckpt = getattr(self.trainer, "ckpt_path", None)

@@ -31,6 +31,7 @@ from typing_extensions import override
 from qg_lightning.checkpoint import atomic_save, load_checkpoint
 from qg_lightning.masks import foreground_from_labels, labels_from_logits
 from qg_lightning.methods.networks import SegmentationNet
+from qg_lightning.runs import run_dir
 
 __all__ = [
     "SNAPSHOT_FORMAT",
@@ -87,18 +88,19 @@ class SnapshotCallback(L.Callback):
         return self._generate_state_key(epochs=self.epochs, fold=self.fold)
 
     def _dir(self, trainer: L.Trainer) -> Path:
+        """Output folder; collective under DDP when ``dirpath`` is None (call it on every rank)."""
         if self.dirpath is not None:
             return Path(self.dirpath)
-        return Path(trainer.log_dir or trainer.default_root_dir) / "snapshots"
+        return run_dir(trainer) / "snapshots"
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         if epoch in self.epochs:
-            self._save(trainer, pl_module, epoch)
+            self._save(trainer, pl_module, epoch, self._dir(trainer))
 
     @rank_zero_only
-    def _save(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
+    def _save(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int, out: Path) -> None:
         net = getattr(pl_module, "model", None)
         if not isinstance(net, SegmentationNet):
             raise TypeError(
@@ -117,7 +119,7 @@ class SnapshotCallback(L.Callback):
             if fold is not None
             else f"snapshot_epoch{epoch:03d}.pt"
         )
-        path = self._dir(trainer) / name
+        path = out / name
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         atomic_save(
             {"format": SNAPSHOT_FORMAT, "hyper_parameters": hp, "state_dict": state, "epoch": epoch,

@@ -28,6 +28,7 @@ SCRIPT = textwrap.dedent(
     import lightning as L
     import torch
 
+    from qg_lightning.callbacks import TestOverlayCallback
     from qg_lightning.checkpoint import load_checkpoint
     from qg_lightning.data import SemiSupervisedDataModule
     from qg_lightning.guidance import QualityReweightCallback
@@ -49,7 +50,7 @@ SCRIPT = textwrap.dedent(
         trainer = L.Trainer(
             accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, limit_train_batches=3,
             limit_val_batches=2, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, callbacks=[callback],
+            enable_progress_bar=False, enable_model_summary=False, callbacks=[TestOverlayCallback(n_images=2), callback],
             default_root_dir=str(out),
         )
         trainer.fit(model, datamodule=data)
@@ -68,6 +69,9 @@ SCRIPT = textwrap.dedent(
             and not any(p.requires_grad for p in predictor.parameters()),
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
         }
+        # writing the test report and overlays must not deadlock (the run dir is a collective call)
+        model.test_tag = "ddp"
+        trainer.test(model, datamodule=data, verbose=False)
         (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 
     if __name__ == "__main__":
@@ -124,6 +128,7 @@ def test_guided_fit_under_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
             assert key in metrics, f"rank {r} did not log {key}: {sorted(metrics)}"
         assert metrics["train/lambda_qw"] == pytest.approx(0.25)
         assert 0.0 <= metrics["train/q_mean"] <= 1.0
+    assert (tmp_path / "test_metrics_ddp.json").is_file() and (tmp_path / "test_overlays_ddp.png").is_file()
     # epoch-level values are reduced across ranks: every rank holds the same number
     for key in ("val/dice", "val/loss", "val/quality_pred_mean", "val/quality_true_mean"):
         values = [report["metrics"][key] for report in reports]
