@@ -486,7 +486,7 @@ PRESETS: Mapping[str, StudyPreset] = MappingProxyType(
             ema_warmup_steps=28,
             snapshot_folds=3,
             snapshot_epochs=(1, 3, 5, 10, 15, 20),
-            predictor_epochs=8,
+            predictor_epochs=24,
             predictor_samples_per_image=20,
         ),
         "paper": StudyPreset(
