@@ -60,7 +60,27 @@ _MAX_LISTED = 12
 
 
 class DataValidationError(ValueError):
-    """A dataset folder has problems; the message lists every bad file, the reason and the fix."""
+    """A dataset folder has problems; the message lists every bad file, the reason and the fix.
+
+    The message is never truncated: it has one line per bad file. The same list is available as data.
+
+    Attributes:
+        root: the dataset folder (``None`` when the error concerns a single file or no folder).
+        problems: relative path (POSIX, e.g. ``"masks/a.png"``) -> reason, for every bad file; empty when the
+            error is about the folder as a whole (missing ``images/``, no pairs left, ...).
+
+    Example:
+        >>> err = DataValidationError("2 problems", root="/data", problems={"masks/a.png": "is empty"})
+        >>> err.problems, str(err)
+        ({'masks/a.png': 'is empty'}, '2 problems')
+    """
+
+    def __init__(
+        self, message: str, *, root: str | os.PathLike | None = None, problems: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.root = None if root is None else Path(root)
+        self.problems: dict[str, str] = dict(problems or {})
 
 
 class _FileProblem(Exception):
@@ -317,7 +337,9 @@ def _raise_problems(root: Path, problems: dict[str, str], *, header: str) -> Non
     raise DataValidationError(
         f"{header} in dataset folder '{root}' ({LAYOUT}):\n"
         + "\n".join(lines)
-        + "\nFix these files, or pass skip_bad=True to skip them with a warning."
+        + "\nFix these files, or pass skip_bad=True to skip them with a warning.",
+        root=root,
+        problems=dict(sorted(problems.items())),
     )
 
 
@@ -372,7 +394,8 @@ def scan_folder(
     missing = [name for name in ("images", "masks") if not (root / name).is_dir()]
     if missing:
         raise DataValidationError(
-            f"Dataset folder '{root}' has no {' or '.join(n + '/' for n in missing)} sub-folder; {LAYOUT}."
+            f"Dataset folder '{root}' has no {' or '.join(n + '/' for n in missing)} sub-folder; {LAYOUT}.",
+            root=root,
         )
 
     problems: dict[str, str] = {}
@@ -385,7 +408,8 @@ def scan_folder(
     )
     if not images and not masks:
         raise DataValidationError(
-            f"Dataset folder '{root}' has no image/mask pairs (images/ and masks/ are empty); {LAYOUT}."
+            f"Dataset folder '{root}' has no image/mask pairs (images/ and masks/ are empty); {LAYOUT}.",
+            root=root,
         )
     for id_ in sorted(set(images) - set(masks)):
         problems[images[id_].relative_to(root).as_posix()] = (
@@ -426,7 +450,11 @@ def scan_folder(
         listed = "\n".join(f"  - {rel}: {reason}" for rel, reason in sorted(problems.items()))
         log.warning("Skipping %d bad file(s) in '%s' (skip_bad=True):\n%s", len(problems), root, listed)
     if not good_ids:
-        raise DataValidationError(f"Dataset folder '{root}' has no valid image/mask pairs left; {LAYOUT}.")
+        raise DataValidationError(
+            f"Dataset folder '{root}' has no valid image/mask pairs left; {LAYOUT}.",
+            root=root,
+            problems=dict(sorted(problems.items())),
+        )
     return FolderIndex(
         root=root,
         ids=good_ids,

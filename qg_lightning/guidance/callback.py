@@ -141,10 +141,13 @@ class QualityReweightCallback(Callback):
     ) -> None:
         super().__init__()
         self.mechanisms = _check_mechanisms(mechanisms)
-        self.tau = F.check_tau(tau)
-        self.temperature = F.check_temperature(temperature)
-        self.class_reduction = F.check_class_reduction(class_reduction)
         hint = "Set it in the QualityReweightCallback init_args (see METHOD.md for the paper values)."
+        try:
+            self.tau = F.check_tau(tau)
+            self.temperature = F.check_temperature(temperature)
+            self.class_reduction = F.check_class_reduction(class_reduction)
+        except ValueError as err:  # name where the value comes from (the config key)
+            raise ValueError(f"{err} {hint}") from None
         self.qw_schedule = RampSchedule(
             _check_nonnegative(qw_weight, "qw_weight", hint),
             _check_nonnegative(qw_warmup, "qw_warmup", hint),

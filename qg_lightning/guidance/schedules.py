@@ -43,16 +43,45 @@ class RampSchedule:
 
     def __post_init__(self) -> None:
         for name in ("max_value", "warmup", "ramp"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(
-                    f"`RampSchedule.{name}` must be a number, got {value!r} ({type(value).__name__})."
-                )
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(
-                    f"`RampSchedule.{name}` must be a finite number >= 0, got {value!r}. "
-                    "Use warmup=0 to start at once and ramp=0 for a step change."
-                )
+            _check_field(getattr(self, name), f"RampSchedule.{name}")
+
+    @classmethod
+    def from_args(
+        cls,
+        max_value: float,
+        warmup: float,
+        ramp: float,
+        *,
+        names: tuple[str, str, str] = ("max_value", "warmup", "ramp"),
+        hint: str = "",
+    ) -> RampSchedule:
+        """Build a schedule from a caller's own arguments; errors name those arguments (``names``).
+
+        Use it in constructors the CLI exposes, so that a bad value in a config names the config key
+        (``unsup_weight``, ``qw_ramp``, ...) instead of ``RampSchedule.max_value``.
+
+        Args:
+            max_value: value reached at the end of the ramp (>= 0).
+            warmup: time before which the value is 0 (>= 0).
+            ramp: duration of the linear increase (>= 0).
+            names: the caller's argument names of ``max_value``, ``warmup`` and ``ramp``.
+            hint: appended to an error message (e.g. where to set the value).
+
+        Raises:
+            ValueError: a value is negative, not finite, or not a number; the message names it.
+
+        Example:
+            >>> RampSchedule.from_args(0.25, 15, 30, names=("qw_weight", "qw_warmup", "qw_ramp")).value(45)
+            0.25
+            >>> RampSchedule.from_args(0.25, -1, 30, names=("qw_weight", "qw_warmup", "qw_ramp"))
+            ... # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: `qw_warmup` must be a finite number >= 0, got -1. ...
+        """
+        for value, name in zip((max_value, warmup, ramp), names, strict=True):
+            _check_field(value, name, hint)
+        return cls(max_value=max_value, warmup=warmup, ramp=ramp)
 
     def value(self, t: float) -> float:
         """Scheduled value at time ``t`` (epochs or steps; fractional values allowed).
@@ -75,6 +104,18 @@ class RampSchedule:
             0.25
         """
         return self.value(t)
+
+
+def _check_field(value: object, name: str, hint: str = "") -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a finite real number >= 0."""
+    suffix = f" {hint}" if hint else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).{suffix}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"`{name}` must be a finite number >= 0, got {value!r}. "
+            f"Use warmup=0 to start at once and ramp=0 for a step change.{suffix}"
+        )
 
 
 QW_SCHEDULE = RampSchedule(max_value=0.25, warmup=15.0, ramp=30.0)

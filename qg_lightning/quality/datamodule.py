@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from qg_lightning.data import SemiSupervisedDataModule, derive_seed, read_image, read_mask
 from qg_lightning.masks import check_num_classes, foreground_from_labels
 from qg_lightning.quality.augment import apply_spatial, draw_spatial, photometric
-from qg_lightning.quality.sampling import CATEGORIES, CorruptionSampler, dice_target
+from qg_lightning.quality.sampling import CATEGORIES, CorruptionSampler, check_category_probs, dice_target
 from qg_lightning.quality.snapshots import find_snapshots, load_snapshot, predict_snapshot_masks
 
 __all__ = ["QUALITY_CATEGORIES", "QualityDataModule", "load_resized"]
@@ -198,8 +198,11 @@ class QualityDataModule(L.LightningDataModule):
                                 ("num_workers", num_workers, 0)):  # fmt: skip
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"`{name}` must be an integer >= {lo}, got {value!r}.")
-        if not 0.0 <= p_weak <= 1.0:
-            raise ValueError(f"`p_weak` must be a probability in [0, 1], got {p_weak}.")
+        if isinstance(p_weak, bool) or not isinstance(p_weak, (int, float)) or not 0.0 <= p_weak <= 1.0:
+            raise ValueError(
+                f"`p_weak` must be a probability in [0, 1], got {p_weak!r}. It is the share of training "
+                "candidates that are snapshot masks (release 0.05; 0 = synthetic corruptions only)."
+            )
         if p_weak > 0 and not snapshots:
             raise ValueError(
                 f"`p_weak`={p_weak} needs snapshot masks: set `snapshots` to the snapshot files or folder written by "
@@ -209,7 +212,18 @@ class QualityDataModule(L.LightningDataModule):
             raise ValueError(f"`snapshot_policy` must be 'heldout' or 'all', got {snapshot_policy!r}.")
         if not 0 <= max_rotation <= 180:
             raise ValueError(f"`max_rotation` must be in [0, 180] degrees, got {max_rotation}.")
-        self.sampler = CorruptionSampler(category_probs)  # validates the probabilities
+        if snapshots is not None:
+            items = [snapshots] if isinstance(snapshots, (str, Path)) else snapshots
+            if not isinstance(items, Sequence):
+                raise ValueError(f"`snapshots` must be a list of files or folders, got {snapshots!r}.")
+            missing = [str(path) for path in items if not Path(path).exists()]
+            if missing:
+                raise FileNotFoundError(
+                    f"`snapshots` (config key data.init_args.snapshots) lists paths that do not exist: "
+                    f"{missing}. Give the snapshot files or folders written by SnapshotCallback "
+                    "(see examples/configs/snapshots/), or remove `snapshots` and set `p_weak: 0`."
+                )
+        self.sampler = CorruptionSampler(check_category_probs(category_probs, name="category_probs"))
         self.save_hyperparameters()
         self.source = SemiSupervisedDataModule(
             root=root, synthetic_images=synthetic_images, synthetic_size=synthetic_size, split_file=split_file,

@@ -49,6 +49,7 @@ __all__ = [
     "CATEGORY_PROBS",
     "CorruptionResult",
     "CorruptionSampler",
+    "check_category_probs",
     "dice_target",
 ]
 
@@ -208,6 +209,50 @@ def _check_registry(registry: Mapping[str, CorruptionSpec], arg: str) -> Mapping
     return MappingProxyType(dict(registry))
 
 
+def check_category_probs(probs: Mapping[str, float] | None, *, name: str = "probs") -> dict[str, float]:
+    """Validate category probabilities and return them for every category of :data:`CATEGORIES`, in order.
+
+    Keys must be category names (missing ones count as 0); values finite and >= 0, summing to 1 within 1e-6.
+
+    Args:
+        probs: category -> probability, or ``None`` for :data:`CATEGORY_PROBS`.
+        name: the argument name used in error messages (e.g. ``"category_probs"`` in a config).
+
+    Raises:
+        TypeError: ``probs`` is not a mapping.
+        ValueError: an unknown category, a negative or non-finite value, or a sum other than 1; the message
+            names ``name``, the values received and the default.
+
+    Example:
+        >>> check_category_probs({"identity": 0.5, "heavy": 0.5})["heavy"]
+        0.5
+        >>> check_category_probs({"identity": 0.5}, name="category_probs")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `category_probs` must sum to 1 (within 1e-6), got 0.50000000 from ...
+    """
+    probs = CATEGORY_PROBS if probs is None else probs
+    if not isinstance(probs, Mapping):
+        raise TypeError(f"`{name}` must be a mapping category -> probability, got {type(probs).__name__}.")
+    unknown = sorted(set(probs) - set(CATEGORIES))
+    if unknown:
+        raise ValueError(
+            f"`{name}` has unknown categories {unknown}; valid categories are {list(CATEGORIES)}."
+        )
+    values = []
+    for cat in CATEGORIES:
+        p = probs.get(cat, 0.0)
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0:
+            raise ValueError(f"`{name}[{cat!r}]` must be a finite number >= 0, got {p!r}.")
+        values.append(float(p))
+    if abs(sum(values) - 1.0) > 1e-6:
+        raise ValueError(
+            f"`{name}` must sum to 1 (within 1e-6), got {sum(values):.8f} from "
+            f"{dict(zip(CATEGORIES, values, strict=True))}. Default: {dict(CATEGORY_PROBS)}."
+        )
+    return dict(zip(CATEGORIES, values, strict=True))
+
+
 class CorruptionSampler:
     """Draw one corruption category per mask and return corrupted masks with their Dice targets.
 
@@ -258,27 +303,7 @@ class CorruptionSampler:
         chain_length: tuple[int, int] = (2, 3),
         cross_image_fraction: float = 0.2,
     ) -> None:
-        probs = CATEGORY_PROBS if probs is None else probs
-        if not isinstance(probs, Mapping):
-            raise TypeError(f"`probs` must be a mapping category -> probability, got {type(probs).__name__}.")
-        unknown = sorted(set(probs) - set(CATEGORIES))
-        if unknown:
-            raise ValueError(
-                f"`probs` has unknown categories {unknown}; valid categories are {list(CATEGORIES)}."
-            )
-        values = []
-        for cat in CATEGORIES:
-            p = probs.get(cat, 0.0)
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0:
-                raise ValueError(f"`probs[{cat!r}]` must be a finite number >= 0, got {p!r}.")
-            values.append(float(p))
-        if abs(sum(values) - 1.0) > 1e-6:
-            raise ValueError(
-                f"`probs` must sum to 1 (within 1e-6), got {sum(values):.8f} from "
-                f"{dict(zip(CATEGORIES, values, strict=True))}. "
-                f"Default: {dict(CATEGORY_PROBS)}."
-            )
-        self.probs: Mapping[str, float] = MappingProxyType(dict(zip(CATEGORIES, values, strict=True)))
+        self.probs: Mapping[str, float] = MappingProxyType(check_category_probs(probs))
 
         self.main = _check_registry(MAIN if main is None else main, "main")
         self.heavy = _check_registry(HEAVY if heavy is None else heavy, "heavy")
