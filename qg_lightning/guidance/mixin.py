@@ -35,6 +35,27 @@ from qg_lightning.masks import foreground_from_labels
 
 __all__ = ["QualityGuidedMixin", "GuidanceSettings"]
 
+
+def _nonfinite_quality(call: str, quality: Tensor, inputs: dict[str, Tensor]) -> Exception:
+    """The error for a non-finite predicted quality (failure path only: it syncs with the device)."""
+    # Imported here: qg_lightning.methods imports this module.
+    from qg_lightning.methods.nonfinite import nonfinite_error
+
+    bad_inputs = [name for name, t in inputs.items() if not bool(torch.isfinite(t).all())]
+    if bad_inputs:
+        hint = (
+            f"The predictor's input ({' and '.join(bad_inputs)}) is itself non-finite: fix the data, or, for the "
+            "segmenter's probabilities, the diverging student (lower `lr`, `trainer.gradient_clip_val`)."
+        )
+    else:
+        hint = (
+            "The frozen quality predictor returned NaN/Inf for finite inputs: check the predictor checkpoint "
+            "(a predictor trained into NaN weights) or run in float32 (`trainer.precision: 32`; 16-bit can "
+            "overflow)."
+        )
+    return nonfinite_error(f"predicted quality ({call})", quality, hint=hint)
+
+
 _MISSING_PREDICTOR = (
     "{what} needs a quality predictor, but none is attached to {cls}. Add "
     "`QualityReweightCallback(predictor='path/to/predictor.ckpt')` to `Trainer(callbacks=[...])` (in YAML: "
@@ -127,6 +148,12 @@ class QualityGuidedMixin:
         * For the validation alignment check, return ``{"preds": label_map}`` from ``validation_step``
           (else the callback runs ``self(batch["image"])`` once more); validation batches are dicts with
           ``"image"`` and ``"mask"``.
+
+    Non-finite qualities: every predicted quality is checked (one ``isfinite(q).all()`` and one device sync
+    per call). A NaN/Inf raises :class:`~qg_lightning.methods.NonFiniteError` whatever the host's policy, since
+    a NaN quality would otherwise silently zero its sample's weight; the hosts of :mod:`qg_lightning.methods`
+    catch it in ``training_step`` and apply their ``nonfinite`` policy (``"raise"`` adds the batch index and
+    global step, ``"skip"`` skips the step).
 
     Attributes:
         qw_lambda: current PL-QW loss weight (0.0 when "qw" is disabled or no predictor is attached).
@@ -264,6 +291,8 @@ class QualityGuidedMixin:
 
         Raises:
             RuntimeError: no predictor is attached and ``required`` is ``True``.
+            NonFiniteError: the predictor returned a NaN/Inf quality
+                (:class:`~qg_lightning.methods.NonFiniteError`, a ``FloatingPointError``).
         """
         predictor = self._qg_require("quality_weights()", required)
         if predictor is None:
@@ -282,6 +311,8 @@ class QualityGuidedMixin:
             temperature=settings.temperature,
             class_reduction=settings.class_reduction,  # type: ignore[arg-type]
         )
+        if not bool(torch.isfinite(quality).all()):
+            raise _nonfinite_quality("quality_weights()", quality, {"images": images})
         sample_quality = F.reduce_class_quality(quality, settings.class_reduction)  # type: ignore[arg-type]
         stats = self._qg_stats()
         stats.n += int(weights.numel())
@@ -315,11 +346,16 @@ class QualityGuidedMixin:
 
         Raises:
             RuntimeError: no predictor is attached and ``required`` is ``True``.
+            NonFiniteError: the predictor returned a NaN/Inf quality (the QAR loss is non-finite).
         """
         predictor = self._qg_require("quality_regularization()", required)
         if predictor is None:
             return probs.new_zeros((), dtype=torch.float32)
         loss = F.qar_loss(predictor, images, probs)
+        if not bool(torch.isfinite(loss)):
+            raise _nonfinite_quality(
+                "quality_regularization(), 1 - mean quality", loss, {"images": images, "probabilities": probs}
+            )
         stats = self._qg_stats()
         stats.qar_sum = stats.qar_sum + loss.detach().float()
         stats.qar_calls += 1

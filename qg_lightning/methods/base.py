@@ -50,6 +50,7 @@ class SemiSupervisedSegmenter(QualityGuidedMixin, SupervisedSegmenter):
         min_lr: float = 1e-6,
         warmup_steps: int = 0,
         val_hd95: bool = False,
+        nonfinite: Literal["raise", "skip"] = "raise",
         unsup_weight: float = 0.25,
         unsup_warmup: float = 15.0,
         unsup_ramp: float = 30.0,
@@ -66,10 +67,17 @@ class SemiSupervisedSegmenter(QualityGuidedMixin, SupervisedSegmenter):
             min_lr=min_lr,
             warmup_steps=warmup_steps,
             val_hd95=val_hd95,
+            nonfinite=nonfinite,
         )
         if schedule_unit not in ("epoch", "step"):
             raise ValueError(f"`schedule_unit` must be 'epoch' or 'step', got {schedule_unit!r}.")
-        self.unsup_schedule = RampSchedule(max_value=unsup_weight, warmup=unsup_warmup, ramp=unsup_ramp)
+        self.unsup_schedule = RampSchedule.from_args(
+            unsup_weight,
+            unsup_warmup,
+            unsup_ramp,
+            names=("unsup_weight", "unsup_warmup", "unsup_ramp"),
+            hint="Set it in model.init_args.",
+        )
 
     # ------------------------------------------------------------------------------------------ schedule
     @property
@@ -98,14 +106,22 @@ class SemiSupervisedSegmenter(QualityGuidedMixin, SupervisedSegmenter):
             weights = qw if weights is None else weights * qw
         return weights
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+    def training_loss(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        """Checked, logged ``L_sup + unsup_lambda * L_unsup (+ qar_lambda * QAR)`` of one training batch.
+
+        Raises:
+            NonFiniteError: a NaN/Inf in an image of the batch, a loss term or a predicted quality
+                (:meth:`~qg_lightning.methods.SupervisedSegmenter.training_step` applies the policy).
+        """
         labeled = labeled_part(batch)
+        unlabeled = unlabeled_part(batch)
+        self.check_finite_inputs(labeled, unlabeled)
         bs = labeled["image"].shape[0]
         loss_sup, _ = self.supervised_loss(labeled)
         loss = loss_sup
-        unlabeled = unlabeled_part(batch)
         lam = self.unsup_lambda
         use_qar = self.guidance_uses("qar") and self.qar_lambda > 0
+        weights = loss_qar = None
         if lam == 0 and not use_qar:
             # Warm-up: the unsupervised term has weight 0, so skip its forward passes (and the predictor's).
             loss_u = loss_sup.new_zeros(())
@@ -118,11 +134,13 @@ class SemiSupervisedSegmenter(QualityGuidedMixin, SupervisedSegmenter):
             loss_u = losses.mean() if weights is None else weighted_mean(losses, weights)
             loss = loss + lam * loss_u
             ubs = losses.shape[0]
-            if weights is not None:
-                self.log("train/w_mean_unsup", weights.mean(), batch_size=ubs)
             if use_qar and terms.get("logits") is not None:
                 probs = probs_from_logits(terms["logits"], self.num_classes)
-                loss = loss + self.qar_lambda * self.quality_regularization(terms["images"], probs)
+                loss_qar = self.quality_regularization(terms["images"], probs)
+                loss = loss + self.qar_lambda * loss_qar
+        self.check_finite_losses({"sup": loss_sup, "unsup": loss_u, "qar": loss_qar, "total": loss})
+        if weights is not None:
+            self.log("train/w_mean_unsup", weights.mean(), batch_size=ubs)
         self.log("train/loss_sup", loss_sup, batch_size=bs)
         self.log("train/loss_unsup", loss_u, batch_size=ubs)
         self.log("train/lambda_unsup", lam, batch_size=ubs)

@@ -36,6 +36,7 @@ class CPSSegmenter(SemiSupervisedSegmenter):
         min_lr: float = 1e-6,
         warmup_steps: int = 0,
         val_hd95: bool = False,
+        nonfinite: Literal["raise", "skip"] = "raise",
         unsup_weight: float = 0.25,
         unsup_warmup: float = 15.0,
         unsup_ramp: float = 30.0,
@@ -44,8 +45,8 @@ class CPSSegmenter(SemiSupervisedSegmenter):
         super().__init__(
             arch=arch, encoder_name=encoder_name, encoder_weights=encoder_weights, in_channels=in_channels,
             num_classes=num_classes, lr=lr, weight_decay=weight_decay, min_lr=min_lr, warmup_steps=warmup_steps,
-            val_hd95=val_hd95, unsup_weight=unsup_weight, unsup_warmup=unsup_warmup, unsup_ramp=unsup_ramp,
-            schedule_unit=schedule_unit,
+            val_hd95=val_hd95, nonfinite=nonfinite, unsup_weight=unsup_weight, unsup_warmup=unsup_warmup,
+            unsup_ramp=unsup_ramp, schedule_unit=schedule_unit,
         )  # fmt: skip
         self.model_b = self.build_network()
 
@@ -69,6 +70,9 @@ class CPSSegmenter(SemiSupervisedSegmenter):
         ])  # fmt: skip
         return {"losses": losses, "weights": None, "pseudo": torch.cat([pseudo_b, pseudo_a]),
                 "images": images, "quality_images": torch.cat([images, images]), "logits": logits_a}  # fmt: skip
+
+    def student_networks(self) -> list[nn.Module]:
+        return [self.model, self.model_b]
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         yield from super().trainable_parameters()

@@ -30,7 +30,7 @@ class EMATeacher(nn.Module):
 
     BatchNorm running statistics (and every other buffer) are copied from the student, as in METHOD.md. The
     update counter is a buffer, so it is saved in checkpoints and a resumed run continues the decay warm-up.
-    A student with non-finite parameters is refused (the teacher is never updated from it).
+    A student with non-finite parameters or buffers is refused (the teacher is never updated from it).
 
     Args:
         student: the network to follow (deep-copied at construction).
@@ -79,13 +79,16 @@ class EMATeacher(nn.Module):
 
     @torch.no_grad()
     def update(self, student: nn.Module) -> None:
-        """One EMA step from ``student``; raises if the student has non-finite parameters."""
+        """One EMA step from ``student``; raises if a student parameter or float buffer is non-finite."""
         s_params = dict(student.named_parameters())
-        finite = torch.stack([torch.isfinite(p).all() for p in s_params.values()]).all() if s_params else True
+        s_buffers = dict(student.named_buffers())
+        checked = [("parameter", n, p) for n, p in s_params.items()]
+        checked += [("buffer", n, b) for n, b in s_buffers.items() if b.is_floating_point()]
+        finite = torch.stack([torch.isfinite(t).all() for _, _, t in checked]).all() if checked else True
         if not bool(finite):  # one host sync, then find the culprit for the message
-            bad = next(n for n, p in s_params.items() if not torch.isfinite(p).all())
+            kind, bad = next((k, n) for k, n, t in checked if not torch.isfinite(t).all())
             raise FloatingPointError(
-                f"EMA teacher not updated: student parameter '{bad}' has non-finite values. "
+                f"EMA teacher not updated: student {kind} '{bad}' has non-finite values. "
                 f"Lower the learning rate or enable gradient clipping (trainer.gradient_clip_val)."
             )
         d = ema_decay(
@@ -99,7 +102,6 @@ class EMATeacher(nn.Module):
         s = [s_params[n].detach().to(t_params[n].dtype) for n in s_params]
         torch._foreach_mul_(t, d)
         torch._foreach_add_(t, s, alpha=1.0 - d)
-        s_buffers = dict(student.named_buffers())
         for name, buf in self.module.named_buffers():
             if name in s_buffers:
                 buf.copy_(s_buffers[name])

@@ -36,6 +36,7 @@ class FixMatchSegmenter(SemiSupervisedSegmenter):
         min_lr: float = 1e-6,
         warmup_steps: int = 0,
         val_hd95: bool = False,
+        nonfinite: Literal["raise", "skip"] = "raise",
         unsup_weight: float = 0.25,
         unsup_warmup: float = 15.0,
         unsup_ramp: float = 30.0,
@@ -45,8 +46,8 @@ class FixMatchSegmenter(SemiSupervisedSegmenter):
         super().__init__(
             arch=arch, encoder_name=encoder_name, encoder_weights=encoder_weights, in_channels=in_channels,
             num_classes=num_classes, lr=lr, weight_decay=weight_decay, min_lr=min_lr, warmup_steps=warmup_steps,
-            val_hd95=val_hd95, unsup_weight=unsup_weight, unsup_warmup=unsup_warmup, unsup_ramp=unsup_ramp,
-            schedule_unit=schedule_unit,
+            val_hd95=val_hd95, nonfinite=nonfinite, unsup_weight=unsup_weight, unsup_warmup=unsup_warmup,
+            unsup_ramp=unsup_ramp, schedule_unit=schedule_unit,
         )  # fmt: skip
         if not 0.0 <= conf_threshold <= 1.0:
             raise ValueError(f"`conf_threshold` must be in [0, 1], got {conf_threshold}.")

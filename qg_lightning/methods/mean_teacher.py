@@ -35,6 +35,7 @@ class MeanTeacherSegmenter(SemiSupervisedSegmenter):
         min_lr: float = 1e-6,
         warmup_steps: int = 0,
         val_hd95: bool = False,
+        nonfinite: Literal["raise", "skip"] = "raise",
         unsup_weight: float = 1.0,
         unsup_warmup: float = 15.0,
         unsup_ramp: float = 30.0,
@@ -46,8 +47,8 @@ class MeanTeacherSegmenter(SemiSupervisedSegmenter):
         super().__init__(
             arch=arch, encoder_name=encoder_name, encoder_weights=encoder_weights, in_channels=in_channels,
             num_classes=num_classes, lr=lr, weight_decay=weight_decay, min_lr=min_lr, warmup_steps=warmup_steps,
-            val_hd95=val_hd95, unsup_weight=unsup_weight, unsup_warmup=unsup_warmup, unsup_ramp=unsup_ramp,
-            schedule_unit=schedule_unit,
+            val_hd95=val_hd95, nonfinite=nonfinite, unsup_weight=unsup_weight, unsup_warmup=unsup_warmup,
+            unsup_ramp=unsup_ramp, schedule_unit=schedule_unit,
         )  # fmt: skip
         self.teacher = EMATeacher(
             self.model, decay=ema_decay, initial_decay=ema_initial_decay, warmup_steps=ema_warmup_steps
@@ -72,4 +73,6 @@ class MeanTeacherSegmenter(SemiSupervisedSegmenter):
         }
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.last_step_skipped:  # non-finite step skipped (nonfinite="skip"): the student did not move
+            return
         self.teacher.update(self.model)

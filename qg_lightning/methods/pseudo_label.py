@@ -45,6 +45,7 @@ class PseudoLabelSegmenter(SemiSupervisedSegmenter):
         min_lr: float = 1e-6,
         warmup_steps: int = 0,
         val_hd95: bool = False,
+        nonfinite: Literal["raise", "skip"] = "raise",
         unsup_weight: float = 0.25,
         unsup_warmup: float = 15.0,
         unsup_ramp: float = 30.0,
@@ -60,8 +61,8 @@ class PseudoLabelSegmenter(SemiSupervisedSegmenter):
         super().__init__(
             arch=arch, encoder_name=encoder_name, encoder_weights=encoder_weights, in_channels=in_channels,
             num_classes=num_classes, lr=lr, weight_decay=weight_decay, min_lr=min_lr, warmup_steps=warmup_steps,
-            val_hd95=val_hd95, unsup_weight=unsup_weight, unsup_warmup=unsup_warmup, unsup_ramp=unsup_ramp,
-            schedule_unit=schedule_unit,
+            val_hd95=val_hd95, nonfinite=nonfinite, unsup_weight=unsup_weight, unsup_warmup=unsup_warmup,
+            unsup_ramp=unsup_ramp, schedule_unit=schedule_unit,
         )  # fmt: skip
         if weighting not in ("none", "threshold", "confidence"):
             raise ValueError(f"`weighting` must be 'none', 'threshold' or 'confidence', got {weighting!r}.")
@@ -101,6 +102,8 @@ class PseudoLabelSegmenter(SemiSupervisedSegmenter):
         }
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.last_step_skipped:  # non-finite step skipped (nonfinite="skip"): the student did not move
+            return
         self.teacher.update(self.model)
 
     def trainable_parameters(self):
@@ -121,6 +124,7 @@ class QARSegmenter(SemiSupervisedSegmenter):
                 "logits": logits}  # fmt: skip
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if not self.guidance_uses("qar"):
             raise RuntimeError(
                 "QARSegmenter needs the quality regulariser: add "

@@ -8,22 +8,32 @@ import logging
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 
 from qg_lightning.losses import segmentation_loss_per_image
 from qg_lightning.masks import check_num_classes, labels_from_logits
 from qg_lightning.methods.networks import build_segmenter
+from qg_lightning.methods.nonfinite import NONFINITE_POLICIES, NonFiniteError, check_finite
 from qg_lightning.metrics import SegmentationMetrics
 from qg_lightning.runs import run_dir
 
 __all__ = ["SupervisedSegmenter", "labeled_part", "unlabeled_part"]
 
 log = logging.getLogger(__name__)
+
+_IMAGE_HINT = (
+    "Check the dataset file(s) and the augmentation pipeline (e.g. a normalisation that divides by a zero std); "
+    "images must be finite floats in [0, 1]."
+)
+_LOSS_HINT = (
+    "The input images were finite, so the network or the loss diverged: lower `lr`, clip gradients "
+    "(`trainer.gradient_clip_val: 1.0`), or train in float32 (`trainer.precision: 32`) if you use 16-bit."
+)
 
 
 def labeled_part(batch: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -59,7 +69,20 @@ class SupervisedSegmenter(L.LightningModule):
     ``test_metrics[_TAG].json`` (mean, std and n of per-image Dice, IoU and HD95) and ``test_per_image[_TAG].csv``
     into the run directory; ``TAG`` is :attr:`test_tag` (the CLI sets ``best`` and ``last``).
 
-    SSL hosts subclass it and override :meth:`training_step`, calling :meth:`supervised_loss` for the labeled part.
+    SSL hosts subclass it and override :meth:`training_loss` (not :meth:`training_step`, which applies the
+    non-finite policy around it), calling :meth:`supervised_loss` for the labeled part.
+
+    Non-finite values: every training step checks the input images before the forward pass (labeled, and the
+    unlabeled views an SSL host reads), every loss term before backward (``'sup'``, ``'unsup'``, ``'qar'``,
+    ``'total'``) and, in guided hosts, every predicted quality (checked inside
+    :class:`~qg_lightning.guidance.QualityGuidedMixin`, which always raises
+    :class:`~qg_lightning.methods.NonFiniteError`; the host then applies its policy). With
+    ``nonfinite="raise"`` (default) training stops with a ``NonFiniteError`` naming the batch index, global
+    step, tensor, NaN/Inf counts and sample ids. With ``"skip"`` the step is dropped instead: a warning, no
+    backward, no optimizer step, no EMA-teacher update (:attr:`last_step_skipped`), and the running count is
+    logged as ``train/nonfinite_skipped``. A step is never skipped silently when the forward pass already wrote
+    NaN/Inf into a student buffer (BatchNorm statistics): that raises under either policy. ``"skip"`` needs a
+    single process (Lightning cannot skip a step on one DDP rank only); it is refused at fit start otherwise.
 
     Args:
         arch: smp architecture name (``Unet``, ``UnetPlusPlus``, ``FPN``, ``DeepLabV3Plus``, ...).
@@ -70,6 +93,13 @@ class SupervisedSegmenter(L.LightningModule):
         lr: AdamW learning rate. weight_decay: AdamW weight decay. min_lr: cosine floor.
         warmup_steps: linear warm-up steps before the cosine decay.
         val_hd95: also compute HD95 at validation (slower; always computed at test).
+        nonfinite: what a NaN/Inf in a training step does: ``"raise"`` (stop with
+            :class:`~qg_lightning.methods.NonFiniteError`) or ``"skip"`` (warn and skip that step).
+
+    Attributes:
+        nonfinite_skipped: training steps skipped so far under ``nonfinite="skip"``.
+        last_step_skipped: whether the latest training step was skipped (hosts with an EMA teacher then do
+            not update it).
 
     Example:
         >>> model = SupervisedSegmenter(encoder_name="resnet18", in_channels=1)
@@ -91,9 +121,15 @@ class SupervisedSegmenter(L.LightningModule):
         min_lr: float = 1e-6,
         warmup_steps: int = 0,
         val_hd95: bool = False,
+        nonfinite: Literal["raise", "skip"] = "raise",
     ) -> None:
         super().__init__()
         check_num_classes(num_classes)
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(
+                f"`nonfinite` must be one of {list(NONFINITE_POLICIES)}, got {nonfinite!r}. Use 'raise' to stop "
+                "at the first NaN/Inf (default) or 'skip' to skip such training steps."
+            )
         if lr <= 0:
             raise ValueError(f"`lr` must be > 0, got {lr}.")
         if weight_decay < 0:
@@ -109,6 +145,8 @@ class SupervisedSegmenter(L.LightningModule):
         self.test_metrics = SegmentationMetrics(num_classes=num_classes, include_hd95=True)
         self.test_tag = ""
         self._test_ids: list[str] = []
+        self.nonfinite_skipped = 0
+        self.last_step_skipped = False
 
     # ----------------------------------------------------------------------------------------------- network
     def build_network(self) -> nn.Module:
@@ -120,6 +158,10 @@ class SupervisedSegmenter(L.LightningModule):
         """Logits ``(B, 1 or K, H, W)`` for ``[0, 1]`` images ``(B, C, H, W)``."""
         return self.model(images)
 
+    def student_networks(self) -> list[nn.Module]:
+        """The networks the optimiser trains (checked for non-finite buffers before a step is skipped)."""
+        return [self.model]
+
     # ------------------------------------------------------------------------------------------------- losses
     def supervised_loss(
         self, labeled: Mapping[str, Any], logits: Tensor | None = None
@@ -130,13 +172,104 @@ class SupervisedSegmenter(L.LightningModule):
         loss = segmentation_loss_per_image(logits, labeled["mask"], self.num_classes).mean()
         return loss, logits
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+    def training_loss(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        """Checked, logged loss of one training batch (hosts override this, not :meth:`training_step`).
+
+        Raises:
+            NonFiniteError: a NaN/Inf in an input image or a loss term.
+        """
         labeled = labeled_part(batch)
+        self.check_finite_inputs(labeled)
         loss, _ = self.supervised_loss(labeled)
+        self.check_finite_losses({"sup": loss})
         bs = labeled["image"].shape[0]
         self.log("train/loss_sup", loss, batch_size=bs)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         return loss
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor | None:
+        """:meth:`training_loss` under the ``nonfinite`` policy.
+
+        Returns:
+            The loss, or ``None`` when the step is skipped (``nonfinite="skip"``): Lightning then runs no
+            backward and no optimizer step for this batch.
+
+        Raises:
+            NonFiniteError: under ``nonfinite="raise"``, or under ``"skip"`` when the forward pass already
+                wrote non-finite values into a student buffer (the step cannot be undone).
+        """
+        self.last_step_skipped = False
+        policy = self.hparams.get("nonfinite", "raise")
+        try:
+            loss: Tensor | None = self.training_loss(batch, batch_idx)
+        except NonFiniteError as err:
+            step = int(self.trainer.global_step) if self._trainer is not None else None
+            err.add_context(batch_idx=batch_idx, global_step=step, host=type(self).__name__, policy=policy)
+            if policy != "skip":
+                raise
+            self._skip_nonfinite_step(err)
+            loss = None
+        if policy == "skip":
+            self.log("train/nonfinite_skipped", float(self.nonfinite_skipped), batch_size=1)
+        return loss
+
+    def check_finite_inputs(
+        self, labeled: Mapping[str, Any] | None = None, unlabeled: Mapping[str, Any] | None = None
+    ) -> None:
+        """Raise :class:`~qg_lightning.methods.NonFiniteError` if an image of the batch has a NaN/Inf.
+
+        Checks ``labeled["image"]``, ``unlabeled["image"]`` and ``unlabeled["image_strong"]`` (those given),
+        with one device sync for all of them, before any forward pass (so BatchNorm statistics stay clean).
+        """
+        tensors: dict[str, Tensor | None] = {}
+        ids: dict[str, Any] = {}
+        for part, prefix in ((labeled, "labeled"), (unlabeled, "unlabeled")):
+            if part is None:
+                continue
+            for key, name in (("image", f"{prefix} image"), ("image_strong", f"{prefix} strong-view image")):
+                if key in part:
+                    tensors[name], ids[name] = part[key], part.get("id")
+        check_finite(tensors, ids=ids, hint=_IMAGE_HINT)
+
+    def check_finite_losses(self, losses: Mapping[str, Tensor | None]) -> None:
+        """Raise :class:`~qg_lightning.methods.NonFiniteError` if a loss term (``name -> scalar``) is NaN/Inf."""
+        named = {(f"loss '{k}'" if k != "total" else "total loss"): v for k, v in losses.items()}
+        check_finite(named, hint=_LOSS_HINT)
+
+    def _skip_nonfinite_step(self, err: NonFiniteError) -> None:
+        buffers = {
+            f"student buffer '{name}'": buf
+            for net in self.student_networks()
+            for name, buf in net.named_buffers()
+            if buf.is_floating_point()
+        }
+        try:
+            check_finite(buffers)
+        except NonFiniteError as bad:
+            bad.hint = (
+                f"This step cannot be skipped: the forward pass already wrote non-finite values into the "
+                f"network's buffers (BatchNorm running statistics) while computing it ({err.what} was "
+                f"non-finite). Resume from the last good checkpoint with a lower `lr`, gradient clipping "
+                "(`trainer.gradient_clip_val: 1.0`) or float32 precision (`trainer.precision: 32`)."
+            )
+            bad.add_context(
+                batch_idx=err.batch_idx, global_step=err.global_step, host=err.host, policy="skip"
+            )
+            raise bad from err
+        self.nonfinite_skipped += 1
+        self.last_step_skipped = True
+        rank_zero_warn(
+            f"{err} Skipped this training step (no optimizer step, no EMA-teacher update); "
+            f"{self.nonfinite_skipped} step(s) skipped so far.",
+            category=RuntimeWarning,
+        )
+
+    def on_fit_start(self) -> None:
+        if self.hparams.get("nonfinite", "raise") == "skip" and self.trainer.world_size > 1:
+            raise ValueError(
+                f"`nonfinite='skip'` needs a single process, but this run has {self.trainer.world_size}: "
+                "Lightning cannot skip an optimizer step on one DDP rank only. Use `nonfinite='raise'` (default)."
+            )
 
     # -------------------------------------------------------------------------------------------- evaluation
     def evaluation_network(self) -> nn.Module:
