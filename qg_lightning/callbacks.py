@@ -2,19 +2,146 @@
 
 from __future__ import annotations
 
+import logging
+import random
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from qg_lightning.methods.supervised import labeled_part
 from qg_lightning.runs import run_dir
 from qg_lightning.visualize import image_grid, overlay_masks, save_png
 
-__all__ = ["TestOverlayCallback"]
+__all__ = ["ExactResume", "ModelCheckpoint", "TestOverlayCallback", "rng_state", "set_rng_state"]
+
+log = logging.getLogger(__name__)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's global random-number-generator states (torch, CUDA, NumPy, Python) as plain tensors and
+    numbers, loadable with ``weights_only=True``.
+
+    Example:
+        >>> state = rng_state(); a = torch.rand(2); set_rng_state(state); bool((torch.rand(2) == a).all())
+        True
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [
+            str(kind),
+            torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(gauss),
+        ],
+        "python": [int(version), list(internal), gauss_next],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (CUDA states only when CUDA is initialised)."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ModelCheckpoint(_LightningModelCheckpoint):
+    """Lightning's :class:`~qg_lightning.callbacks.ModelCheckpoint` whose ``last.ckpt`` is always the
+    latest state.
+
+    Since Lightning 2.5, ``save_last=True`` rewrites ``last.ckpt`` only when a top-k checkpoint is written
+    too: with ``monitor="val/dice"`` and an epoch that did not improve, ``last.ckpt`` silently stays at the
+    best epoch and ``fit --ckpt_path last`` resumes from there, repeating epochs. This subclass writes
+    ``last.ckpt`` at every save point (each validation, epoch end or ``every_n_train_steps``) whether or not
+    the monitored value improved. Same arguments as Lightning's; our configs use it.
+    """
+
+    def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+        if self.save_last is True:
+            # Lightning saves last.ckpt right after this call only "if a checkpoint was saved at this step"
+            self._last_global_step_saved = trainer.global_step
+
+
+class ExactResume(L.Callback):
+    """Make ``fit --ckpt_path last`` continue the interrupted run exactly, and save on SIGTERM.
+
+    * Every checkpoint carries each rank's global random-number-generator states (torch, CUDA, NumPy,
+      Python); a resumed fit restores them when training starts, so random draws in ``training_step`` (and in
+      user code) continue as in an uninterrupted run. This holds when the training loaders have an explicit
+      ``generator`` (ours do): a loader without one draws a seed from the global RNG each time Lightning
+      creates its iterator, which a resumed fit does at a different moment. Data order and augmentations are restored by the
+      data module (:class:`~qg_lightning.data.ResumableDataLoader`), the optimizer, LR schedule, EMA teacher and
+      guidance schedules by their own ``state_dict``.
+    * On SIGTERM (a cluster's pre-emption, ``kill PID``) Lightning stops after the current batch; this
+      callback then writes ``last.ckpt`` into the first :class:`~qg_lightning.callbacks.ModelCheckpoint`'s
+      folder (atomically, with :class:`~qg_lightning.checkpoint.AtomicCheckpointIO`) so the run resumes from
+      that batch. ``qg-lightning fit`` exits with status 143 afterwards.
+
+    ``qg-lightning fit`` adds this callback unless the config already has one; with your own Trainer add
+    ``ExactResume()`` to ``callbacks``.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+        self.sigterm_checkpoint: str | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        states = [rng_state()]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, states[0])
+            states = gathered
+        return {"rng": states}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        states = state_dict.get("rng") or []
+        if not states:
+            return
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        self._pending = states[rank] if rank < len(states) else states[0]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is not None:
+            set_rng_state(self._pending)
+            self._pending = None
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        callback = next((c for c in trainer.callbacks if isinstance(c, _LightningModelCheckpoint)), None)
+        if callback is None or callback.dirpath is None:
+            log.warning("SIGTERM received, but there is no ModelCheckpoint folder: nothing was saved.")
+            return
+        path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+        trainer.save_checkpoint(path)
+        self.sigterm_checkpoint = str(path)
+        if trainer.is_global_zero:
+            log.warning(
+                "SIGTERM received: saved '%s' at epoch %d, step %d; resume with `--ckpt_path last`.",
+                path,
+                trainer.current_epoch,
+                trainer.global_step,
+            )
 
 
 class TestOverlayCallback(L.Callback):

@@ -16,6 +16,11 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from qg_lightning.callbacks import ExactResume
+from qg_lightning.checkpoint import AtomicCheckpointIO
 
 __all__ = ["QGLightningCLI", "check_compatible", "cli_main", "main"]
 
@@ -43,6 +48,9 @@ class QGLightningCLI(LightningCLI):
       writing ``test_metrics_last.json`` / ``test_metrics_best.json`` (and overlays) into the run directory.
     * Checkpoints are read with ``weights_only=True`` unless the command line says otherwise.
     * Model and data must agree on ``num_classes`` and ``in_channels``.
+    * Fault tolerance by default: :class:`~qg_lightning.callbacks.ExactResume` (exact ``--ckpt_path last``
+      resume, ``last.ckpt`` on SIGTERM) and :class:`~qg_lightning.checkpoint.AtomicCheckpointIO` (a kill while
+      a checkpoint is written never truncates it).
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -62,6 +70,18 @@ class QGLightningCLI(LightningCLI):
         except KeyError:  # subcommand without a weights_only argument
             pass
         return parser
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The configured Trainer plus :class:`~qg_lightning.callbacks.ExactResume` (unless configured) and
+        :class:`~qg_lightning.checkpoint.AtomicCheckpointIO` (unless another checkpoint IO plugin is set)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if not any(isinstance(c, ExactResume) for c in trainer.callbacks):
+            trainer.callbacks.append(ExactResume())
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO and not _configured_checkpoint_io(
+            self._get(self.config_init, "trainer", default={}).get("plugins")
+        ):
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
     def _check(self) -> None:
         check_compatible(self.model, self.datamodule)
@@ -93,17 +113,34 @@ class QGLightningCLI(LightningCLI):
         self.model.test_tag = ""
 
 
+def _configured_checkpoint_io(plugins: Any) -> bool:
+    """Whether the trainer config's ``plugins`` already choose a checkpoint IO."""
+    items = plugins if isinstance(plugins, list) else [plugins] if plugins is not None else []
+    return any(isinstance(p, CheckpointIO) for p in items)
+
+
+#: Exit status after a SIGTERM that saved the run (128 + 15, the shell's convention for "terminated").
+SIGTERM_EXIT_CODE = 143
+
+
 def cli_main(args: Sequence[str] | None = None, *, run: bool = True) -> QGLightningCLI:
-    """Run the LightningCLI (``fit``, ``validate``, ``test``, ``predict``) over any module and DataModule."""
-    return QGLightningCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=list(args) if args is not None else None,
-        run=run,
-    )
+    """Run the LightningCLI (``fit``, ``validate``, ``test``, ``predict``) over any module and DataModule.
+
+    After a SIGTERM during ``fit`` (the run saved ``last.ckpt``, see :class:`~qg_lightning.callbacks.ExactResume`)
+    the process exits with status :data:`SIGTERM_EXIT_CODE` instead of running the after-fit tests.
+    """
+    try:
+        return QGLightningCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=list(args) if args is not None else None,
+            run=run,
+        )
+    except SIGTERMException:
+        raise SystemExit(SIGTERM_EXIT_CODE) from None
 
 
 def _make_synthetic(argv: Sequence[str]) -> int:

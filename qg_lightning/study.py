@@ -64,10 +64,11 @@ from typing import Any, Literal, get_args
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
 
 from qg_lightning import methods
+from qg_lightning.callbacks import ModelCheckpoint
 from qg_lightning.checkpoint import atomic_save, load_checkpoint
 from qg_lightning.data import SemiSupervisedDataModule
 from qg_lightning.guidance import QualityReweightCallback

@@ -53,8 +53,7 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
     atomic_save({"v": torch.tensor(1)}, path)
 
     def boom(obj, f, *a, **k):
-        with open(f, "wb") as fh:
-            fh.write(b"partial")
+        f.write(b"partial")
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(torch, "save", boom)

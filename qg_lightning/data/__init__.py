@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from qg_lightning.data.datamodule import (
     SYNTHETIC_SEED,
+    ResumableDataLoader,
     SeededSampler,
     SegmentationDataset,
     SemiSupervisedDataModule,
@@ -44,6 +45,7 @@ __all__ = [
     "AugmentName",
     "DataValidationError",
     "FolderIndex",
+    "ResumableDataLoader",
     "SeededSampler",
     "SegmentationDataset",
     "SemiSupervisedDataModule",

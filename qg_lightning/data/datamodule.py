@@ -22,10 +22,12 @@ each cycle gets fresh draws). Consequences:
 
 * the same ``seed`` gives the same batches and augmentations for any ``num_workers`` (workers only execute
   the draws, they do not make them), and no two workers repeat each other's "random" augmentations;
-* on several GPUs Lightning's distributed sampler wrapper splits the same seeded list across ranks, so each
-  rank sees different samples with different seeds; torch's own per-worker seed comes from a loader
-  ``generator`` seeded with ``derive_seed(seed, stream, rank)``;
-* resuming from a checkpoint at an epoch boundary replays the same epochs (the epoch enters the seed).
+* on several processes every rank draws the same seeded list and takes its own block of each global batch
+  (:class:`SeededSampler`), so the ranks together train on exactly the batches one process would see with
+  ``W`` times the batch size, each sample at most once per pass; torch's own per-worker seed comes from a
+  loader ``generator`` seeded with ``derive_seed(seed, stream, rank)``;
+* resuming from a checkpoint replays the same epochs (the epoch enters the seed), and a checkpoint written
+  mid-epoch resumes after the batches it had trained on (:class:`ResumableDataLoader`).
 
 Plain integer indexing of a dataset (``dataset[i]``) uses ``derive_seed(seed, i)``: reproducible, the same
 view each time.
@@ -55,7 +57,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from qg_lightning.data.folder import FolderIndex, read_image, read_mask, scan_folder
 from qg_lightning.data.splits import Split, assign_folds, load_split, make_split
@@ -72,6 +74,7 @@ from qg_lightning.runs import run_dir
 
 __all__ = [
     "SYNTHETIC_SEED",
+    "ResumableDataLoader",
     "SeededSampler",
     "SegmentationDataset",
     "SemiSupervisedDataModule",
@@ -100,7 +103,7 @@ def derive_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-class SeededSampler(Sampler):
+class SeededSampler(DistributedSampler):
     """Yields ``(index, sample_seed)`` pairs: a seeded permutation and one augmentation seed per sample.
 
     Each ``__iter__`` is one pass; its draws come from ``derive_seed(seed, stream, epoch, pass)``, where
@@ -108,12 +111,28 @@ class SeededSampler(Sampler):
     (the data module passes the trainer's ``current_epoch``: Lightning creates the first iterator of a fit,
     and of a resumed fit, *before* it calls ``set_epoch``), otherwise from :meth:`set_epoch`.
 
+    **Several processes.** With ``num_replicas = W > 1`` every rank draws the same global permutation and
+    takes its own block of each *global batch* of ``W * batch_size`` samples: at step ``t`` rank ``r`` gets
+    positions ``t*W*B + r*B ... t*W*B + (r+1)*B - 1``. So the union of the ranks' batches at a step is exactly
+    the batch one process would see with ``batch_size = W * B``, every sample is seen at most once per pass
+    across ranks (an incomplete last global batch is dropped; a dataset smaller than one global batch is
+    repeated to fill it), and all ranks get the same number of batches. It subclasses
+    :class:`~torch.utils.data.DistributedSampler` so that Lightning uses it as it is instead of wrapping it.
+
+    **Resuming mid-epoch.** :meth:`resume` makes the next iteration in a given epoch continue a given pass
+    after the samples a checkpoint had already trained on (:class:`ResumableDataLoader` computes both from
+    the trainer's batch count), so a resumed fit sees exactly the remaining samples with their original
+    augmentation seeds.
+
     Args:
         num_samples: dataset length.
         seed: base seed.
         stream: integer separating independent loaders (e.g. labeled vs unlabeled).
         shuffle: permute the indices (otherwise ``0..n-1`` in order, still with per-sample seeds).
         epoch_source: optional callable returning the current epoch (or ``None``: use ``set_epoch``).
+        num_replicas: number of processes ``W`` sharing the data (1 = no sharding).
+        rank: this process's rank in ``0..W-1``.
+        batch_size: per-process batch size ``B`` (the unit of sharding and of :meth:`resume`).
 
     Example:
         >>> s = SeededSampler(4, seed=0)
@@ -121,6 +140,11 @@ class SeededSampler(Sampler):
         >>> sorted(i for i, _ in first), first != second
         ([0, 1, 2, 3], True)
         >>> s.set_epoch(1); s.set_epoch(0); list(s) == first
+        True
+        >>> one = SeededSampler(8, seed=0, batch_size=4)
+        >>> ranks = [SeededSampler(8, seed=0, batch_size=2, num_replicas=2, rank=r) for r in (0, 1)]
+        >>> a, b = ([i for i, _ in r] for r in ranks)
+        >>> [i for i, _ in one] == a[:2] + b[:2] + a[2:] + b[2:]
         True
     """
 
@@ -132,17 +156,28 @@ class SeededSampler(Sampler):
         stream: int = 0,
         shuffle: bool = True,
         epoch_source: Callable[[], int | None] | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
+        batch_size: int = 1,
     ) -> None:
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
             raise ValueError(f"`num_samples` must be an integer >= 0, got {num_samples!r}.")
+        for name, value, low in (("num_replicas", num_replicas, 1), ("batch_size", batch_size, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
+            raise ValueError(f"`rank` must be an integer in [0, num_replicas={num_replicas}), got {rank!r}.")
+        super().__init__(range(num_samples), num_replicas=num_replicas, rank=rank, shuffle=shuffle)
         self.num_samples = num_samples
         self.seed = int(seed)
         self.stream = int(stream)
         self.shuffle = shuffle
         self.epoch_source = epoch_source
+        self.batch_size = batch_size
         self.epoch = 0
         self.passes = 0
         self._passes_epoch = 0
+        self._resume: tuple[int, int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch (Lightning calls this before each training epoch); a new epoch restarts passes."""
@@ -154,18 +189,65 @@ class SeededSampler(Sampler):
         epoch = self.epoch_source() if self.epoch_source is not None else None
         return self.epoch if epoch is None else int(epoch)
 
+    def resume(self, epoch: int, passes: int, skip: int) -> None:
+        """One-shot: the next iteration in ``epoch`` is pass number ``passes`` and starts ``skip`` samples in."""
+        self._resume = (int(epoch), int(passes), int(skip))
+
+    def _positions(self) -> np.ndarray:
+        """Positions of this rank's samples within the global permutation of one pass."""
+        n, w, b = self.num_samples, self.num_replicas, self.batch_size
+        if w == 1:
+            return np.arange(n)
+        group = w * b
+        steps = max(n // group, 1 if n else 0)
+        starts = np.arange(steps)[:, None] * group + self.rank * b + np.arange(b)[None, :]
+        return starts.reshape(-1) % max(n, 1)
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self._current_epoch()
         if epoch != self._passes_epoch:
             self._passes_epoch, self.passes = epoch, 0
+        skip = 0
+        if self._resume is not None:
+            resume_epoch, passes, resume_skip = self._resume
+            self._resume = None
+            if resume_epoch == epoch:
+                self.passes, skip = passes, resume_skip
         rng = np.random.default_rng(derive_seed(self.seed, self.stream, epoch, self.passes))
         self.passes += 1
         order = rng.permutation(self.num_samples) if self.shuffle else np.arange(self.num_samples)
         seeds = rng.integers(0, 2**63 - 1, size=self.num_samples, dtype=np.int64)
-        return iter([(int(i), int(s)) for i, s in zip(order, seeds, strict=True)])
+        positions = self._positions()[skip:]
+        return iter([(int(order[p]), int(seeds[p])) for p in positions])
 
     def __len__(self) -> int:
-        return self.num_samples
+        if self.num_replicas == 1:
+            return self.num_samples
+        return len(self._positions())
+
+
+class ResumableDataLoader(DataLoader):
+    """A :class:`~torch.utils.data.DataLoader` over a :class:`SeededSampler` that Lightning can checkpoint.
+
+    Lightning stores ``state_dict()`` of every training loader in the checkpoint and, when a fit resumes in
+    the middle of an epoch, calls ``load_state_dict`` before iterating: the loader then skips the batches the
+    checkpoint had already trained on (counted by the trainer, so the fetcher's prefetched batch is not
+    counted). Set :attr:`progress` to a callable returning ``(epoch, batches_trained_this_epoch)``; without
+    it the state is empty and a resume starts the epoch from its first batch.
+    """
+
+    progress: Callable[[], tuple[int, int] | None] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batches"}`` of the attached trainer, or ``{}``."""
+        state = self.progress() if self.progress is not None else None
+        return {} if state is None else {"epoch": int(state[0]), "batches": int(state[1])}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Skip the already-trained batches of ``state_dict["epoch"]`` on the next pass of that epoch."""
+        if state_dict and isinstance(self.sampler, SeededSampler) and len(self) > 0:
+            passes, batches = divmod(int(state_dict["batches"]), len(self))
+            self.sampler.resume(state_dict["epoch"], passes, batches * int(self.batch_size))
 
 
 def _to_image_tensor(image: np.ndarray) -> torch.Tensor:
@@ -415,6 +497,7 @@ class SemiSupervisedDataModule(L.LightningDataModule):
         self.datasets: dict[str, SegmentationDataset] = {}
         self._cache: dict[str, np.ndarray] | None = None
         self._samplers: dict[str, SeededSampler] = {}
+        self._resume_progress: dict[str, int] | None = None
 
     # ------------------------------------------------------------------ paths and preparation
     @property
@@ -612,38 +695,76 @@ class SemiSupervisedDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return int(trainer.global_rank) if trainer is not None else 0
 
+    def _world(self) -> tuple[int, int]:
+        """``(world_size, global_rank)`` of the attached trainer (``(1, 0)`` without one)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    def _progress(self) -> tuple[int, int] | None:
+        """``(epoch, batches trained in it)`` from the attached trainer's loop when it is inside an epoch (for
+        mid-epoch resume), else None."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return None
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        total = trainer.num_training_batches
+        if done <= 0 or (isinstance(total, (int, float)) and done >= total):
+            return None  # at an epoch boundary: the next epoch starts from its first batch
+        return int(trainer.current_epoch), done
+
     def _loader(self, name: str, batch_size: int, *, train: bool) -> DataLoader:
         hp = self.hparams
         dataset = self.datasets[name]
         stream = _STREAMS[name]
-        sampler = None
-        if train:
-            sampler = SeededSampler(
-                len(dataset), seed=hp.seed, stream=stream, shuffle=True, epoch_source=self._trainer_epoch
-            )
-            self._samplers[name] = sampler
-        generator = torch.Generator().manual_seed(derive_seed(hp.seed, stream, self._rank()))
-        return DataLoader(
+        world, rank = self._world()
+        generator = torch.Generator().manual_seed(derive_seed(hp.seed, stream, rank))
+        common: dict[str, Any] = {
+            "num_workers": hp.num_workers,
+            "pin_memory": hp.pin_memory,
+            "persistent_workers": hp.num_workers > 0,
+            "generator": generator,
+        }
+        if not train:
+            return DataLoader(dataset, batch_size=batch_size, shuffle=False, **common)
+        sampler = SeededSampler(
+            len(dataset),
+            seed=hp.seed,
+            stream=stream,
+            shuffle=True,
+            epoch_source=self._trainer_epoch,
+            num_replicas=world,
+            rank=rank,
+            batch_size=batch_size,
+        )
+        self._samplers[name] = sampler
+        # One process: drop the last partial batch (when there is more than one batch). Several: the sampler
+        # already yields whole batches of the global batch only.
+        loader = ResumableDataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            shuffle=False if sampler is None else None,
-            drop_last=train and len(dataset) > batch_size,
-            num_workers=hp.num_workers,
-            pin_memory=hp.pin_memory,
-            persistent_workers=hp.num_workers > 0,
-            generator=generator,
+            drop_last=world == 1 and len(dataset) > batch_size,
+            **common,
         )
+        loader.progress = self._progress
+        return loader
 
     def train_dataloader(self) -> CombinedLoader:
         """``CombinedLoader({"labeled": ..., "unlabeled": ...}, mode="max_size_cycle")``.
 
-        Only ``"labeled"`` when there is no unlabeled data or ``use_unlabeled`` is False.
+        Only ``"labeled"`` when there is no unlabeled data or ``use_unlabeled`` is False. After
+        ``load_state_dict`` of a checkpoint written mid-epoch, the first loaders built continue that epoch.
         """
         self._require_setup()
         loaders = {"labeled": self._loader("labeled", self.hparams.batch_size, train=True)}
         if "unlabeled" in self.datasets:
             loaders["unlabeled"] = self._loader("unlabeled", self.unlabeled_batch_size, train=True)
+        if self._resume_progress is not None:
+            for loader in loaders.values():
+                loader.load_state_dict(self._resume_progress)
+            self._resume_progress = None
         return CombinedLoader(loaders, mode="max_size_cycle")
 
     def _eval_loader(self, name: str) -> DataLoader | list:
@@ -666,11 +787,25 @@ class SemiSupervisedDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
-        """The split in use, so that a resumed run trains on the same ids."""
-        return {"split": self.split.to_dict()} if self.split is not None else {}
+        """The split in use and the position in the training epoch, so that a resumed run trains on the same
+        ids and continues the epoch where the checkpoint was written."""
+        state: dict[str, Any] = {"split": self.split.to_dict()} if self.split is not None else {}
+        trainer = getattr(self, "trainer", None)
+        fitting = trainer is not None and trainer.state.fn == "fit"
+        if fitting and (progress := self._progress()) is not None:
+            state["train_progress"] = {"epoch": progress[0], "batches": progress[1]}
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Adopt the checkpoint's split (with a warning when it differs from the one built in ``setup``)."""
+        """Adopt the checkpoint's split (with a warning when it differs from the one built in ``setup``) and
+        its position in the training epoch (applied to the next training loaders).
+
+        The position is applied here rather than only through the loaders' own ``load_state_dict``:
+        Lightning restores loader states only when it builds the training loaders after restoring the loops,
+        which it does not when ``configure_optimizers`` reads ``trainer.estimated_stepping_batches`` (a
+        warm-up / cosine schedule does).
+        """
+        self._resume_progress = state_dict.get("train_progress")
         stored = state_dict.get("split")
         if stored is None or self.index is None:
             return

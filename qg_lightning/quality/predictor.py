@@ -107,7 +107,7 @@ class QualityPredictor(L.LightningModule):
           callbacks:
             - class_path: lightning.pytorch.callbacks.EarlyStopping
               init_args: {monitor: val/loss, mode: min, patience: 25}
-            - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+            - class_path: qg_lightning.callbacks.ModelCheckpoint
               init_args: {monitor: val/loss, mode: min, save_top_k: 1, save_last: true}
         model:
           class_path: qg_lightning.quality.QualityPredictor
