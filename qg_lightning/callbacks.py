@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from qg_lightning.methods.supervised import labeled_part
-from qg_lightning.runs import run_dir
+from qg_lightning.runs import run_dir, stop_other_ranks
 from qg_lightning.visualize import image_grid, overlay_masks, save_png
 
 __all__ = ["ExactResume", "ModelCheckpoint", "TestOverlayCallback", "rng_state", "set_rng_state"]
@@ -94,6 +94,8 @@ class ExactResume(L.Callback):
       callback then writes ``last.ckpt`` into the first :class:`~qg_lightning.callbacks.ModelCheckpoint`'s
       folder (atomically, with :class:`~qg_lightning.checkpoint.AtomicCheckpointIO`) so the run resumes from
       that batch. ``qg-lightning fit`` exits with status 143 afterwards.
+    * On any other exception under DDP, the launching rank stops the worker ranks
+      (:func:`~qg_lightning.runs.stop_other_ranks`) instead of leaving them blocked in a collective.
 
     ``qg-lightning fit`` adds this callback unless the config already has one; with your own Trainer add
     ``ExactResume()`` to ``callbacks``.
@@ -126,7 +128,10 @@ class ExactResume(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+        if not isinstance(exception, SIGTERMException):
+            stop_other_ranks(trainer, exception)
+            return
+        if trainer.state.fn != "fit":
             return
         callback = next((c for c in trainer.callbacks if isinstance(c, _LightningModelCheckpoint)), None)
         if callback is None or callback.dirpath is None:

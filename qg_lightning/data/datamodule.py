@@ -70,7 +70,7 @@ from qg_lightning.data.transforms import (
     weak_strong_views,
 )
 from qg_lightning.masks import check_num_classes
-from qg_lightning.runs import run_dir
+from qg_lightning.runs import run_dir, stop_other_ranks
 
 __all__ = [
     "SYNTHETIC_SEED",
@@ -784,6 +784,12 @@ class SemiSupervisedDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader | list:
         """Test images (``image``, ``id`` and ``mask``), resize only."""
         return self._eval_loader("test")
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Under DDP, a failing launching rank stops the others (see :func:`~qg_lightning.runs.stop_other_ranks`)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            stop_other_ranks(trainer, exception)
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from qg_lightning.guidance.visualize import quality_grid
 from qg_lightning.masks import labels_from_logits
 from qg_lightning.metrics.functional import dice_score
 from qg_lightning.quality.predictor import load_quality_predictor
+from qg_lightning.runs import stop_other_ranks
 
 __all__ = ["QualityReweightCallback"]
 
@@ -360,6 +361,12 @@ class QualityReweightCallback(Callback):
             pl_module.set_quality_lambdas(self._qw_lambda, self._qar_lambda)
 
     @override
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Under DDP, a failing launching rank stops the others (see :func:`~qg_lightning.runs.stop_other_ranks`)."""
+        stop_other_ranks(trainer, exception)
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._place(trainer, pl_module)
         self._verify_frozen(trainer, pl_module)

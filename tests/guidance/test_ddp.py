@@ -133,3 +133,162 @@ def test_guided_fit_under_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     for key in ("val/dice", "val/loss", "val/quality_pred_mean", "val/quality_true_mean"):
         values = [report["metrics"][key] for report in reports]
         assert values[0] == pytest.approx(values[1], abs=1e-6), (key, values)
+
+
+# ------------------------------------------------------------------ DDP vs one process, and a failing rank
+
+EQUIVALENCE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+
+    import lightning as L
+    import torch
+
+    from qg_lightning.data import SemiSupervisedDataModule
+    from qg_lightning.guidance import QualityReweightCallback
+    from qg_lightning.methods import PseudoLabelSegmenter
+
+    out, root, ckpt, mode = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+    fail_rank = int(sys.argv[5]) if len(sys.argv) > 5 else -1
+    devices = 1 if mode == "single" else 2
+    per_rank = 4 // devices  # the same global batch of 4 (+ 4 unlabeled) either way
+
+
+    class Record(L.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 2 and trainer.global_rank == fail_rank:
+                raise RuntimeError(f"rank {fail_rank} fails on purpose")
+            self.seen.append(
+                {"step": trainer.global_step, "epoch": trainer.current_epoch,
+                 "labeled": list(batch["labeled"]["id"]), "unlabeled": list(batch["unlabeled"]["id"])}
+            )
+
+
+    def _replace_batchnorm(module):
+        for name, child in module.named_children():
+            if isinstance(child, torch.nn.BatchNorm2d):
+                norm = torch.nn.GroupNorm(1, child.num_features)
+                norm.requires_grad_(child.weight.requires_grad)  # the EMA teacher's stay frozen
+                setattr(module, name, norm)
+            else:
+                _replace_batchnorm(child)
+
+
+    def main():
+        L.seed_everything(0)
+        model = PseudoLabelSegmenter(
+            encoder_name="mobilenet_v2", lr=1e-2, unsup_warmup=0.0, unsup_ramp=0.0, schedule_unit="step"
+        )
+        # BatchNorm statistics are per process (SyncBatchNorm needs GPUs): use a per-sample norm so that one
+        # process and two see the same computation and any difference comes from the distributed mechanics
+        _replace_batchnorm(model)
+        guidance = QualityReweightCallback(
+            predictor=str(ckpt), mechanisms=["qw"], tau=0.0, qw_warmup=0, qw_ramp=0, schedule_unit="step"
+        )
+        data = SemiSupervisedDataModule(
+            root=str(root), image_size=64, n_labeled=8, batch_size=per_rank, unlabeled_batch_size=per_rank,
+            seed=0,
+        )
+        record = Record()
+        trainer = L.Trainer(
+            accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+            max_epochs=4, deterministic=True, num_sanity_val_steps=0,
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            callbacks=[record, guidance], default_root_dir=str(out),
+        )
+        trainer.fit(model, datamodule=data)
+        report = {
+            "seen": record.seen,
+            "unlabeled_ids": sorted(data.datasets["unlabeled"].ids),
+            "val_dice": float(trainer.callback_metrics["val/dice"]),
+            "val_loss": float(trainer.callback_metrics["val/loss"]),
+        }
+        (out / f"{mode}_rank{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+def _run_script(tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    script = tmp_path / "equivalence.py"
+    script.write_text(EQUIVALENCE_SCRIPT)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+        "QG_LIGHTNING_CACHE": str(tmp_path / "cache"),
+        "PYTHONWARNINGS": "ignore",
+    }
+    for key in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
+        env.pop(key, None)
+    return subprocess.run(
+        [sys.executable, str(script), str(tmp_path), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def ddp_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("ddp_equivalence")
+    root = generate_synthetic_dataset(tmp / "data", n_images=30, image_size=32, seed=2)
+    torch.manual_seed(0)
+    predictor = QualityPredictor(backbone="resnet18", in_channels=3, num_classes=2)
+    ckpt = tmp / "predictor.ckpt"
+    torch.save({"state_dict": predictor.state_dict(), "hyper_parameters": dict(predictor.hparams)}, ckpt)
+    return root, ckpt
+
+
+@pytest.mark.slow
+def test_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, ddp_inputs) -> None:
+    root, ckpt = ddp_inputs
+    for mode in ("single", "ddp"):
+        result = _run_script(tmp_path, str(root), str(ckpt), mode)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    single = json.loads((tmp_path / "single_rank0.json").read_text())
+    ranks = [json.loads((tmp_path / f"ddp_rank{r}.json").read_text()) for r in (0, 1)]
+
+    # the two ranks' batches at each step are exactly the one-process batch at that step
+    assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == len(single["seen"]) > 0
+    for step, one in enumerate(single["seen"]):
+        a, b = ranks[0]["seen"][step], ranks[1]["seen"][step]
+        assert a["step"] == b["step"] == one["step"] == step
+        assert a["labeled"] + b["labeled"] == one["labeled"]
+        assert a["unlabeled"] + b["unlabeled"] == one["unlabeled"]
+
+    # each sample at most once per epoch across ranks, and every sample of the loader that sets the epoch
+    # length (here the unlabeled one; the labeled one cycles) seen exactly once
+    for epoch in range(4):
+        unlabeled = [i for r in ranks for s in r["seen"] if s["epoch"] == epoch for i in s["unlabeled"]]
+        assert len(set(unlabeled)) == len(unlabeled), f"epoch {epoch}: a sample was seen twice across ranks"
+        usable = len(ranks[0]["unlabeled_ids"]) // 4 * 4  # incomplete last global batch dropped
+        assert len(unlabeled) == usable
+
+    # same validation Dice on every rank, and as one process: identical global batches and per-sample norms;
+    # what remains is the order of floating-point reductions and the per-rank normalisation of the weights
+    for key in ("val_dice", "val_loss"):
+        assert ranks[0][key] == pytest.approx(ranks[1][key], abs=1e-6), key
+    assert ranks[0]["val_loss"] == pytest.approx(single["val_loss"], abs=1e-3)  # measured: 2e-5 apart
+    assert ranks[0]["val_dice"] == pytest.approx(single["val_dice"], abs=0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fail_rank", [0, 1])
+def test_a_failing_rank_stops_every_rank_instead_of_hanging(
+    tmp_path: Path, ddp_inputs, fail_rank: int
+) -> None:
+    root, ckpt = ddp_inputs
+    result = _run_script(tmp_path, str(root), str(ckpt), "ddp", str(fail_rank), timeout=240)
+    assert result.returncode != 0
+    assert f"rank {fail_rank} fails on purpose" in result.stdout + result.stderr
+    assert not list(tmp_path.glob("ddp_rank*.json")), "no rank may finish the fit as if nothing happened"
