@@ -133,7 +133,7 @@ def test_supervised_ignores_unlabeled_batches(data_root, tmp_path):
         (PseudoLabelSegmenter, dict(conf_threshold=1.5), "conf_threshold"),
         (FixMatchSegmenter, dict(conf_threshold=-0.1), "conf_threshold"),
         (MeanTeacherSegmenter, dict(ema_decay=1.0), "decay"),
-        (CPSSegmenter, dict(unsup_weight=-1.0), "max_value"),
+        (CPSSegmenter, dict(unsup_weight=-1.0), "unsup_weight"),
         (SupervisedSegmenter, dict(lr=0.0), "lr"),
         (SupervisedSegmenter, dict(num_classes=1), "num_classes"),
     ],
