@@ -80,15 +80,13 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
-def test_guided_fit_under_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
-    root = generate_synthetic_dataset(tmp_path / "data", n_images=40, image_size=32, seed=1)
-    torch.manual_seed(0)
-    predictor = QualityPredictor(backbone="resnet18", in_channels=3, num_classes=2)
-    ckpt = tmp_path / "predictor.ckpt"
-    torch.save({"state_dict": predictor.state_dict(), "hyper_parameters": dict(predictor.hparams)}, ckpt)
-    script = tmp_path / "ddp_fit.py"
-    script.write_text(SCRIPT)
+def _run_script(
+    tmp_path: Path, source: str, name: str, *args: str, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Run ``source`` as ``tmp_path/name`` with ``tmp_path`` and ``args``, as a clean launch: Lightning picks a
+    free port and starts rank 1 itself."""
+    script = tmp_path / name
+    script.write_text(source)
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -97,15 +95,25 @@ def test_guided_fit_under_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
         "PYTHONWARNINGS": "ignore",
     }
     for key in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
-        env.pop(key, None)  # a clean launch: Lightning picks a free port and starts rank 1 itself
-    result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), str(root), str(ckpt)],
+        env.pop(key, None)
+    return subprocess.run(
+        [sys.executable, str(script), str(tmp_path), *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
+
+
+@pytest.mark.slow
+def test_guided_fit_under_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+    root = generate_synthetic_dataset(tmp_path / "data", n_images=40, image_size=32, seed=1)
+    torch.manual_seed(0)
+    predictor = QualityPredictor(backbone="resnet18", in_channels=3, num_classes=2)
+    ckpt = tmp_path / "predictor.ckpt"
+    torch.save({"state_dict": predictor.state_dict(), "hyper_parameters": dict(predictor.hparams)}, ckpt)
+    result = _run_script(tmp_path, SCRIPT, "ddp_fit.py", str(root), str(ckpt))
     log = (result.stdout + result.stderr)[-4000:]
     assert result.returncode == 0, log
     assert "find_unused_parameters" not in log, log
@@ -216,28 +224,6 @@ EQUIVALENCE_SCRIPT = textwrap.dedent(
 )
 
 
-def _run_script(tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    script = tmp_path / "equivalence.py"
-    script.write_text(EQUIVALENCE_SCRIPT)
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "NO_ALBUMENTATIONS_UPDATE": "1",
-        "QG_LIGHTNING_CACHE": str(tmp_path / "cache"),
-        "PYTHONWARNINGS": "ignore",
-    }
-    for key in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
-        env.pop(key, None)
-    return subprocess.run(
-        [sys.executable, str(script), str(tmp_path), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 @pytest.fixture(scope="module")
 def ddp_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("ddp_equivalence")
@@ -253,7 +239,7 @@ def ddp_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, ddp_inputs) -> None:
     root, ckpt = ddp_inputs
     for mode in ("single", "ddp"):
-        result = _run_script(tmp_path, str(root), str(ckpt), mode)
+        result = _run_script(tmp_path, EQUIVALENCE_SCRIPT, "equivalence.py", str(root), str(ckpt), mode)
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     single = json.loads((tmp_path / "single_rank0.json").read_text())
     ranks = [json.loads((tmp_path / f"ddp_rank{r}.json").read_text()) for r in (0, 1)]
@@ -288,7 +274,16 @@ def test_a_failing_rank_stops_every_rank_instead_of_hanging(
     tmp_path: Path, ddp_inputs, fail_rank: int
 ) -> None:
     root, ckpt = ddp_inputs
-    result = _run_script(tmp_path, str(root), str(ckpt), "ddp", str(fail_rank), timeout=240)
+    result = _run_script(
+        tmp_path,
+        EQUIVALENCE_SCRIPT,
+        "equivalence.py",
+        str(root),
+        str(ckpt),
+        "ddp",
+        str(fail_rank),
+        timeout=240,
+    )
     assert result.returncode != 0
     assert f"rank {fail_rank} fails on purpose" in result.stdout + result.stderr
     assert not list(tmp_path.glob("ddp_rank*.json")), "no rank may finish the fit as if nothing happened"
