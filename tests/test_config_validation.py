@@ -25,30 +25,12 @@ import torch
 import yaml
 
 from qg_lightning.cli import cli_main
-from qg_lightning.quality.predictor import QualityPredictor
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "examples" / "configs"
 GUIDED = CONFIG_DIR / "ssl" / "pl_qw.yaml"
 PREDICTOR = CONFIG_DIR / "predictor" / "quickstart.yaml"
 CALLBACK = "QualityReweightCallback"
-
-
-@pytest.fixture(scope="module")
-def predictor_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
-    model = QualityPredictor(backbone="resnet18", in_channels=3, num_classes=2)
-    path = tmp_path_factory.mktemp("predictor") / "quality_predictor.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
-    return str(path)
-
-
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in tmp_path (relative run dirs land there) with the synthetic-data cache in tmp_path."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("QG_LIGHTNING_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("sys.argv", ["qg-lightning"])  # the CLI gets its arguments from `args` only
-    return tmp_path
 
 
 def _guided(predictor_ckpt: str, *extra: str) -> list[str]:

@@ -16,7 +16,6 @@ import torch
 from qg_lightning.checkpoint import load_checkpoint
 from qg_lightning.data import SemiSupervisedDataModule, generate_synthetic_dataset
 from qg_lightning.guidance import QualityGuidedMixin
-from qg_lightning.quality.predictor import QualityPredictor
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_module.py"
 QUIET = dict(
@@ -36,15 +35,6 @@ def example() -> ModuleType:
     spec.loader.exec_module(module)
     yield module
     sys.modules.pop(spec.name, None)
-
-
-@pytest.fixture(scope="module")
-def predictor_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
-    torch.manual_seed(0)
-    model = QualityPredictor(backbone="resnet18", in_channels=3, num_classes=2)
-    path = tmp_path_factory.mktemp("predictor") / "quality_predictor.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

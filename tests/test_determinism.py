@@ -32,15 +32,6 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QG_LIGHTNING_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture(scope="module")
-def predictor_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
-    torch.manual_seed(0)
-    model = QualityPredictor(backbone="resnet18", in_channels=3, num_classes=2)
-    path = tmp_path_factory.mktemp("predictor") / "quality_predictor.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
-    return str(path)
-
-
 class _BatchRecorder(L.Callback):
     """Keeps a copy of every training batch the module received (after ``on_after_batch_transfer``)."""
 

@@ -13,7 +13,6 @@ import yaml
 
 from qg_lightning.cli import check_compatible, cli_main
 from qg_lightning.guidance import QualityGuidedMixin, QualityReweightCallback
-from qg_lightning.quality.predictor import QualityPredictor
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "examples" / "configs"
 CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
@@ -53,24 +52,6 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _is_guided(config: dict[str, Any]) -> bool:
     return any(cb.get("class_path") == CALLBACK_PATH for cb in config["trainer"].get("callbacks") or [])
-
-
-@pytest.fixture(scope="module")
-def predictor_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
-    torch.manual_seed(0)
-    model = QualityPredictor(backbone="resnet18", in_channels=3, num_classes=2)
-    path = tmp_path_factory.mktemp("predictor") / "quality_predictor.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
-    return str(path)
-
-
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in tmp_path (relative run dirs land there) with the synthetic-data cache in tmp_path."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("QG_LIGHTNING_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("sys.argv", ["qg-lightning"])  # the CLI gets its arguments from `args` only
-    return tmp_path
 
 
 def test_ssl_config_set_is_complete() -> None:

@@ -14,7 +14,6 @@ from qg_lightning.methods import (
     QARSegmenter,
     SupervisedSegmenter,
 )
-from qg_lightning.quality.predictor import QualityPredictor
 
 SMALL = dict(arch="Unet", encoder_name="resnet18", encoder_weights=None, lr=1e-3)
 # Ramps start at once so the unsupervised and guidance terms are active in a 2-step test.
@@ -24,15 +23,6 @@ NOW = dict(unsup_warmup=0.0, unsup_ramp=0.0)
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     return generate_synthetic_dataset(tmp_path_factory.mktemp("syn"), n_images=24, image_size=32, seed=3)
-
-
-@pytest.fixture(scope="module")
-def predictor_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = QualityPredictor(backbone="resnet18", in_channels=3, num_classes=2)
-    path = tmp_path_factory.mktemp("pred") / "predictor.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
-    return str(path)
 
 
 def _dm(root, views="weak"):
