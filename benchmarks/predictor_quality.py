@@ -8,9 +8,11 @@ Pipeline (every stage is cached in ``--out-dir`` and skipped when rerun):
 2. **Evaluation segmenters** the predictor never sees: an FPN (random-init ResNet-34) trained on half of the
    training split, saved after ``--eval-epochs``. Their predictions on the *test* images are the "real"
    candidates of the evaluation.
-3. **Predictors**, each trained for ``--minutes`` on the training split (128 px, no pretrained weights):
+3. **Predictors**, each trained for ``--max-epochs`` (at most ``--minutes``) on the training split (128 px, no
+   pretrained weights):
    ``release``: p_weak 0.05, snapshots used on every image (as the authors' release);
-   ``ours``: p_weak 0.5, cross-fitted snapshots on held-out images only.
+   ``heldout``: p_weak 0.5, cross-fitted snapshots on held-out images only;
+   ``ours``: as ``heldout``, each snapshot mask binarised at a threshold drawn uniformly from [0.2, 0.8].
 4. ``qg-lightning evaluate-predictor`` on the test split, with the evaluation segmenters as real candidates.
 
 The last line printed is one JSON object (also ``--out-dir/summary.json``) with MAE, Pearson and Spearman per
@@ -42,7 +44,8 @@ log = logging.getLogger("predictor_quality")
 
 VARIANTS = {
     "release": {"p_weak": 0.05, "snapshot_policy": "all"},
-    "ours": {"p_weak": 0.5, "snapshot_policy": "heldout"},
+    "heldout": {"p_weak": 0.5, "snapshot_policy": "heldout"},
+    "ours": {"p_weak": 0.5, "snapshot_policy": "heldout", "snapshot_threshold": [0.2, 0.8]},
 }
 
 
@@ -100,11 +103,11 @@ def train_predictor(args, out: Path, variant: str, snap_dir: Path) -> Path:
     L.seed_everything(args.seed, verbose=False)
     dm = QualityDataModule(root=args.root, image_size=args.image_size, samples_per_image=args.samples_per_image,
                            batch_size=32, snapshots=[str(snap_dir)], seed=args.seed, **VARIANTS[variant])  # fmt: skip
-    model = QualityPredictor(backbone="resnet18", pretrained=False)
+    model = QualityPredictor(backbone="resnet18", pretrained=False, channels_last=args.channels_last)
     ckpt = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=str(vdir), filename="best", monitor="val/loss", mode="min"
     )
-    trainer = _trainer(vdir, max_time={"minutes": args.minutes}, max_epochs=1000, gradient_clip_val=1.0,
+    trainer = _trainer(vdir, max_time={"minutes": args.minutes}, max_epochs=args.max_epochs, gradient_clip_val=1.0,
                        enable_checkpointing=True, callbacks=[ckpt],
                        logger=L.pytorch.loggers.CSVLogger(str(vdir), name="log"))  # fmt: skip
     start = time.perf_counter()
@@ -126,9 +129,18 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--snapshot-epochs", type=int, nargs="+", default=[1, 2, 4, 6])
     parser.add_argument("--eval-epochs", type=int, nargs="+", default=[2, 4, 8])
-    parser.add_argument("--minutes", type=float, default=12.0, help="training time per predictor")
-    parser.add_argument("--samples-per-image", type=int, default=20)
-    parser.add_argument("--variants", nargs="+", default=["ours", "release"], choices=sorted(VARIANTS))
+    parser.add_argument("--minutes", type=float, default=45.0, help="training time limit per predictor")
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=30,
+        help="epochs per predictor (30 ends the second cosine cycle: t0 10, t_mult 2)",
+    )
+    parser.add_argument("--samples-per-image", type=int, default=4)
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--variants", nargs="+", default=["ours", "heldout", "release"], choices=sorted(VARIANTS)
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

@@ -6,7 +6,8 @@ Training data (METHOD.md, "Training masks"), generated fresh every epoch from th
 2. spatial augmentation (flips, rotation up to ``max_rotation`` degrees) is applied jointly to the image, its
    ground truth and its snapshot masks;
 3. with probability ``p_weak`` the candidate is the (warped) prediction of a uniformly chosen snapshot model
-   allowed for that image, otherwise one draw of :class:`~qg_lightning.quality.sampling.CorruptionSampler`;
+   allowed for that image (binarised at a threshold drawn from ``snapshot_threshold`` when that is a range),
+   otherwise one draw of :class:`~qg_lightning.quality.sampling.CorruptionSampler`;
 4. the target is the per-class Dice of the candidate against the (warped) truth;
 5. image-only photometric augmentation.
 
@@ -39,7 +40,13 @@ from qg_lightning.data import SemiSupervisedDataModule, derive_seed, read_image,
 from qg_lightning.masks import check_num_classes, foreground_from_labels
 from qg_lightning.quality.augment import apply_spatial, draw_spatial, photometric
 from qg_lightning.quality.sampling import CATEGORIES, CorruptionSampler, check_category_probs, dice_target
-from qg_lightning.quality.snapshots import find_snapshots, load_snapshot, predict_snapshot_masks
+from qg_lightning.quality.snapshots import (
+    find_snapshots,
+    load_snapshot,
+    predict_snapshot_masks,
+    predict_snapshot_probs,
+    threshold_snapshot_probs,
+)
 
 __all__ = ["QUALITY_CATEGORIES", "QualityDataModule", "load_resized"]
 
@@ -117,6 +124,21 @@ class _EvalSet(Dataset):
         return {k: v[index] for k, v in self.tensors.items()}
 
 
+def _check_threshold(value: float | Sequence[float] | None) -> tuple[float, float] | None:
+    """``snapshot_threshold`` as a ``(lo, hi)`` range in (0, 1), or ``None`` for hard snapshot masks."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    ok = isinstance(items, Sequence) and not isinstance(items, str) and len(items) in (1, 2)
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in items)
+    if not ok or items[0] > items[-1]:
+        raise ValueError(
+            f"`snapshot_threshold` must be null, a number in (0, 1) or a range [lo, hi] with 0 < lo <= hi < 1, "
+            f"got {value!r}. Example: [0.2, 0.8] binarises each snapshot mask at a random threshold."
+        )
+    return float(items[0]), float(items[-1])
+
+
 def _identity_collate(batch: Any) -> Any:
     return batch
 
@@ -156,6 +178,10 @@ class QualityDataModule(L.LightningDataModule):
         snapshots: snapshot files or folders (from :class:`~qg_lightning.quality.SnapshotCallback`).
         snapshot_policy: ``"heldout"`` uses a snapshot only on images it did not train on (honest errors;
             needs snapshots trained on other folds), ``"all"`` uses every snapshot on every image (the release).
+        snapshot_threshold: how snapshot predictions become masks. ``None`` (default): the snapshot's own hard
+            mask (0.5 / argmax), as the release. A number ``t``: foreground where the snapshot's foreground
+            probability is at least ``t``. A range ``[lo, hi]``: ``t`` is drawn uniformly per sample, so each
+            snapshot yields many masks that differ where it was unsure, e.g. ``[0.2, 0.8]``.
         category_probs: corruption category probabilities (default METHOD.md's).
         max_rotation: spatial augmentation rotation range in degrees (20).
         photometric: image-only brightness/contrast/saturation/noise after corruption.
@@ -184,6 +210,7 @@ class QualityDataModule(L.LightningDataModule):
         p_weak: float = 0.05,
         snapshots: list[str] | None = None,
         snapshot_policy: Literal["heldout", "all"] = "heldout",
+        snapshot_threshold: float | list[float] | None = None,
         category_probs: dict[str, float] | None = None,
         max_rotation: float = 20.0,
         photometric: bool = True,
@@ -210,6 +237,7 @@ class QualityDataModule(L.LightningDataModule):
             )
         if snapshot_policy not in ("heldout", "all"):
             raise ValueError(f"`snapshot_policy` must be 'heldout' or 'all', got {snapshot_policy!r}.")
+        self._snapshot_range = _check_threshold(snapshot_threshold)
         if not 0 <= max_rotation <= 180:
             raise ValueError(f"`max_rotation` must be in [0, 180] degrees, got {max_rotation}.")
         if snapshots is not None:
@@ -288,13 +316,14 @@ class QualityDataModule(L.LightningDataModule):
         x = images.float().div(255.0)
         for path in paths:
             snap = load_snapshot(path, in_channels=hp.in_channels, num_classes=hp.num_classes)
-            masks.append(predict_snapshot_masks(snap.net, x, hp.num_classes))
+            predict = predict_snapshot_masks if self._snapshot_range is None else predict_snapshot_probs
+            masks.append(predict(snap.net, x, hp.num_classes))
             if hp.snapshot_policy == "heldout":
                 allowed.append(torch.tensor([i not in snap.train_ids for i in train_ids]))
             else:
                 allowed.append(torch.ones(len(train_ids), dtype=torch.bool))
             self.snapshot_info.append({"path": str(path), "epoch": snap.epoch, "fold": snap.fold})
-        self.train_data["snapshots"] = torch.stack(masks)  # (S, N, K-1, H, W) uint8
+        self.train_data["snapshots"] = torch.stack(masks)  # (S, N, K-1, H, W) uint8 masks or probabilities
         self.train_data["allowed"] = torch.stack(allowed, dim=1)  # (N, S)
         n_without = int((~self.train_data["allowed"].any(1)).sum())
         if n_without == len(train_ids):
@@ -394,7 +423,13 @@ class QualityDataModule(L.LightningDataModule):
             if use.any():
                 weights = torch.where(allowed.sum(1, keepdim=True) > 0, allowed, torch.ones_like(allowed))
                 choice = torch.multinomial(weights, 1, generator=generator).squeeze(1)
-                picked = snap_masks[torch.arange(b, device=device), choice].float()
+                picked = snap_masks[torch.arange(b, device=device), choice]
+                if self._snapshot_range is None:
+                    picked = picked.float()
+                else:
+                    lo, hi = self._snapshot_range
+                    t = lo + (hi - lo) * torch.rand(b, device=device, generator=generator)
+                    picked = threshold_snapshot_probs(picked, t)
                 candidate = torch.where(use.view(b, 1, 1, 1), picked, candidate)
                 category = torch.where(use, torch.full_like(category, _SNAPSHOT), category)
         quality = dice_target(candidate, truth)

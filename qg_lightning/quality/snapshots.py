@@ -24,6 +24,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from typing_extensions import override
@@ -40,6 +41,8 @@ __all__ = [
     "find_snapshots",
     "load_snapshot",
     "predict_snapshot_masks",
+    "predict_snapshot_probs",
+    "threshold_snapshot_probs",
 ]
 
 log = logging.getLogger(__name__)
@@ -208,6 +211,62 @@ def predict_snapshot_masks(
         if out
         else images.new_zeros((0, num_classes - 1, *images.shape[-2:]), dtype=torch.uint8)
     )
+
+
+@torch.no_grad()
+def predict_snapshot_probs(
+    net: nn.Module, images: Tensor, num_classes: int, *, batch_size: int = 32
+) -> Tensor:
+    """Foreground probabilities ``(N, K-1, H, W)`` of one snapshot, quantised to ``uint8`` (0-255).
+
+    Sigmoid of the single logit for binary segmenters, softmax without the background channel for multi-class
+    ones. Kept instead of hard masks when snapshot masks are binarised at a random threshold per sample
+    (:func:`threshold_snapshot_probs`), so one snapshot yields many masks whose errors lie where it was unsure.
+
+    Example:
+        >>> net = SegmentationNet("Unet", "resnet18", None, 1, 2).eval()
+        >>> p = predict_snapshot_probs(net, torch.rand(3, 1, 32, 32), 2)
+        >>> p.shape, p.dtype
+        (torch.Size([3, 1, 32, 32]), torch.uint8)
+    """
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        logits = net(images[start : start + batch_size]).float()
+        probs = torch.sigmoid(logits) if num_classes == 2 else torch.softmax(logits, dim=1)[:, 1:]
+        out.append(probs.mul(255.0).round_().to(torch.uint8))
+    return (
+        torch.cat(out)
+        if out
+        else images.new_zeros((0, num_classes - 1, *images.shape[-2:]), dtype=torch.uint8)
+    )
+
+
+def threshold_snapshot_probs(probs: Tensor, thresholds: Tensor) -> Tensor:
+    """Hard foreground masks from quantised snapshot probabilities, one threshold per sample.
+
+    A pixel is foreground where the total foreground probability reaches the sample's threshold; for
+    multi-class masks it goes to the most probable foreground class, so classes never overlap. With threshold
+    0.5 and a binary snapshot this is the snapshot's own hard mask.
+
+    Args:
+        probs: ``(B, K-1, H, W)`` ``uint8`` from :func:`predict_snapshot_probs`.
+        thresholds: ``(B,)`` float in ``(0, 1)``.
+
+    Returns:
+        ``(B, K-1, H, W)`` float masks in {0, 1}.
+
+    Example:
+        >>> probs = torch.tensor([[[[10, 100, 200]]], [[[10, 100, 200]]]], dtype=torch.uint8)
+        >>> threshold_snapshot_probs(probs, torch.tensor([0.3, 0.7])).flatten(1).tolist()
+        [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]
+    """
+    cut = (thresholds.to(torch.float32) * 255.0).view(-1, 1, 1, 1)
+    p = probs.to(torch.float32)
+    if p.shape[1] == 1:
+        return (p >= cut).to(torch.float32)
+    region = p.sum(1, keepdim=True) >= cut
+    best = F.one_hot(p.argmax(1), p.shape[1]).permute(0, 3, 1, 2).to(torch.bool)
+    return (best & region).to(torch.float32)
 
 
 def describe_snapshots(snapshots: Sequence[Snapshot]) -> str:

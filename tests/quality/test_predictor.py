@@ -257,6 +257,7 @@ def test_backbone_argument_errors() -> None:
         ({"image_mean": [0.5, 0.5]}, "image_mean"),
         ({"image_std": [0.2, 0.0, 0.2]}, "image_std"),
         ({"pretrained": 1}, "pretrained"),
+        ({"channels_last": "yes"}, "channels_last"),
     ],
 )
 def test_constructor_validation(kwargs: dict, arg: str) -> None:
@@ -442,3 +443,20 @@ def test_lightning_cli_builds_predictor(monkeypatch: pytest.MonkeyPatch) -> None
     assert isinstance(cli.model, QualityPredictor)
     assert (cli.model.in_channels, cli.model.num_foreground) == (1, 2)
     assert cli.model.hparams.image_mean == [0.5] and cli.model.hparams.image_std == [0.226]
+
+
+def test_channels_last_gives_the_same_predictions_and_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    plain = QualityPredictor(in_channels=3).eval()
+    fast = QualityPredictor(in_channels=3, channels_last=True).eval()
+    fast.load_state_dict(plain.state_dict())
+    conv = next(m for m in fast.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    masks = (torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(2)) > 0.5).float()
+    assert torch.allclose(plain(images, masks), fast(images, masks), atol=1e-5)
+    path = tmp_path / "g.ckpt"
+    torch.save({"hyper_parameters": dict(fast.hparams), "state_dict": fast.state_dict()}, path)
+    loaded = load_quality_predictor(str(path))
+    assert loaded.hparams.channels_last is True
+    assert torch.allclose(loaded(images, masks), fast(images, masks), atol=1e-6)

@@ -7,7 +7,12 @@ from qg_lightning.masks import foreground_from_labels
 from qg_lightning.methods import SupervisedSegmenter
 from qg_lightning.quality.datamodule import QUALITY_CATEGORIES, QualityDataModule
 from qg_lightning.quality.sampling import dice_target
-from qg_lightning.quality.snapshots import SnapshotCallback, find_snapshots, load_snapshot
+from qg_lightning.quality.snapshots import (
+    SnapshotCallback,
+    find_snapshots,
+    load_snapshot,
+    threshold_snapshot_probs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +126,49 @@ def test_cross_fitted_snapshots_are_used_only_on_held_out_images(root, tmp_path)
         assert all(
             (qdm.train_ids[i] not in trained) == bool(allowed[i, j]) for i in range(len(qdm.train_ids))
         )
+
+
+@pytest.fixture(scope="module")
+def one_snapshot(root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("snap")
+    dm = SemiSupervisedDataModule(root=str(root), image_size=32, labeled_fraction=0.5, use_unlabeled=False,
+                                  batch_size=4)  # fmt: skip
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
+                        default_root_dir=str(tmp), callbacks=[SnapshotCallback(epochs=[1], dirpath=str(tmp / "s"))],
+                        enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")  # fmt: skip
+    trainer.fit(SupervisedSegmenter(encoder_name="resnet18"), datamodule=dm)
+    return str(tmp / "s")
+
+
+def test_random_snapshot_thresholds_give_many_masks_per_snapshot(root, one_snapshot):
+    kw = dict(p_weak=1.0, snapshots=[one_snapshot], snapshot_policy="all")
+    soft = _qdm(root, snapshot_threshold=[0.2, 0.8], **kw)
+    soft.setup("fit")
+    assert soft.train_data["snapshots"].dtype == torch.uint8  # probabilities, quantised
+    raw = next(iter(soft.train_dataloader()))
+    raw = {**raw, "image_u8": raw["image_u8"][:1].expand(8, -1, -1, -1).clone(),
+           "labels": raw["labels"][:1].expand(8, -1, -1).clone(),
+           "snapshots": raw["snapshots"][:1].expand(8, -1, -1, -1, -1).clone(),
+           "allowed": raw["allowed"][:1].expand(8, -1).clone()}  # fmt: skip
+    batch = soft.make_training_batch(raw, generator=torch.Generator().manual_seed(0))
+    assert (batch["category"] == QUALITY_CATEGORIES.index("snapshot")).all()
+    assert set(batch["candidate"].unique().tolist()) <= {0.0, 1.0}
+    # one image and one snapshot, yet several distinct masks (thresholds and augmentation differ)
+    assert len({tuple(c.flatten().tolist()) for c in batch["candidate"]}) > 1
+    again = soft.make_training_batch(raw, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(batch["candidate"], again["candidate"])
+    # a fixed threshold of 0.5 serves (almost exactly) the snapshot's own hard masks
+    hard, half = _qdm(root, **kw), _qdm(root, snapshot_threshold=0.5, **kw)
+    hard.setup("fit")
+    half.setup("fit")
+    probs = half.train_data["snapshots"][0]
+    agree = (
+        threshold_snapshot_probs(probs, torch.full((probs.shape[0],), 0.5)) == hard.train_data["snapshots"][0]
+    )
+    assert agree.float().mean() > 0.99
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, [0.8, 0.2], [0.1, 0.5, 0.9], "0.5", True])
+def test_invalid_snapshot_threshold(root, bad):
+    with pytest.raises(ValueError, match="snapshot_threshold"):
+        _qdm(root, snapshot_threshold=bad)
