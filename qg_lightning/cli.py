@@ -169,6 +169,12 @@ def _evaluate_predictor(argv: Sequence[str]) -> int:
     return evaluate_predictor_cli(argv)
 
 
+def _calibrate_predictor(argv: Sequence[str]) -> int:
+    from qg_lightning.quality.calibration import calibrate_cli
+
+    return calibrate_cli(argv)
+
+
 def _score(argv: Sequence[str]) -> int:
     from qg_lightning.quality.scoring import score_cli
 
@@ -191,6 +197,7 @@ EXTRA_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "study": _study,
     "make-synthetic": _make_synthetic,
     "evaluate-predictor": _evaluate_predictor,
+    "calibrate-predictor": _calibrate_predictor,
     "score": _score,
     "gallery": _gallery,
 }

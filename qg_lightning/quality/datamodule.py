@@ -188,7 +188,9 @@ class QualityDataModule(L.LightningDataModule):
         num_workers: loader workers (gathering cached tensors is cheap; 0 is usually fastest).
 
     Batches are dicts: ``image`` float ``(B, C, H, W)`` in ``[0, 1]``, ``candidate`` float ``(B, K-1, H, W)``
-    hard, ``quality`` float ``(B, K-1)``, ``category`` long ``(B,)`` indexing :data:`QUALITY_CATEGORIES`.
+    hard, ``quality`` float ``(B, K-1)``, ``category`` long ``(B,)`` indexing :data:`QUALITY_CATEGORIES`;
+    training batches also carry ``truth`` float ``(B, K-1, H, W)``, the augmented ground truth (for the
+    predictor's optional error-map loss).
     """
 
     def __init__(
@@ -435,7 +437,13 @@ class QualityDataModule(L.LightningDataModule):
         quality = dice_target(candidate, truth)
         if hp.photometric:
             images = photometric(images, generator=generator)
-        return {"image": images, "candidate": candidate, "quality": quality, "category": category}
+        return {
+            "image": images,
+            "candidate": candidate,
+            "quality": quality,
+            "category": category,
+            "truth": truth,
+        }
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if not isinstance(batch, Mapping) or "image_u8" not in batch:

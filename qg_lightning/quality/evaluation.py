@@ -1115,12 +1115,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data.skip_bad", dest="skip_bad", action="store_true", help="skip unreadable files")
     p.add_argument(
         "--subset",
-        choices=("auto", "test", "all"),
+        choices=("auto", "test", "val", "all"),
         default="auto",
         help="auto: the split file's test split; else the test split recorded in the predictor checkpoint "
         "when "
         "this is its training folder; else every image. test: always a test split (split file, recorded, "
-        "or the seeded split from --data.*). all: every image.",
+        "or the seeded split from --data.*). val: the validation split, likewise (e.g. to fit a calibration "
+        "with `qg-lightning calibrate-predictor`). all: every image.",
     )
     p.add_argument("--all-images", action="store_true", help="same as --subset all")
     p.add_argument(
@@ -1221,6 +1222,11 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
     rec_ok = rec_split is not None and set().union(*rec_split.values()) <= set(index.ids)
     if ns.subset == "all":
         ids, subset = list(index.ids), "all images (--subset all)"
+    elif ns.subset == "val":
+        if not has_file and rec_ok and rec_split.get("val"):
+            ids, subset = list(rec_split["val"]), "val split recorded in the predictor checkpoint"
+        else:
+            ids, subset = list(dm.split.val), f"val split of {dm.split_source}"
     elif has_file:
         ids, subset = list(dm.split.test), f"test split of {dm.split_source}"
     elif rec_ok:

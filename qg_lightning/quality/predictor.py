@@ -28,7 +28,14 @@ from qg_lightning.checkpoint import load_checkpoint
 from qg_lightning.masks import check_num_classes
 from qg_lightning.quality.backbones import BACKBONE_ALIASES, BACKBONES, build_backbone, resolve_backbone_name
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "QualityPredictor", "load_quality_predictor"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "QualityPredictor",
+    "error_map_loss",
+    "error_map_targets",
+    "load_quality_predictor",
+]
 
 #: ImageNet RGB statistics (what the timm backbones expect).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -135,6 +142,15 @@ class QualityPredictor(L.LightningModule):
         smooth_l1_beta: SmoothL1 transition point (paper: 1.0).
         channels_last: keep the backbone and its input in channels-last memory format (measured about 1.2x
             faster training of ResNet-18 at 128 px on CPU; usually faster on GPUs with mixed precision too).
+        error_map_weight: weight of an auxiliary training loss (0 = off, the paper's predictor): a 1x1
+            convolution on the backbone's last feature grid predicts, per cell and foreground class, the
+            fraction of false-positive and of false-negative pixels of the candidate (binary cross-entropy
+            against the pooled error maps). Dense supervision on *where* the candidate is wrong; it needs
+            training batches with ``truth`` (``(B, K-1, H, W)``), which ``QualityDataModule`` provides. The
+            predicted quality and inference cost are unchanged.
+        calibration: ``[scale, shift]`` applied to the output logit, ``q = sigmoid(scale * z + shift)``: a
+            monotone correction fitted after training by ``qg-lightning calibrate-predictor`` on candidates the
+            predictor never trained on (ranking unchanged). ``None``: uncalibrated.
 
     Attributes:
         in_channels: image channels expected by :meth:`forward`.
@@ -174,6 +190,8 @@ class QualityPredictor(L.LightningModule):
         eta_min: float = 1e-6,
         smooth_l1_beta: float = 1.0,
         channels_last: bool = False,
+        error_map_weight: float = 0.0,
+        calibration: list[float] | None = None,
     ) -> None:
         super().__init__()
         try:
@@ -201,12 +219,23 @@ class QualityPredictor(L.LightningModule):
         _check_int(t_mult, "t_mult", minimum=1)
         _check_number(eta_min, "eta_min", low=0.0)
         _check_number(smooth_l1_beta, "smooth_l1_beta", low=0.0)
+        _check_number(error_map_weight, "error_map_weight", low=0.0)
+        if calibration is not None:
+            ok = isinstance(calibration, Sequence) and len(calibration) == 2
+            ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in calibration)
+            if not ok or not all(math.isfinite(v) for v in calibration) or calibration[0] <= 0:
+                raise ValueError(
+                    f"`calibration` must be null or [scale, shift] with scale > 0 (finite numbers), got "
+                    f"{calibration!r}. Fit it with `qg-lightning calibrate-predictor`."
+                )
+            calibration = [float(v) for v in calibration]
 
         self.save_hyperparameters()
         # Store the resolved statistics as plain lists: the checkpoint then says exactly how images were
         # normalised, and everything in it stays loadable with torch.load(weights_only=True).
         self.hparams["image_mean"] = mean
         self.hparams["image_std"] = std
+        self.hparams["calibration"] = calibration
 
         self.in_channels = in_channels
         self.num_classes = num_classes
@@ -220,6 +249,12 @@ class QualityPredictor(L.LightningModule):
             nn.ReLU(inplace=True),
             nn.Dropout(dropout / 2),
             nn.Linear(hidden, self.num_foreground),
+        )
+        # Auxiliary error-map head (training only): FP and FN fractions per cell for each foreground class.
+        self.error_head = (
+            nn.Conv2d(int(self.backbone.num_features), 2 * self.num_foreground, 1)
+            if error_map_weight > 0
+            else None
         )
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
@@ -276,12 +311,39 @@ class QualityPredictor(L.LightningModule):
             >>> g(torch.rand(1, 3, 32, 32), torch.zeros(1, 2, 32, 32)).shape
             torch.Size([1, 2])
         """
+        return self._quality(self.head(self.backbone(self._input(images, masks))))
+
+    def _quality(self, logits: Tensor) -> Tensor:
+        calibration = self.hparams.get("calibration")
+        if calibration is not None:
+            logits = calibration[0] * logits + calibration[1]
+        return torch.sigmoid(logits)
+
+    def _input(self, images: Tensor, masks: Tensor) -> Tensor:
         self._check_inputs(images, masks)
         x = (images - self.image_mean) / self.image_std
         x = torch.cat([x, masks.to(x.dtype)], dim=1)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return torch.sigmoid(self.head(self.backbone(x)))
+        return x
+
+    def forward_with_error_maps(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """Predicted quality ``(B, K-1)`` and error-map logits ``(B, 2 (K-1), h, w)`` on the last feature grid.
+
+        Channels ``2c`` and ``2c + 1`` are the false-positive and false-negative fractions of class ``c``.
+        Only for predictors built with ``error_map_weight > 0``.
+
+        Example:
+            >>> g = QualityPredictor(error_map_weight=0.5)
+            >>> q, maps = g.forward_with_error_maps(torch.rand(1, 3, 64, 64), torch.zeros(1, 1, 64, 64))
+            >>> q.shape, maps.shape
+            (torch.Size([1, 1]), torch.Size([1, 2, 2, 2]))
+        """
+        if self.error_head is None:
+            raise ValueError("This predictor has no error-map head: build it with `error_map_weight` > 0.")
+        fmap = self.backbone.forward_features(self._input(images, masks))
+        pooled = self.backbone.forward_head(fmap)
+        return self._quality(self.head(pooled)), self.error_head(fmap)
 
     @torch.no_grad()
     def predict_quality(self, images: Tensor, masks: Tensor) -> Tensor:
@@ -327,13 +389,27 @@ class QualityPredictor(L.LightningModule):
 
     def _loss(self, batch: Any, stage: str) -> tuple[Tensor, Tensor, Tensor, int]:
         images, masks, target = self._unpack(batch, stage)
-        preds = self(images, masks)
+        aux = stage == "train" and self.error_head is not None
+        if aux:
+            truth = batch.get("truth") if isinstance(batch, Mapping) else None
+            if truth is None or truth.shape != masks.shape:
+                raise ValueError(
+                    f"`error_map_weight`={self.hparams.error_map_weight} needs training batches with `truth`, the "
+                    f"ground-truth foreground masks of shape {tuple(masks.shape)} (QualityDataModule provides "
+                    f"them), got {None if truth is None else tuple(truth.shape)}. Set `error_map_weight: 0` to "
+                    "train on quality targets only."
+                )
+            preds, maps = self.forward_with_error_maps(images, masks)
+        else:
+            preds = self(images, masks)
         if target.shape != preds.shape:
             raise ValueError(
                 f"`quality` targets must have shape {tuple(preds.shape)} (B, K-1), got {tuple(target.shape)}."
             )
         target = target.to(preds.dtype)
         loss = F.smooth_l1_loss(preds, target, beta=self.hparams.smooth_l1_beta)
+        if aux:
+            loss = loss + self.hparams.error_map_weight * error_map_loss(maps, masks, truth)
         return loss, preds, target, images.shape[0]
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
@@ -401,6 +477,34 @@ class QualityPredictor(L.LightningModule):
             optimizer, T_0=hp.t0, T_mult=hp.t_mult, eta_min=hp.eta_min
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def error_map_targets(candidate: Tensor, truth: Tensor, size: tuple[int, int]) -> Tensor:
+    """False-positive and false-negative pixel fractions of ``candidate`` per cell of a ``size`` grid.
+
+    Args:
+        candidate: ``(B, K-1, H, W)`` masks in [0, 1].
+        truth: ``(B, K-1, H, W)`` ground-truth masks in {0, 1}.
+        size: the grid ``(h, w)`` (the backbone's last feature map).
+
+    Returns:
+        ``(B, 2 (K-1), h, w)`` in [0, 1]: channel ``2c`` the FP fraction of class ``c``, ``2c + 1`` its FN fraction.
+
+    Example:
+        >>> cand = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
+        >>> truth = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+        >>> error_map_targets(cand, truth, (1, 1)).flatten().tolist()
+        [0.25, 0.25]
+    """
+    cand, gt = candidate.float(), truth.float()
+    errors = torch.stack([cand * (1 - gt), (1 - cand) * gt], dim=2).flatten(1, 2)
+    return F.adaptive_avg_pool2d(errors, size)
+
+
+def error_map_loss(logits: Tensor, candidate: Tensor, truth: Tensor) -> Tensor:
+    """Binary cross-entropy between error-map logits and :func:`error_map_targets` on their grid."""
+    target = error_map_targets(candidate, truth, tuple(logits.shape[-2:])).to(logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, target)
 
 
 # ---------------------------------------------------------------------- loading

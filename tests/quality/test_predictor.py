@@ -258,6 +258,7 @@ def test_backbone_argument_errors() -> None:
         ({"image_std": [0.2, 0.0, 0.2]}, "image_std"),
         ({"pretrained": 1}, "pretrained"),
         ({"channels_last": "yes"}, "channels_last"),
+        ({"error_map_weight": -0.1}, "error_map_weight"),
     ],
 )
 def test_constructor_validation(kwargs: dict, arg: str) -> None:
@@ -460,3 +461,53 @@ def test_channels_last_gives_the_same_predictions_and_round_trips(tmp_path: Path
     loaded = load_quality_predictor(str(path))
     assert loaded.hparams.channels_last is True
     assert torch.allclose(loaded(images, masks), fast(images, masks), atol=1e-6)
+
+
+def test_error_map_targets_order_and_grid() -> None:
+    from qg_lightning.quality.predictor import error_map_targets
+
+    cand = torch.zeros(1, 2, 4, 4)
+    truth = torch.zeros(1, 2, 4, 4)
+    cand[0, 0, :2, :2] = 1  # class 0: false positives in the top-left cell
+    truth[0, 1, 2:, 2:] = 1  # class 1: false negatives in the bottom-right cell
+    maps = error_map_targets(cand, truth, (2, 2))
+    assert maps.shape == (1, 4, 2, 2)
+    assert maps[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]  # FP of class 0
+    assert maps[0, 3].tolist() == [[0.0, 0.0], [0.0, 1.0]]  # FN of class 1
+    assert maps[0, 1].sum() == 0 and maps[0, 2].sum() == 0
+
+
+def test_error_map_loss_trains_and_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    g = QualityPredictor(num_classes=3, error_map_weight=0.5)
+    gen = torch.Generator().manual_seed(1)
+    batch = {
+        "image": torch.rand(4, 3, 64, 64, generator=gen),
+        "candidate": (torch.rand(4, 2, 64, 64, generator=gen) > 0.5).float(),
+        "truth": (torch.rand(4, 2, 64, 64, generator=gen) > 0.5).float(),
+        "quality": torch.rand(4, 2, generator=gen),
+    }
+    plain = QualityPredictor(num_classes=3)
+    plain.load_state_dict({k: v for k, v in g.state_dict().items() if not k.startswith("error_head")})
+    # the auxiliary term adds to the quality loss; quality predictions are the plain network's
+    assert g.training_step(batch, 0) > plain.training_step(batch, 0)
+    g.eval()
+    plain.eval()
+    assert torch.allclose(g(batch["image"], batch["candidate"]), plain(batch["image"], batch["candidate"]))
+    g.train()
+    opt = torch.optim.AdamW(g.parameters(), lr=1e-3)
+    loss = g.training_step(batch, 0)
+    loss.backward()
+    assert g.error_head.weight.grad is not None and g.error_head.weight.grad.abs().sum() > 0
+    opt.step()
+    with pytest.raises(ValueError, match="error_map_weight.*truth"):
+        g.training_step({k: v for k, v in batch.items() if k != "truth"}, 0)
+    path = tmp_path / "g.ckpt"
+    torch.save({"hyper_parameters": dict(g.hparams), "state_dict": g.state_dict()}, path)
+    loaded = load_quality_predictor(str(path))
+    assert loaded.error_head is not None
+    assert torch.allclose(
+        loaded(batch["image"], batch["candidate"]), g.eval()(batch["image"], batch["candidate"])
+    )
+    with pytest.raises(ValueError, match="error-map head"):
+        plain.forward_with_error_maps(batch["image"], batch["candidate"])

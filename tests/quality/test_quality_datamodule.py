@@ -50,6 +50,9 @@ def test_training_batches_are_seeded_and_consistent(root):
     assert a["image"].shape == (8, 3, 32, 32) and a["candidate"].shape == (8, 1, 32, 32)
     assert a["quality"].shape == (8, 1) and ((a["quality"] >= 0) & (a["quality"] <= 1)).all()
     assert set(a["candidate"].unique().tolist()) <= {0.0, 1.0}
+    # the (augmented) truth travels with the batch and gives exactly the quality targets
+    assert a["truth"].shape == a["candidate"].shape
+    assert torch.allclose(dice_target(a["candidate"], a["truth"]), a["quality"])
     assert len(qdm.train_dataloader()) == len(qdm.train_ids) * 3 // 8
 
 
