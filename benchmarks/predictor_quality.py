@@ -12,8 +12,12 @@ Pipeline (every stage is cached in ``--out-dir`` and skipped when rerun):
    pretrained weights):
    ``release``: p_weak 0.05, snapshots used on every image (as the authors' release);
    ``heldout``: p_weak 0.5, cross-fitted snapshots on held-out images only;
-   ``ours``: as ``heldout``, each snapshot mask binarised at a threshold drawn uniformly from [0.2, 0.8].
-4. ``qg-lightning evaluate-predictor`` on the test split, with the evaluation segmenters as real candidates.
+   ``ours``: as ``heldout``, each snapshot mask binarised at a threshold drawn uniformly from [0.2, 0.8];
+   ``ours_errmap``: as ``ours`` plus the auxiliary error-map loss (``error_map_weight`` 1).
+4. **Calibration** (``--calibrate``, default on): ``evaluate-predictor --subset val`` with the cross-fitted
+   snapshots as segmenters (no snapshot and no predictor trained on the validation images), then
+   ``calibrate-predictor`` on those real candidates; the calibrated copy is evaluated on the test split too.
+5. ``qg-lightning evaluate-predictor`` on the test split, with the evaluation segmenters as real candidates.
 
 The last line printed is one JSON object (also ``--out-dir/summary.json``) with MAE, Pearson and Spearman per
 variant for synthetic and real candidates and the constant-baseline MAE.
@@ -35,6 +39,7 @@ import torch
 
 from qg_lightning.data import SemiSupervisedDataModule
 from qg_lightning.methods import SupervisedSegmenter
+from qg_lightning.quality.calibration import calibrate_cli
 from qg_lightning.quality.datamodule import QualityDataModule
 from qg_lightning.quality.evaluation import evaluate_predictor_cli
 from qg_lightning.quality.predictor import QualityPredictor
@@ -42,11 +47,15 @@ from qg_lightning.quality.snapshots import SnapshotCallback, find_snapshots
 
 log = logging.getLogger("predictor_quality")
 
-VARIANTS = {
-    "release": {"p_weak": 0.05, "snapshot_policy": "all"},
-    "heldout": {"p_weak": 0.5, "snapshot_policy": "heldout"},
-    "ours": {"p_weak": 0.5, "snapshot_policy": "heldout", "snapshot_threshold": [0.2, 0.8]},
+_SOFT = {"p_weak": 0.5, "snapshot_policy": "heldout", "snapshot_threshold": [0.2, 0.8]}
+#: name -> QualityDataModule and QualityPredictor arguments of each predictor variant
+VARIANTS: dict[str, dict[str, dict]] = {
+    "release": {"data": {"p_weak": 0.05, "snapshot_policy": "all"}, "model": {}},
+    "heldout": {"data": {"p_weak": 0.5, "snapshot_policy": "heldout"}, "model": {}},
+    "ours": {"data": _SOFT, "model": {}},
+    "ours_errmap": {"data": _SOFT, "model": {"error_map_weight": 1.0}},
 }
+_KEYS = ("n", "mae", "pearson", "spearman", "mean_pred", "mean_true", "constant_baseline_mae")
 
 
 def _default_kvasir() -> Path:
@@ -102,8 +111,10 @@ def train_predictor(args, out: Path, variant: str, snap_dir: Path) -> Path:
         return best
     L.seed_everything(args.seed, verbose=False)
     dm = QualityDataModule(root=args.root, image_size=args.image_size, samples_per_image=args.samples_per_image,
-                           batch_size=32, snapshots=[str(snap_dir)], seed=args.seed, **VARIANTS[variant])  # fmt: skip
-    model = QualityPredictor(backbone="resnet18", pretrained=False, channels_last=args.channels_last)
+                           batch_size=32, snapshots=[str(snap_dir)], seed=args.seed,
+                           **VARIANTS[variant]["data"])  # fmt: skip
+    model = QualityPredictor(backbone="resnet18", pretrained=False, channels_last=args.channels_last,
+                             **VARIANTS[variant]["model"])  # fmt: skip
     ckpt = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=str(vdir), filename="best", monitor="val/loss", mode="min"
     )
@@ -116,7 +127,19 @@ def train_predictor(args, out: Path, variant: str, snap_dir: Path) -> Path:
             "epochs": trainer.current_epoch, "minutes": round((time.perf_counter() - start) / 60, 1),
             "best_val_loss": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None}  # fmt: skip
     (vdir / "train_info.json").write_text(json.dumps(info, indent=2))
+    if not ckpt.best_model_path:
+        raise RuntimeError(
+            f"Predictor '{variant}' saved no checkpoint ({info['samples_seen']} samples seen): raise "
+            "--samples-per-image or --max-epochs so that at least one epoch with validation completes."
+        )
     return Path(ckpt.best_model_path)
+
+
+def _evaluate(args, predictor: Path, report_path: Path, segmenters: list[Path]) -> dict:
+    if not report_path.exists():
+        evaluate_predictor_cli(["--predictor", str(predictor), "--out", str(report_path), "--data.root", args.root,
+                                "--subset", "test", "--segmenter", *map(str, segmenters)])  # fmt: skip
+    return json.loads(report_path.read_text())
 
 
 def main() -> None:
@@ -141,6 +164,7 @@ def main() -> None:
     parser.add_argument(
         "--variants", nargs="+", default=["ours", "heldout", "release"], choices=sorted(VARIANTS)
     )
+    parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -156,18 +180,31 @@ def main() -> None:
                      "segmenters": [p.name for p in segmenters], "variants": {}}  # fmt: skip
     for variant in args.variants:
         best = train_predictor(args, out, variant, snap_dir)
-        report_path = out / f"report_{variant}.json"
-        evaluate_predictor_cli(["--predictor", str(best), "--out", str(report_path), "--data.root", args.root,
-                                "--subset", "test", "--segmenter", *map(str, segmenters)])  # fmt: skip
-        report = json.loads(report_path.read_text())
+        report = _evaluate(args, best, out / f"report_{variant}.json", segmenters)
         by = report.get("by_source", {})
-        summary["variants"][variant] = {
-            "train": json.loads((out / f"predictor_{variant}" / "train_info.json").read_text())
-            if (out / f"predictor_{variant}" / "train_info.json").exists() else None,
-            **{src: {k: by.get(src, {}).get(k) for k in ("n", "mae", "pearson", "spearman", "mean_pred", "mean_true",
-                                                       "constant_baseline_mae")} for src in ("synthetic", "real")},
+        info = out / f"predictor_{variant}" / "train_info.json"
+        entry = summary["variants"][variant] = {
+            "train": json.loads(info.read_text()) if info.exists() else None,
+            **{src: {k: by.get(src, {}).get(k) for k in _KEYS} for src in ("synthetic", "real")},
+            "failure_detection_real": report.get("by_source", {}).get("real", {}).get("failure_detection"),
             "image_dependence": report.get("image_dependence"),
-        }  # fmt: skip
+        }
+        if args.calibrate:
+            calibrated = out / f"predictor_{variant}" / "calibrated.ckpt"
+            if not calibrated.exists():
+                val_report = out / f"val_{variant}.json"
+                evaluate_predictor_cli(["--predictor", str(best), "--out", str(val_report), "--data.root", args.root,
+                                        "--subset", "val", "--candidates-per-image", "0",
+                                        "--segmenter", *map(str, find_snapshots(snap_dir))])  # fmt: skip
+                calibrate_cli(["--predictor", str(best), "--candidates",
+                               str(val_report.with_name(val_report.stem + "_candidates.csv")),
+                               "--out", str(calibrated)])  # fmt: skip
+            cal = _evaluate(args, calibrated, out / f"report_{variant}_calibrated.json", segmenters)
+            entry["calibration"] = json.loads(calibrated.with_suffix(".calibration.json").read_text())
+            entry["calibrated"] = {
+                src: {k: cal.get("by_source", {}).get(src, {}).get(k) for k in _KEYS}
+                for src in ("synthetic", "real")
+            }
     summary["wall_minutes"] = round((time.perf_counter() - t0) / 60, 1)
     summary["command"] = "python benchmarks/predictor_quality.py " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
