@@ -15,8 +15,10 @@ and the target is the per-class Dice of the candidate against the input (:func:`
 
 Speed: samples are grouped by corruption and each group runs as one call on its sub-batch (per step of a
 chain); built-in corruptions that share an implementation (e.g. all shifts, scalings and rotations) are merged
-into one call with per-sample parameters. On CPU the cost of a call on a small sub-batch is dominated by the
-number of tensor operations, so larger batches (256+) amortise it much better than batches of 64.
+into one call with per-sample parameters. On CPU the pixel work runs per mask with OpenCV / NumPy (parameters
+are still drawn with torch, see :mod:`~qg_lightning.quality.corruptions.functional`), sub-batches are gathered
+and scattered with NumPy, and the fixed cost of a call (a few dozen small tensor operations) is amortised
+better by larger batches.
 
 References:
     [0] Abhishek & Hamarneh, "Quality-Guided Semi-Supervised Learning for Medical Image Segmentation",
@@ -30,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import cv2
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -116,6 +120,9 @@ def dice_target(candidate: Tensor, truth: Tensor) -> Tensor:
 def _area(x: Tensor) -> Tensor:
     """Foreground pixels per sample and channel of uint8 ``(B, C, H, W)`` -> float32 ``(B, C)``."""
     b, c, h, w = x.shape
+    if x.device.type == "cpu" and x.is_contiguous() and x.numel() > 0:  # OpenCV counts ~2x faster
+        counts = [cv2.countNonZero(m) for m in x.numpy().reshape(b * c, h, w)]
+        return torch.from_numpy(np.array(counts, dtype=np.float32)).view(b, c)
     return _row_counts(x.reshape(b * c, h, w)).sum(1).view(b, c)
 
 
@@ -288,7 +295,7 @@ class CorruptionSampler:
         >>> result.name
         ['erosion_9+holes_islands+holes_small', 'full', 'holes_heavy', 'jagged_5']
         >>> result.quality.squeeze(1)
-        tensor([0.8273, 0.4000, 0.8597, 0.8648])
+        tensor([0.8449, 0.4000, 0.8918, 0.8648])
     """
 
     def __init__(
@@ -337,6 +344,12 @@ class CorruptionSampler:
                     f"Category {cat!r} has probability {self.probs[cat]} but `{arg}` has no corruption with "
                     "positive weight. Add corruptions or set its probability to 0."
                 )
+        # (kernel, params) of every built-in corruption that can share a call, computed once
+        self._plans = {
+            id(spec): self._plan(spec)
+            for registry in (self.main, self.heavy, self.catastrophic, self.blob, self.multiclass)
+            for spec in registry.values()
+        }
         if self.probs["chained"] > 0 and len(self._chain_names(self.main)) < lo:
             raise ValueError(
                 f"`chained` needs at least {lo} main corruptions outside the blob family with positive "
@@ -408,7 +421,8 @@ class CorruptionSampler:
         category = torch.multinomial(probs, b, replacement=True, generator=generator)
 
         # cross-image: the ground truth of an area-similar pool mask
-        cur = list(x.unbind(0))  # per-sample views; results are swapped in, stacked once at the end
+        cur = x.clone()  # the candidates, updated in place group by group
+        cur_np = cur.numpy() if cur.device.type == "cpu" else None  # shares memory with `cur`
         cross_idx = (category == _CROSS).nonzero().flatten()
         pool_u8 = x if pool is None else _to_u8(pool)
         n_pool = pool_u8.shape[0]
@@ -427,11 +441,10 @@ class CorruptionSampler:
             nearest = distance.topk(k, dim=1, largest=False).indices  # (n_cross, k)
             pick = torch.randint(0, k, (len(cross_idx), 1), generator=generator, device=device)
             chosen = nearest.gather(1, pick).flatten()
-            pool_rows = pool_u8.unbind(0)
-            for i, j in zip(cross_idx.tolist(), chosen.tolist(), strict=True):
-                cur[i] = pool_rows[j]
+            cur[cross_idx] = pool_u8[chosen]
 
-        # corruption draws: a (B, steps) table of op ids into `ops`
+        # corruption draws: per sample, the sequence of op ids into `ops` (plain lists: cheaper than tensor
+        # indexing for a few dozen samples)
         ops: list[tuple[str, CorruptionSpec]] = []
         op_ids: dict[tuple[str, int], int] = {}
 
@@ -442,69 +455,72 @@ class CorruptionSampler:
                 ops.append((name, spec))
             return op_ids[key]
 
-        steps = self.chain_length[1] if self.probs["chained"] > 0 else 1
-        table = torch.full((b, steps), -1, dtype=torch.long)
-        category_cpu = category.cpu()
+        categories = category.tolist()
+        sequences: list[list[int]] = [[] for _ in range(b)]
         for cat, registry in (
             (_SINGLE, main),
             (_HEAVY, self.heavy),
             (_CATASTROPHIC, self.catastrophic),
             (_BLOB, self.blob),
         ):
-            rows = (category_cpu == cat).nonzero().flatten()
-            if len(rows) == 0:
+            rows = [i for i, c in enumerate(categories) if c == cat]
+            if not rows:
                 continue
             names = list(registry)
             weights = torch.tensor([registry[n].weight for n in names], device=device)
-            drawn = torch.multinomial(weights, len(rows), replacement=True, generator=generator).cpu()
-            ids = torch.tensor([op_id(n, registry[n]) for n in names])
-            table[rows, 0] = ids[drawn]
-        rows = (category_cpu == _CHAINED).nonzero().flatten()
-        if len(rows) > 0:
+            drawn = torch.multinomial(weights, len(rows), replacement=True, generator=generator).tolist()
+            ids = [op_id(n, registry[n]) for n in names]
+            for i, d in zip(rows, drawn, strict=True):
+                sequences[i] = [ids[d]]
+        rows = [i for i, c in enumerate(categories) if c == _CHAINED]
+        if rows:
             names = self._chain_names(main)
             lo, hi = self.chain_length
             hi = min(hi, len(names))
             lo = min(lo, hi)
             weights = torch.tensor([main[n].weight for n in names], device=device)
-            lengths = torch.randint(lo, hi + 1, (len(rows),), generator=generator, device=device).cpu()
+            lengths = torch.randint(lo, hi + 1, (len(rows),), generator=generator, device=device).tolist()
             drawn = torch.multinomial(
                 weights.expand(len(rows), -1), hi, replacement=False, generator=generator
-            )
-            ids = torch.tensor([op_id(n, main[n]) for n in names])
-            chain = ids[drawn.cpu()]  # (n, hi)
-            chain[torch.arange(hi)[None, :] >= lengths[:, None]] = -1
-            table[rows, :hi] = chain
+            ).tolist()
+            ids = [op_id(n, main[n]) for n in names]
+            for i, length, d in zip(rows, lengths, drawn, strict=True):
+                sequences[i] = [ids[j] for j in d[:length]]
 
         # apply: one call per group of samples whose next corruption shares a kernel (built-in corruptions
         # with the same implementation run together with per-sample parameters) or is the same corruption
-        plans = [self._plan(spec) for _, spec in ops]
+        plans = [self._plans[id(spec)] for _, spec in ops]
         keys = [(plan[0].__name__, -1) if plan is not None else ("", op) for op, plan in enumerate(plans)]
-        sequences = [[op for op in row if op >= 0] for row in table.tolist()]
         for group in _schedule(sequences, keys):
-            rows = [i for i, _ in group]
-            sub = torch.stack([cur[i] for i in rows])
+            group_rows = [i for i, _ in group]
+            if cur_np is not None:  # NumPy's row gather / scatter are ~10x cheaper than torch's on CPU
+                sub = torch.from_numpy(cur_np[group_rows])
+            else:
+                rows = torch.tensor(group_rows, device=device)
+                sub = cur.index_select(0, rows)
             plan = plans[group[0][1]]
             if plan is not None:
                 params = {name: [plans[op][1][name] for _, op in group] for name in plan[1]}
-                out = _functional._run(sub, plan[0], params, generator)
+                out = _functional._run_u8(sub, plan[0], params, generator)
             else:
                 spec = ops[group[0][1]][1]
                 if getattr(spec.fn, "__module__", None) == _functional.__name__:
                     out = spec(sub, generator=generator)
                 else:  # custom corruption: hand it the caller's dtype
                     out = _to_u8(spec(_from_u8(sub, masks.dtype), generator=generator))
-            for i, row in zip(rows, out.unbind(0), strict=True):
-                cur[i] = row
+            if cur_np is not None:
+                cur_np[group_rows] = out.numpy()
+            else:
+                cur.index_copy_(0, rows, out)
 
         names_out = []
-        for i, cat in enumerate(category_cpu.tolist()):
+        for cat, seq in zip(categories, sequences, strict=True):
             if cat == _IDENTITY:
                 names_out.append("identity")
             elif cat == _CROSS:
                 names_out.append("cross_image")
             else:
-                names_out.append("+".join(ops[op][0] for op in table[i].tolist() if op >= 0))
-        out = torch.stack(cur)
+                names_out.append("+".join(ops[op][0] for op in seq))
         # float input: `x` is our private copy (not a view of `masks`), so the Dice may reuse its memory
-        quality = _dice_u8(out, x, overwrite_truth=masks.is_floating_point())
-        return out, quality, category, names_out
+        quality = _dice_u8(cur, x, overwrite_truth=masks.is_floating_point())
+        return cur, quality, category, names_out

@@ -404,6 +404,105 @@ def test_merged_kernel_calls_match_single_calls() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# CPU path (OpenCV / NumPy per mask) against the batched torch path (the one CUDA tensors take)
+# ----------------------------------------------------------------------------------------------------------
+
+# corruptions whose CPU path repeats the torch path's integer pixel work exactly (no float rounding ties)
+EXACT_ON_CPU = {
+    "erosion_5", "erosion_7", "erosion_9", "erosion_11", "dilation_5", "dilation_7", "dilation_9",
+    "dilation_11", "opening_5", "closing_5", "jagged_3", "jagged_5", "holes_small", "holes_large", "islands",
+    "holes_islands", "holes_heavy", "shift_10", "shift_20", "shift_30", "shift_40", "keep_largest",
+    "drop_component", "grid_5", "grid_8", "grid_12",
+}  # fmt: skip
+
+
+def _both_paths(
+    fn, masks: torch.Tensor, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn`` on the CPU (OpenCV / NumPy) path and on the batched torch path, same seed."""
+    cpu = fn(masks, generator=_gen(seed))
+    with monkeypatch.context() as patch:
+        patch.setattr(F, "_OPENCV_CPU", False)
+        reference = fn(masks, generator=_gen(seed))
+    return cpu, reference
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("size", [48, 96])
+def test_cpu_path_matches_torch_path(name: str, size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both paths make the same draws; they may differ only on rounding ties (warps, blurs)."""
+    masks = torch.cat([_batch(size), _batch(size).flip(-1)])
+    cpu, reference = _both_paths(ALL[name], masks, 5, monkeypatch)
+    assert cpu.shape == reference.shape and cpu.dtype == reference.dtype
+    differ = int((cpu != reference).sum())
+    if name in EXACT_ON_CPU:
+        assert differ == 0, name
+    else:
+        assert differ <= 0.01 * max(1.0, float(reference.sum())), (name, differ)
+
+
+@pytest.mark.parametrize("name", ["erosion_5", "closing_5", "jagged_5", "smooth_11", "elastic_60", "grid_8",
+                                  "holes_islands", "rotate_30", "affine", "shift_20"])  # fmt: skip
+def test_cpu_path_matches_torch_path_multiclass(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, reference = _both_paths(ALL[name], _multiclass(48), 2, monkeypatch)
+    assert bool((cpu.sum(1) <= 1).all())
+    assert int((cpu != reference).sum()) <= 0.01 * float(reference.sum()), name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_path_contract(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batched torch path (CUDA's) keeps the contract when forced on CPU: shape, dtype, hard values,
+    seeded."""
+    monkeypatch.setattr(F, "_OPENCV_CPU", False)
+    masks = _batch(32)
+    first = ALL[name](masks, generator=_gen(1))
+    assert first.shape == masks.shape and first.dtype == masks.dtype and _is_binary(first)
+    assert torch.equal(first, ALL[name](masks, generator=_gen(1)))
+    multi = ALL[name](_multiclass(32), generator=_gen(1))
+    assert bool((multi.sum(1) <= 1).all())
+
+
+def test_cpu_helpers_match_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = (_batch(40)[:, 0] > 0.5).to(torch.uint8)
+    x[1] = 0  # an empty mask: centre of the image, points anywhere
+    stats, points = F._stats(x), F._random_points(x, 5, _gen(2))
+    monkeypatch.setattr(F, "_OPENCV_CPU", False)
+    for cpu, reference in zip(stats, F._stats(x), strict=True):
+        assert torch.allclose(cpu, reference, atol=1e-4)
+    reference = F._random_points(x, 5, _gen(2))
+    assert torch.equal(points[0], reference[0]) and torch.equal(points[1], reference[1])
+    ys, xs = points[0].long(), points[1].long()
+    picked = x[torch.arange(4)[:, None], ys, xs]
+    assert bool(picked[[0, 2, 3]].all())  # foreground pixels of non-empty masks
+
+
+@pytest.mark.parametrize("opencv", [True, False])
+def test_random_points_are_uniform(opencv: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every foreground pixel is equally likely, whatever its row holds (4 standard deviations)."""
+    monkeypatch.setattr(F, "_OPENCV_CPU", opencv)
+    x = torch.zeros(1, 6, 8, dtype=torch.uint8)
+    x[0, 0, 1] = x[0, 2, 2:6] = x[0, 5, 7] = 1  # rows with 1, 4 and 1 foreground pixels
+    n = 6000
+    ys, xs = F._random_points(x, n, _gen(3))
+    counts = torch.zeros(6, 8)
+    counts.index_put_((ys[0].long(), xs[0].long()), torch.ones(n), accumulate=True)
+    assert float(counts[x[0] == 0].sum()) == 0
+    p = 1 / 6
+    sigma = math.sqrt(n * p * (1 - p))
+    assert bool(((counts[x[0] == 1] - n * p).abs() <= 4 * sigma).all()), counts
+
+
+def test_float_inputs_of_any_layout() -> None:
+    """The NumPy fast path for float masks accepts float64 and non-contiguous views."""
+    masks = _batch(32)
+    expected = F.erosion(masks, kernel=7)
+    assert torch.equal(F.erosion(masks.double(), kernel=7), expected.double())
+    transposed = masks.transpose(2, 3).contiguous().transpose(2, 3)  # same values, column-major
+    assert not transposed.is_contiguous()
+    assert torch.equal(F.erosion(transposed, kernel=7), expected)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # validation
 # ----------------------------------------------------------------------------------------------------------
 

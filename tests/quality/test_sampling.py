@@ -21,6 +21,7 @@ from qg_lightning.quality import (
     CorruptionSpec,
     dice_target,
 )
+from qg_lightning.quality.corruptions import functional
 
 
 def _disks(radii: list[float], size: int = 32) -> torch.Tensor:
@@ -171,6 +172,17 @@ def test_seeded() -> None:
     assert torch.equal(a.masks, b.masks) and torch.equal(a.quality, b.quality) and a.name == b.name
     c = sampler(masks, generator=_gen(4))
     assert a.name != c.name or not torch.equal(a.masks, c.masks)
+
+
+def test_cpu_path_matches_torch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU masks take the OpenCV / NumPy path; the batched torch path (CUDA's) makes the same draws."""
+    masks = _disks([5, 7, 9, 11, 6, 8, 10, 12] * 3, size=48)
+    cpu = CorruptionSampler()(masks, generator=_gen(11))
+    monkeypatch.setattr(functional, "_OPENCV_CPU", False)
+    reference = CorruptionSampler()(masks, generator=_gen(11))
+    assert cpu.name == reference.name and torch.equal(cpu.category, reference.category)
+    assert float((cpu.quality - reference.quality).abs().max()) <= 0.02
+    assert float((cpu.masks != reference.masks).float().mean()) <= 0.01
 
 
 def test_category_frequencies() -> None:
