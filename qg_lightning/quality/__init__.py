@@ -9,6 +9,7 @@ Example:
     torch.Size([2, 1])
 """
 
+from qg_lightning.quality.calibration import fit_calibration
 from qg_lightning.quality.corruptions import (
     BLOB,
     CATASTROPHIC,
@@ -19,7 +20,7 @@ from qg_lightning.quality.corruptions import (
     get_corruption,
 )
 from qg_lightning.quality.datamodule import QUALITY_CATEGORIES, QualityDataModule
-from qg_lightning.quality.predictor import QualityPredictor, load_quality_predictor
+from qg_lightning.quality.predictor import FlipTTA, QualityPredictor, load_quality_predictor
 from qg_lightning.quality.sampling import (
     CATEGORIES,
     CATEGORY_PROBS,
@@ -30,11 +31,13 @@ from qg_lightning.quality.sampling import (
 from qg_lightning.quality.snapshots import SnapshotCallback, find_snapshots, load_snapshot
 
 __all__ = [
+    "FlipTTA",
     "QUALITY_CATEGORIES",
     "QualityDataModule",
     "QualityPredictor",
     "SnapshotCallback",
     "find_snapshots",
+    "fit_calibration",
     "load_quality_predictor",
     "load_snapshot",
     "BLOB",

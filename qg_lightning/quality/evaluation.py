@@ -1132,6 +1132,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the synthetic candidates and the shuffle check"
     )
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="average the predictor over 4 flips of image and mask (4x the cost)",
+    )
     p.add_argument("--worst", type=int, default=16, help="cases in the worst-predicted PNG")
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda:0', ...")
     return p
@@ -1141,7 +1146,7 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
     """``qg-lightning evaluate-predictor``: see ``--help``. Returns the exit code (0)."""
     from qg_lightning.data import SemiSupervisedDataModule, derive_seed
     from qg_lightning.quality.datamodule import load_resized
-    from qg_lightning.quality.predictor import load_quality_predictor
+    from qg_lightning.quality.predictor import FlipTTA, load_quality_predictor
 
     ns = _build_parser().parse_args(list(argv))
     if ns.all_images:
@@ -1167,6 +1172,8 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
     predictor = load_quality_predictor(
         ns.predictor, in_channels=ns.in_channels, num_classes=ns.num_classes, map_location=device
     )
+    if ns.tta:
+        predictor = FlipTTA(predictor)
     in_channels, num_classes = predictor.in_channels, predictor.num_classes
     segmenter_names = _segmenter_names(ns.segmenter)
     segmenters = {
@@ -1306,6 +1313,7 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
             "candidates_per_image": ns.candidates_per_image,
             "seed": ns.seed,
         },
+        "tta": bool(ns.tta),
         "segmenters": dict(zip(segmenter_names, ns.segmenter, strict=True)),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -353,7 +353,7 @@ def _recorded_image_size(path: str) -> int | None:
 
 def score_cli(argv: Sequence[str]) -> int:
     """``qg-lightning score``: see ``--help``. Returns the exit code (0)."""
-    from qg_lightning.quality.predictor import load_quality_predictor
+    from qg_lightning.quality.predictor import FlipTTA, load_quality_predictor
 
     parser = argparse.ArgumentParser(
         prog="qg-lightning score",
@@ -376,6 +376,11 @@ def score_cli(argv: Sequence[str]) -> int:
         "--worst", type=int, default=16, help="masks in the worst-cases overlay PNG (0: none)"
     )
     parser.add_argument("--skip-bad", action="store_true", help="record unreadable pairs and go on")
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="average the predictor over 4 flips of image and mask (4x the cost)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda:0', ...")
     ns = parser.parse_args(list(argv))
@@ -393,6 +398,8 @@ def score_cli(argv: Sequence[str]) -> int:
         raise ValueError(f"`--out` must be a .csv file path, got '{ns.out}'.")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if ns.device == "auto" else ns.device
     predictor = load_quality_predictor(ns.predictor, map_location=device)
+    if ns.tta:
+        predictor = FlipTTA(predictor)
     recorded = _recorded_image_size(ns.predictor)
     image_size = ns.image_size or recorded or 128
     if ns.image_size is None and recorded is None:
@@ -450,6 +457,7 @@ def score_cli(argv: Sequence[str]) -> int:
         "image_size": image_size,
         "num_classes": predictor.num_classes,
         "in_channels": predictor.in_channels,
+        "tta": bool(ns.tta),
         "n_scored": sum(1 for r in records if not r["error"]),
         "n_unreadable": len(bad),
         "n_unpaired": len(problems),

@@ -320,3 +320,10 @@ def test_cli_names_missing_files_and_mismatches(files: dict[str, Path], tmp_path
     torch.save({"state_dict": seg1.state_dict(), "hyper_parameters": dict(seg1.hparams)}, path)
     with pytest.raises(ValueError, match="seg1.ckpt' does not fit: in_channels=1"):
         _run(files, tmp_path / "r.json", "--segmenter", str(path))
+
+
+def test_cli_tta_is_recorded_and_changes_predictions(files: dict[str, Path], tmp_path: Path) -> None:
+    plain = _run(files, tmp_path / "plain.json")
+    tta = _run(files, tmp_path / "tta.json", "--tta")
+    assert tta["tta"] is True and plain["tta"] is False
+    assert tta["n"] == plain["n"] and tta["mean_true"] == plain["mean_true"]

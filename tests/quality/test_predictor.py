@@ -511,3 +511,24 @@ def test_error_map_loss_trains_and_round_trips(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="error-map head"):
         plain.forward_with_error_maps(batch["image"], batch["candidate"])
+
+
+def test_flip_tta_averages_the_four_flips_and_keeps_the_mode() -> None:
+    from qg_lightning.quality.predictor import FlipTTA
+
+    torch.manual_seed(0)
+    g = QualityPredictor(num_classes=3)
+    tta = FlipTTA(g)
+    assert (tta.in_channels, tta.num_classes, tta.num_foreground) == (3, 3, 2)
+    g.eval()
+    gen = torch.Generator().manual_seed(4)
+    images, masks = (
+        torch.rand(2, 3, 32, 32, generator=gen),
+        (torch.rand(2, 2, 32, 32, generator=gen) > 0.5).float(),
+    )
+    flips = [g(images, masks), g(images.flip(-1), masks.flip(-1)), g(images.flip(-2), masks.flip(-2)),
+             g(images.flip(-2, -1), masks.flip(-2, -1))]  # fmt: skip
+    assert torch.allclose(tta(images, masks), torch.stack(flips).mean(0), atol=1e-6)
+    # flipping the input only permutes the four terms
+    assert torch.allclose(tta(images.flip(-1), masks.flip(-1)), tta(images, masks), atol=1e-5)
+    assert not g.training

@@ -137,3 +137,13 @@ def test_score_cli_missing_paths(folder: dict[str, Path], tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="--out` must be a .csv"):
         main(["score", "--predictor", str(folder["predictor"]), "--images", str(folder["images"]),
               "--masks", str(folder["masks"]), "--out", str(tmp_path / "s.txt")])  # fmt: skip
+
+
+def test_score_cli_tta(folder: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "tta.csv"
+    args = ["score", "--predictor", str(folder["predictor"]), "--images", str(folder["images"]),
+            "--masks", str(folder["masks"]), "--out", str(out), "--image-size", str(SIZE), "--worst", "0",
+            "--no-progress", "--tta"]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads((tmp_path / "tta_meta.json").read_text())["tta"] is True
+    assert len(list(csv.DictReader(out.open()))) == 5
