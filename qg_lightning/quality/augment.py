@@ -1,9 +1,20 @@
 """Batched, seeded augmentation on tensors for the quality predictor's training data.
 
 Spatial augmentation is applied *jointly* to images and every mask of a sample (ground truth, snapshot masks)
-before corruption; photometric augmentation is applied to images only, after corruption (METHOD.md). Both run
-on the batch's device in a few tensor ops, with per-sample parameters drawn in one call from an explicit
-``torch.Generator``.
+before corruption; photometric augmentation is applied to images only, after corruption (METHOD.md). Per-sample
+parameters are drawn in one call from an explicit ``torch.Generator``.
+
+Implementation notes (speed on one CPU thread; see ``benchmarks/predictor_throughput.py``):
+
+* :func:`apply_spatial` on CPU tensors warps each ``(H, W)`` plane with ``cv2.warpAffine`` (bilinear with
+  replicated border for images, nearest with zero border for masks), several times cheaper than
+  ``F.affine_grid`` + ``F.grid_sample``. CUDA tensors (and tensors that require grad) keep the batched
+  ``grid_sample`` path. Both paths use the
+  same geometry (``align_corners=False``, rotation about the image centre, flips); they agree up to OpenCV's
+  fixed-point interpolation (1/32 pixel positions) and nearest-neighbour ties. The private switch
+  ``_OPENCV_CPU`` forces the torch path (the tests compare the two).
+* :func:`photometric` folds brightness, contrast and saturation into one per-sample scale, a per-pixel gray
+  term and a per-sample offset, so the whole jitter is the noise draw plus three in-place passes.
 """
 
 from __future__ import annotations
@@ -11,11 +22,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["SpatialParams", "draw_spatial", "apply_spatial", "photometric"]
+
+_OPENCV_CPU = True
+"""CPU tensors are warped plane by plane with ``cv2.warpAffine``, several times faster on one CPU thread than
+``F.affine_grid`` + ``F.grid_sample``. ``False`` forces the batched torch path (the one CUDA tensors take); the
+tests compare the two."""
+
+# dtypes cv2.warpAffine takes directly (OpenCV 4 and 5); other dtypes go through a lossless working dtype
+_CV2_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.float32, torch.float64)
 
 
 @dataclass(frozen=True)
@@ -43,7 +64,8 @@ def draw_spatial(
     return SpatialParams(flip_h=u[:, 0] < p_flip, flip_v=u[:, 1] < p_flip, angle=angle)
 
 
-def _grid(params: SpatialParams, size: tuple[int, int], dtype: torch.dtype) -> Tensor:
+def _theta(params: SpatialParams) -> Tensor:
+    """``(B, 2, 3)`` output-to-input map in ``affine_grid``'s normalised coordinates."""
     b = params.angle.shape[0]
     cos, sin = torch.cos(params.angle), torch.sin(params.angle)
     sx = torch.where(params.flip_h, -1.0, 1.0).to(cos)
@@ -51,16 +73,87 @@ def _grid(params: SpatialParams, size: tuple[int, int], dtype: torch.dtype) -> T
     theta = torch.zeros(b, 2, 3, device=cos.device, dtype=cos.dtype)
     theta[:, 0, 0], theta[:, 0, 1] = cos * sx, -sin * sy
     theta[:, 1, 0], theta[:, 1, 1] = sin * sx, cos * sy
-    return F.affine_grid(theta.to(dtype), [b, 1, *size], align_corners=False)
+    return theta
+
+
+def _grid(params: SpatialParams, size: tuple[int, int], dtype: torch.dtype) -> Tensor:
+    b = params.angle.shape[0]
+    return F.affine_grid(_theta(params).to(dtype), [b, 1, *size], align_corners=False)
+
+
+def _pixel_matrices(params: SpatialParams, h: int, w: int) -> np.ndarray:
+    """``(B, 2, 3)`` float64 output-to-input map in pixel coordinates, the same map as :func:`_grid`.
+
+    With ``align_corners=False`` a normalised ``x_n`` is pixel ``(x_n + 1) W / 2 - 1/2``, so the normalised
+    map ``theta`` becomes, about the centre ``((W - 1) / 2, (H - 1) / 2)``, the linear part
+    ``[[t00, t01 W / H], [t10 H / W, t11]]``.
+    """
+    t = _theta(params).detach().to("cpu", torch.float64).numpy()
+    lin = t[:, :, :2] * np.array([[1.0, w / h], [h / w, 1.0]])
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    offset = centre - lin @ centre
+    return np.concatenate([lin, offset[:, :, None]], axis=2)
+
+
+def _cv2_warp(x: Tensor, mats: np.ndarray, *, linear: bool) -> Tensor:
+    """Warp each ``(H, W)`` plane of CPU ``x`` ``(B, C, H, W)`` with its sample's matrix; same dtype out.
+
+    ``linear``: bilinear with replicated border (images), else nearest with zero border (masks).
+    """
+    dtype = x.dtype
+    if x.numel() == 0:
+        return x.clone()
+    if dtype in _CV2_DTYPES:
+        work = x
+    elif dtype == torch.bool:
+        work = x.view(torch.uint8)
+    elif dtype.is_floating_point:
+        work = x.float()  # float16 / bfloat16 are exact in float32
+    else:
+        work = x.double()  # integer labels: exact up to 2**53
+    src = work.detach().contiguous().numpy()
+    out = np.empty_like(src)
+    h, w = src.shape[-2:]
+    if linear:
+        flags, border = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, cv2.BORDER_REPLICATE
+    else:
+        flags, border = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, cv2.BORDER_CONSTANT
+    for i in range(src.shape[0]):
+        m = mats[i]
+        for c in range(src.shape[1]):
+            cv2.warpAffine(src[i, c], m, (w, h), dst=out[i, c], flags=flags, borderMode=border, borderValue=0)
+    return torch.from_numpy(out).to(dtype)
+
+
+def _torch_warp(x: Tensor, grid: Tensor, *, linear: bool) -> Tensor:
+    """Batched ``grid_sample`` of ``x`` ``(B, C, H, W)``; same dtype out (uint8 images are rounded)."""
+    work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    out = F.grid_sample(work, grid.to(work.dtype), mode="bilinear" if linear else "nearest",
+                        padding_mode="border" if linear else "zeros", align_corners=False)  # fmt: skip
+    if x.dtype.is_floating_point:
+        return out.to(x.dtype)
+    out = out.round_()
+    return (out.clamp_(0, 255) if linear else out).to(x.dtype)  # linear: uint8 images only
 
 
 def apply_spatial(params: SpatialParams, images: Tensor, *masks: Tensor) -> tuple[Tensor, ...]:
     """Warp images (bilinear, border padding) and masks (nearest, zero padding) with the same parameters.
 
+    Output pixel ``(i, j)`` samples the input at the flipped and rotated position about the image centre
+    (``F.affine_grid`` convention, ``align_corners=False``). CPU tensors are warped with OpenCV; CUDA tensors,
+    and tensors that require grad, with ``F.grid_sample`` (module notes).
+
     Args:
         params: from :func:`draw_spatial`, batch size ``B``.
-        images: ``(B, C, H, W)`` float.
-        masks: any number of ``(B, K, H, W)`` masks (any dtype; returned in the same dtype).
+        images: ``(B, C, H, W)`` float, or ``uint8`` (warped in ``uint8``, rounded).
+        masks: any number of ``(B, K, H, W)`` masks (any dtype; values are copied, returned in the same dtype).
+
+    Returns:
+        The warped images, then each warped mask, in their input dtypes and shapes.
+
+    Raises:
+        ValueError: if a tensor is not 4-D or its batch size or spatial size differ from ``images``.
+        TypeError: if ``images`` is neither floating point nor ``uint8``.
 
     Example:
         >>> p = SpatialParams(torch.tensor([True]), torch.tensor([False]), torch.zeros(1))
@@ -68,13 +161,24 @@ def apply_spatial(params: SpatialParams, images: Tensor, *masks: Tensor) -> tupl
         >>> apply_spatial(p, img)[0].flatten().tolist()
         [3.0, 2.0, 1.0, 0.0]
     """
-    grid = _grid(params, images.shape[-2:], images.dtype if images.is_floating_point() else torch.float32)
-    out = [F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)]
-    for m in masks:
-        warped = F.grid_sample(m.to(grid.dtype), grid.to(grid.dtype), mode="nearest", padding_mode="zeros",
-                               align_corners=False)  # fmt: skip
-        out.append(warped.round().to(m.dtype))
-    return tuple(out)
+    if images.dim() != 4:
+        raise ValueError(f"`images` must be (B, C, H, W), got shape {tuple(images.shape)}.")
+    if not (images.is_floating_point() or images.dtype == torch.uint8):
+        raise TypeError(f"`images` must be floating point or uint8, got {images.dtype}; convert it first.")
+    b, h, w = images.shape[0], *images.shape[-2:]
+    if params.angle.shape[0] != b:
+        raise ValueError(f"`params` has batch size {params.angle.shape[0]} but `images` has {b}.")
+    for k, m in enumerate(masks):
+        if m.dim() != 4 or m.shape[0] != b or m.shape[-2:] != images.shape[-2:]:
+            raise ValueError(
+                f"mask {k} must be (B, K, H, W) = ({b}, K, {h}, {w}) like `images`, got shape {tuple(m.shape)}."
+            )
+    tensors = (images, *masks)
+    if _OPENCV_CPU and all(t.device.type == "cpu" and not t.requires_grad for t in tensors):
+        mats = _pixel_matrices(params, h, w)
+        return (_cv2_warp(images, mats, linear=True), *(_cv2_warp(m, mats, linear=False) for m in masks))
+    grid = _grid(params, (h, w), torch.float64 if images.dtype == torch.float64 else torch.float32)
+    return (_torch_warp(images, grid, linear=True), *(_torch_warp(m, grid, linear=False) for m in masks))
 
 
 def photometric(
@@ -83,8 +187,21 @@ def photometric(
 ) -> Tensor:  # fmt: skip
     """Image-only photometric jitter, per sample: brightness, contrast, saturation (RGB) and Gaussian noise.
 
-    Factors are uniform in ``[1 - x, 1 + x]``; the noise std is uniform in ``[0, noise_std]``. Output is clamped
-    to ``[0, 1]``.
+    Factors ``b``, ``c``, ``s`` are uniform in ``[1 - x, 1 + x]``; the noise std ``sigma`` is uniform in
+    ``[0, noise_std]``. In order: ``x1 = b x``; contrast about the sample mean ``x2 = c (x1 - mean) + mean``;
+    for 3-channel images saturation about the per-pixel channel mean ``x3 = s (x2 - gray) + gray``; then
+    ``x3 + sigma * N(0, 1)`` per pixel and channel, clamped to ``[0, 1]``. These fold into
+    ``b c (s x + (1 - s) gray(x)) + b (1 - c) mean(x) + noise`` (``s = 1`` without saturation), which is
+    how it is computed.
+
+    Args:
+        images: ``(B, C, H, W)`` float in ``[0, 1]`` (not modified).
+        brightness, contrast, saturation: jitter ranges (``0`` turns one off).
+        noise_std: largest noise std.
+        generator: source of all randomness (one ``(B, 4)`` uniform draw, then the noise).
+
+    Returns:
+        ``(B, C, H, W)`` new tensor, same dtype, in ``[0, 1]``.
 
     Example:
         >>> out = photometric(torch.full((2, 3, 4, 4), 0.5), generator=torch.Generator().manual_seed(0))
@@ -93,12 +210,17 @@ def photometric(
     """
     b, c = images.shape[:2]
     u = torch.rand(b, 4, 1, 1, 1, device=images.device, generator=generator, dtype=images.dtype)
-    x = images * (1 + brightness * (2 * u[:, 0] - 1))
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * (1 + contrast * (2 * u[:, 1] - 1)) + mean
-    if c == 3:
-        gray = x.mean(dim=1, keepdim=True)
-        x = (x - gray) * (1 + saturation * (2 * u[:, 2] - 1)) + gray
-    noise = torch.randn(x.shape, device=x.device, generator=generator, dtype=x.dtype)
-    x = x + noise * (noise_std * u[:, 3])
-    return x.clamp_(0, 1)
+    bright, contr = 1 + brightness * (2 * u[:, 0] - 1), 1 + contrast * (2 * u[:, 1] - 1)  # (B, 1, 1, 1)
+    sigma = noise_std * u[:, 3]
+    gray = images.mean(dim=1, keepdim=True) if c == 3 else None
+    mean = (gray if gray is not None else images).mean(dim=(1, 2, 3), keepdim=True)
+    scale, offset = bright * contr, bright * (1 - contr) * mean
+    out = torch.randn(images.shape, device=images.device, generator=generator, dtype=images.dtype)
+    if gray is not None:
+        sat = 1 + saturation * (2 * u[:, 2] - 1)
+        base = gray.mul_(scale * (1 - sat)).add_(offset)  # (B, 1, H, W)
+        scale = scale * sat
+    else:
+        base = offset
+    torch.addcmul(base, out, sigma, out=out)  # noise * sigma + gray term + offset, in place
+    return out.addcmul_(images, scale).clamp_(0, 1)

@@ -404,15 +404,15 @@ class QualityDataModule(L.LightningDataModule):
     ) -> dict[str, Tensor]:
         """Turn gathered ``uint8`` tensors into a training batch (steps 2-5 of the module docstring)."""
         hp = self.hparams
-        images = raw["image_u8"].float().div_(255.0)
-        labels = raw["labels"].long()
+        images = raw["image_u8"]  # warped in uint8 (cheaper on CPU), then converted to [0, 1] float
+        labels = raw["labels"]
         b = images.shape[0]
         device = images.device
         params = draw_spatial(b, max_rotation=hp.max_rotation, device=device, generator=generator)
         snaps = raw.get("snapshots")
         extra = (snaps.flatten(1, 2),) if snaps is not None else ()
         warped = apply_spatial(params, images, labels.unsqueeze(1), *extra)
-        images, labels = warped[0], warped[1].squeeze(1)
+        images, labels = warped[0].float().div_(255.0), warped[1].squeeze(1).long()
         truth = foreground_from_labels(labels, hp.num_classes)
         result = self.sampler(truth, generator=generator)
         candidate = result.masks.float()

@@ -1,7 +1,10 @@
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
 
+from qg_lightning.quality import augment
 from qg_lightning.quality.augment import SpatialParams, apply_spatial, draw_spatial, photometric
 
 
@@ -36,3 +39,116 @@ def test_photometric_changes_only_values_within_range():
     assert torch.equal(y, y2)
     gray = photometric(torch.rand(2, 1, 8, 8), generator=g)
     assert gray.shape == (2, 1, 8, 8)
+
+
+# ------------------------------------------------------------------------------------------ fused photometric
+def _photometric_reference(x, u, noise, brightness=0.2, contrast=0.2, saturation=0.2, noise_std=0.03):
+    """The unfused formula, pass by pass, for given uniforms ``u`` (B, 4, 1, 1, 1) and noise."""
+    x = x * (1 + brightness * (2 * u[:, 0] - 1))
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * (1 + contrast * (2 * u[:, 1] - 1)) + mean
+    if x.shape[1] == 3:
+        gray = x.mean(dim=1, keepdim=True)
+        x = (x - gray) * (1 + saturation * (2 * u[:, 2] - 1)) + gray
+    return (x + noise * (noise_std * u[:, 3])).clamp(0, 1)
+
+
+WIDE = {"brightness": 0.5, "contrast": 0.7, "saturation": 0.9, "noise_std": 0.1}
+
+
+@pytest.mark.parametrize("channels", [3, 1, 2])
+@pytest.mark.parametrize("ranges", [{}, WIDE])
+def test_photometric_matches_unfused_formula(channels, ranges):
+    x = torch.rand(4, channels, 12, 20)
+    x[0] = 0.5  # flat sample
+    y = photometric(x, generator=torch.Generator().manual_seed(5), **ranges)
+    g = torch.Generator().manual_seed(5)  # same draws in the same order: uniforms, then the noise
+    u = torch.rand(4, 4, 1, 1, 1, generator=g)
+    noise = torch.randn(x.shape, generator=g)
+    assert torch.allclose(y, _photometric_reference(x, u, noise, **ranges), atol=1e-5, rtol=0)
+
+
+def test_photometric_leaves_input_and_dtype_alone():
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    before = x.clone()
+    y = photometric(x, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, before) and y.dtype == torch.float64 and y.data_ptr() != x.data_ptr()
+    off = photometric(x, brightness=0, contrast=0, saturation=0, noise_std=0)
+    assert torch.allclose(off, x)
+
+
+# ------------------------------------------------------------------------------- OpenCV vs torch spatial path
+def _smooth(b, c, h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return F.interpolate(torch.rand(b, c, h // 4, w // 4, generator=g), size=(h, w), mode="bilinear")
+
+
+def _both_paths(monkeypatch, params, *tensors):
+    fast = apply_spatial(params, *tensors)
+    monkeypatch.setattr(augment, "_OPENCV_CPU", False)
+    slow = apply_spatial(params, *tensors)
+    monkeypatch.setattr(augment, "_OPENCV_CPU", True)
+    return fast, slow
+
+
+@pytest.mark.parametrize("size", [(32, 32), (24, 40)])
+def test_opencv_path_agrees_with_torch_path(monkeypatch, size):
+    img = _smooth(6, 3, *size)
+    labels = (img[:, :1] * 3).long().clamp(max=2)  # 0..2
+    soft = img[:, 1:]  # float "masks" keep their values
+    probs = (img * 255).round().to(torch.uint8)  # uint8 probabilities, several channels
+    params = draw_spatial(6, max_rotation=30, generator=torch.Generator().manual_seed(2))
+    tensors = (img, labels, labels.bool(), labels.to(torch.uint8), soft, probs)
+    fast, slow = _both_paths(monkeypatch, params, *tensors)
+    assert (fast[0] - slow[0]).abs().mean() < 1e-4 and (fast[0] - slow[0]).abs().max() < 1e-2
+    for t, a, b in zip(tensors[1:], fast[1:], slow[1:], strict=True):
+        assert a.dtype == b.dtype == t.dtype and a.shape == b.shape == t.shape
+        assert (a == b).float().mean() > 0.99
+    assert set(fast[1].unique().tolist()) <= {0, 1, 2}
+
+
+def test_uint8_images_round_trip_on_both_paths(monkeypatch):
+    img = _smooth(4, 3, 32, 32, seed=1)
+    u8 = (img * 255).round().to(torch.uint8)
+    params = draw_spatial(4, generator=torch.Generator().manual_seed(3))
+    fast, slow = _both_paths(monkeypatch, params, u8)
+    reference = apply_spatial(params, u8.float() / 255)[0]
+    for out in (fast[0], slow[0]):
+        assert out.dtype == torch.uint8
+        assert (out.float() / 255 - reference).abs().max() <= 1.0 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("use_opencv", [True, False])
+def test_exact_geometry_flips_and_quarter_turn(monkeypatch, use_opencv):
+    monkeypatch.setattr(augment, "_OPENCV_CPU", use_opencv)
+    img = torch.rand(2, 3, 16, 16)
+    mask = (torch.rand(2, 2, 16, 16) > 0.5).to(torch.uint8)
+    flips = SpatialParams(torch.tensor([True, True]), torch.tensor([False, True]), torch.zeros(2))
+    w_img, w_mask = apply_spatial(flips, img, mask)
+    assert torch.allclose(w_img[0], img[0].flip(-1), atol=1e-5)
+    assert torch.equal(w_mask[1], mask[1].flip(-1, -2))
+    quarter = SpatialParams(torch.tensor([False]), torch.tensor([False]), torch.tensor([math.pi / 2]))
+    w_img, w_mask = apply_spatial(quarter, img[:1], mask[:1])
+    # output (i, j) reads input (j, W - 1 - i): rot90 with k = 1
+    assert torch.allclose(w_img, img[:1].rot90(1, dims=(-2, -1)), atol=1e-4)
+    assert torch.equal(w_mask, mask[:1].rot90(1, dims=(-2, -1)))
+
+
+def test_apply_spatial_rejects_bad_shapes_and_dtypes():
+    params = draw_spatial(2, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="images"):
+        apply_spatial(params, torch.rand(2, 8, 8))
+    with pytest.raises(ValueError, match="mask 0"):
+        apply_spatial(params, torch.rand(2, 1, 8, 8), torch.zeros(2, 1, 8, 9))
+    with pytest.raises(ValueError, match="batch size"):
+        apply_spatial(params, torch.rand(3, 1, 8, 8))
+    with pytest.raises(TypeError, match="images"):
+        apply_spatial(params, torch.zeros(2, 1, 8, 8, dtype=torch.long))
+
+
+def test_tensors_that_require_grad_take_the_differentiable_torch_path():
+    img = torch.rand(2, 1, 8, 8, requires_grad=True)
+    params = draw_spatial(2, generator=torch.Generator().manual_seed(0))
+    (out,) = apply_spatial(params, img)
+    out.sum().backward()
+    assert img.grad is not None and img.grad.shape == img.shape
