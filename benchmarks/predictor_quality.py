@@ -16,7 +16,8 @@ Pipeline (every stage is cached in ``--out-dir`` and skipped when rerun):
    ``ours_errmap``: as ``ours`` plus the auxiliary error-map loss (``error_map_weight`` 1).
 4. **Calibration** (``--calibrate``, default on): ``evaluate-predictor --subset val`` with the cross-fitted
    snapshots as segmenters (no snapshot and no predictor trained on the validation images), then
-   ``calibrate-predictor`` on those real candidates; the calibrated copy is evaluated on the test split too.
+   ``calibrate-predictor`` on those real candidates; the calibrated copy is evaluated on the test split too,
+   plain and with ``--tta`` (mean over four flips).
 5. ``qg-lightning evaluate-predictor`` on the test split, with the evaluation segmenters as real candidates.
 
 The last line printed is one JSON object (also ``--out-dir/summary.json``) with MAE, Pearson and Spearman per
@@ -135,10 +136,10 @@ def train_predictor(args, out: Path, variant: str, snap_dir: Path) -> Path:
     return Path(ckpt.best_model_path)
 
 
-def _evaluate(args, predictor: Path, report_path: Path, segmenters: list[Path]) -> dict:
+def _evaluate(args, predictor: Path, report_path: Path, segmenters: list[Path], *extra: str) -> dict:
     if not report_path.exists():
         evaluate_predictor_cli(["--predictor", str(predictor), "--out", str(report_path), "--data.root", args.root,
-                                "--subset", "test", "--segmenter", *map(str, segmenters)])  # fmt: skip
+                                "--subset", "test", "--segmenter", *map(str, segmenters), *extra])  # fmt: skip
     return json.loads(report_path.read_text())
 
 
@@ -150,8 +151,8 @@ def main() -> None:
     )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--snapshot-epochs", type=int, nargs="+", default=[1, 2, 4, 6])
-    parser.add_argument("--eval-epochs", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--snapshot-epochs", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--eval-epochs", type=int, nargs="+", default=[1, 3, 6])
     parser.add_argument("--minutes", type=float, default=45.0, help="training time limit per predictor")
     parser.add_argument(
         "--max-epochs",
@@ -162,7 +163,10 @@ def main() -> None:
     parser.add_argument("--samples-per-image", type=int, default=4)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
-        "--variants", nargs="+", default=["ours", "heldout", "release"], choices=sorted(VARIANTS)
+        "--variants",
+        nargs="+",
+        default=["ours_errmap", "ours", "heldout", "release"],
+        choices=sorted(VARIANTS),
     )
     parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--seed", type=int, default=0)
@@ -203,6 +207,13 @@ def main() -> None:
             entry["calibration"] = json.loads(calibrated.with_suffix(".calibration.json").read_text())
             entry["calibrated"] = {
                 src: {k: cal.get("by_source", {}).get(src, {}).get(k) for k in _KEYS}
+                for src in ("synthetic", "real")
+            }
+            tta = _evaluate(
+                args, calibrated, out / f"report_{variant}_calibrated_tta.json", segmenters, "--tta"
+            )
+            entry["calibrated_tta"] = {
+                src: {k: tta.get("by_source", {}).get(src, {}).get(k) for k in _KEYS}
                 for src in ("synthetic", "real")
             }
     summary["wall_minutes"] = round((time.perf_counter() - t0) / 60, 1)
