@@ -24,7 +24,6 @@ import yaml
 from qg_lightning.checkpoint import load_checkpoint
 from qg_lightning.cli import SIGTERM_EXIT_CODE
 from qg_lightning.data import generate_synthetic_dataset
-from qg_lightning.quality.predictor import QualityPredictor
 
 pytestmark = pytest.mark.slow
 
@@ -81,15 +80,11 @@ VAL_EVERY = 3  # validations at steps 3, 6, 9, 12: checkpoints in the middle of 
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def workspace(tmp_path_factory: pytest.TempPathFactory, predictor_ckpt: str) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("resume")
     root = generate_synthetic_dataset(tmp / "data", n_images=24, image_size=32, seed=3)
-    torch.manual_seed(0)
-    predictor = QualityPredictor(backbone="resnet18", in_channels=3, num_classes=2)
-    ckpt = tmp / "predictor.ckpt"
-    torch.save({"state_dict": predictor.state_dict(), "hyper_parameters": dict(predictor.hparams)}, ckpt)
     (tmp / "killers.py").write_text(KILLERS)
-    return {"tmp": tmp, "root": root, "predictor": ckpt}
+    return {"tmp": tmp, "root": root, "predictor": Path(predictor_ckpt)}
 
 
 def _config(ws: dict[str, Path], out: Path, extra_callbacks: list[dict] | None = None) -> dict:

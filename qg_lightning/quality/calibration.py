@@ -159,16 +159,6 @@ def read_candidates(path: str | Path, source: str = "real") -> tuple[Tensor, Ten
     return torch.tensor(pred), torch.tensor(true)
 
 
-def _metrics(pred: Tensor, true: Tensor) -> dict[str, float]:
-    err = (pred - true).abs()
-    return {
-        "mae": float(err.mean()),
-        "constant_baseline_mae": float((true - true.mean()).abs().mean()),
-        "mean_pred": float(pred.mean()),
-        "mean_true": float(true.mean()),
-    }
-
-
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="qg-lightning calibrate-predictor",
@@ -191,6 +181,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def calibrate_cli(argv: Sequence[str]) -> int:
     """``qg-lightning calibrate-predictor``: see ``--help``. Returns the exit code (0)."""
+    from qg_lightning.quality.evaluation import regression_metrics
+
     ns = _build_parser().parse_args(list(argv))
     src, out = Path(ns.predictor), Path(ns.out)
     if not src.is_file():
@@ -219,8 +211,8 @@ def calibrate_cli(argv: Sequence[str]) -> int:
         "n": int(pred.numel()),
         "calibration": combined,
         "fitted_on_top": fitted,
-        "before": _metrics(pred, true),
-        "after": _metrics(apply_calibration(pred, fitted), true),
+        "before": regression_metrics(pred, true),
+        "after": regression_metrics(apply_calibration(pred, fitted), true),
     }
     out.with_suffix(".calibration.json").write_text(json.dumps(summary, indent=2))
     b, a = summary["before"], summary["after"]

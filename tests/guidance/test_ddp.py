@@ -225,14 +225,10 @@ EQUIVALENCE_SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def ddp_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def ddp_inputs(tmp_path_factory: pytest.TempPathFactory, predictor_ckpt: str) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("ddp_equivalence")
     root = generate_synthetic_dataset(tmp / "data", n_images=30, image_size=32, seed=2)
-    torch.manual_seed(0)
-    predictor = QualityPredictor(backbone="resnet18", in_channels=3, num_classes=2)
-    ckpt = tmp / "predictor.ckpt"
-    torch.save({"state_dict": predictor.state_dict(), "hyper_parameters": dict(predictor.hparams)}, ckpt)
-    return root, ckpt
+    return root, Path(predictor_ckpt)
 
 
 @pytest.mark.slow
