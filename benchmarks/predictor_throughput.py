@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,8 +46,8 @@ def _batches(dm: QualityDataModule) -> Iterator[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
     loader = dm.train_dataloader()
     while True:
-        for raw in loader:
-            yield dm.make_training_batch(raw, generator=g)
+        for index, raw in enumerate(loader):  # the index schedules the noise bank, as in a fit
+            yield dm.make_training_batch(raw, generator=g, batch_index=index)
 
 
 def _samples_per_s(step: Callable[[], int], n_steps: int) -> float:
@@ -58,14 +59,24 @@ def _samples_per_s(step: Callable[[], int], n_steps: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def _data_side(dm: QualityDataModule, n_batches: int) -> float:
-    batches = _batches(dm)
+def _data_side(dms: dict[str, QualityDataModule], n_batches: int) -> dict[str, float]:
+    """Samples per second of each data module's batches, timed on alternating batches (same machine load)."""
+    streams = {name: _batches(dm) for name, dm in dms.items()}
     cv_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    seconds = dict.fromkeys(dms, 0.0)
+    samples = dict.fromkeys(dms, 0)
     try:
-        return _samples_per_s(lambda: next(batches)["image"].shape[0], n_batches)
+        for stream in streams.values():
+            next(stream)  # warm-up
+        for _ in range(n_batches):
+            for name, stream in streams.items():
+                start = time.perf_counter()
+                samples[name] += next(stream)["image"].shape[0]
+                seconds[name] += time.perf_counter() - start
     finally:
         cv2.setNumThreads(cv_threads)
+    return {name: samples[name] / seconds[name] for name in dms}
 
 
 def _end_to_end(dm: QualityDataModule, n_batches: int, threads: int) -> float:
@@ -96,6 +107,11 @@ def main() -> None:
     parser.add_argument("--data-batches", type=int, default=30)
     parser.add_argument("--e2e-batches", type=int, default=5, help="0 skips the end-to-end measurement")
     parser.add_argument("--threads", type=int, default=2, help="threads for the end-to-end measurement")
+    parser.add_argument(
+        "--noise-reuse", type=int, default=8,
+        help="QualityDataModule(noise_reuse=...) for the main figures (8, the default); the data side is also "
+        "timed with fresh noise per batch (noise_reuse 1) on alternating batches",
+    )  # fmt: skip
     parser.add_argument("--snapshots", nargs="*", default=None, help="snapshot files/folders (p_weak 0.5)")
     parser.add_argument(
         "--out", default=str(Path(__file__).resolve().parent / "results" / "predictor_throughput.json")
@@ -109,15 +125,20 @@ def main() -> None:
     for name, root in datasets.items():
         for size in args.sizes:
             torch.set_num_threads(1)
-            dm = QualityDataModule(
-                root=root, image_size=size, batch_size=args.batch_size, samples_per_image=50,
-                p_weak=0.5 if args.snapshots else 0.0, snapshots=args.snapshots, snapshot_policy="all",
-            )  # fmt: skip
-            dm.setup("fit")
-            data = _data_side(dm, args.data_batches)
+            dms = {}
+            for reuse in (args.noise_reuse, 1):
+                dms[reuse] = QualityDataModule(
+                    root=root, image_size=size, batch_size=args.batch_size, samples_per_image=50,
+                    p_weak=0.5 if args.snapshots else 0.0, snapshots=args.snapshots, snapshot_policy="all",
+                    noise_reuse=reuse,
+                )  # fmt: skip
+                dms[reuse].setup("fit")
+            data = _data_side(dms, args.data_batches)
+            dm = dms[args.noise_reuse]
             e2e = _end_to_end(dm, args.e2e_batches, args.threads) if args.e2e_batches > 0 else None
             results.setdefault(name, {})[str(size)] = {
-                "data_samples_per_s": round(data, 1),
+                "data_samples_per_s": round(data[args.noise_reuse], 1),
+                "data_samples_per_s_fresh_noise": round(data[1], 1),
                 "end_to_end_samples_per_s": round(e2e, 1) if e2e is not None else None,
             }
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -126,6 +147,7 @@ def main() -> None:
         "data_side_threads": 1,
         "end_to_end_threads": args.threads,
         "batch_size": args.batch_size,
+        "noise_reuse": args.noise_reuse,
         "snapshots": bool(args.snapshots),
         "results": results,
         "reference_data_samples_per_s_224": REFERENCE_SAMPLES_PER_S_224,
@@ -134,7 +156,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "command": "python benchmarks/predictor_throughput.py",
+        "command": "python benchmarks/predictor_throughput.py " + " ".join(sys.argv[1:]),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

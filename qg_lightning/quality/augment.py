@@ -15,11 +15,16 @@ Implementation notes (speed on one CPU thread; see ``benchmarks/predictor_throug
   ``_OPENCV_CPU`` forces the torch path (the tests compare the two).
 * :func:`photometric` folds brightness, contrast and saturation into one per-sample scale, a per-pixel gray
   term and a per-sample offset, so the whole jitter is the noise draw plus three in-place passes.
+* The Gaussian noise draw is the largest single cost of a batch at 224 px on one CPU thread (``torch.randn``
+  of the whole batch). :func:`noise_window` lets a caller reuse one bank of standard normal values for several
+  batches (a random window of it per batch): each batch's noise is still independent N(0, 1) per pixel, only
+  batches that share a bank see overlapping stretches of it. ``QualityDataModule(noise_reuse=...)`` uses it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -28,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["SpatialParams", "draw_spatial", "apply_spatial", "photometric"]
+__all__ = ["SpatialParams", "draw_spatial", "apply_spatial", "photometric", "noise_window"]
 
 _OPENCV_CPU = True
 """CPU tensors are warped plane by plane with ``cv2.warpAffine``, several times faster on one CPU thread than
@@ -183,7 +188,7 @@ def apply_spatial(params: SpatialParams, images: Tensor, *masks: Tensor) -> tupl
 
 def photometric(
     images: Tensor, *, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2,
-    noise_std: float = 0.03, generator: torch.Generator | None = None,
+    noise_std: float = 0.03, generator: torch.Generator | None = None, noise: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
     """Image-only photometric jitter, per sample: brightness, contrast, saturation (RGB) and Gaussian noise.
 
@@ -199,15 +204,24 @@ def photometric(
         brightness, contrast, saturation: jitter ranges (``0`` turns one off).
         noise_std: largest noise std.
         generator: source of all randomness (one ``(B, 4)`` uniform draw, then the noise).
+        noise: standard normal values of ``images``' shape to use instead of drawing them (e.g. from
+            :func:`noise_window`); not modified. Default: a fresh ``torch.randn`` draw from ``generator``.
 
     Returns:
         ``(B, C, H, W)`` new tensor, same dtype, in ``[0, 1]``.
+
+    Raises:
+        ValueError: if ``noise`` does not have the shape of ``images``.
 
     Example:
         >>> out = photometric(torch.full((2, 3, 4, 4), 0.5), generator=torch.Generator().manual_seed(0))
         >>> out.shape, bool(out.min() >= 0), bool(out.max() <= 1)
         (torch.Size([2, 3, 4, 4]), True, True)
     """
+    if noise is not None and noise.shape != images.shape:
+        raise ValueError(
+            f"`noise` must have the shape of `images` {tuple(images.shape)}, got {tuple(noise.shape)}."
+        )
     b, c = images.shape[:2]
     u = torch.rand(b, 4, 1, 1, 1, device=images.device, generator=generator, dtype=images.dtype)
     bright, contr = 1 + brightness * (2 * u[:, 0] - 1), 1 + contrast * (2 * u[:, 1] - 1)  # (B, 1, 1, 1)
@@ -215,12 +229,51 @@ def photometric(
     gray = images.mean(dim=1, keepdim=True) if c == 3 else None
     mean = (gray if gray is not None else images).mean(dim=(1, 2, 3), keepdim=True)
     scale, offset = bright * contr, bright * (1 - contr) * mean
-    out = torch.randn(images.shape, device=images.device, generator=generator, dtype=images.dtype)
+    if noise is None:
+        noise = torch.randn(images.shape, device=images.device, generator=generator, dtype=images.dtype)
+        out = noise  # fresh draw: filled in place
+    else:
+        out = torch.empty_like(images)
     if gray is not None:
         sat = 1 + saturation * (2 * u[:, 2] - 1)
         base = gray.mul_(scale * (1 - sat)).add_(offset)  # (B, 1, H, W)
         scale = scale * sat
     else:
         base = offset
-    torch.addcmul(base, out, sigma, out=out)  # noise * sigma + gray term + offset, in place
+    torch.addcmul(base, noise.to(images.dtype), sigma, out=out)  # noise * sigma + gray term + offset
     return out.addcmul_(images, scale).clamp_(0, 1)
+
+
+def noise_window(bank: Tensor, shape: Sequence[int], *, generator: torch.Generator | None = None) -> Tensor:
+    """A view of ``shape`` on a random contiguous stretch of ``bank`` (standard normal values), no copy.
+
+    Drawing a bank once (``torch.randn`` of, say, twice a batch's size) and taking a window per batch replaces
+    most of the noise draws of :func:`photometric` with a memory read. Within a window the values are the bank's
+    independent N(0, 1) draws; windows taken from one bank overlap.
+
+    Args:
+        bank: standard normal values, any shape (read as flat; must be contiguous).
+        shape: the shape of the window, e.g. a batch's ``(B, C, H, W)``.
+        generator: source of the window's start (on ``bank``'s device).
+
+    Returns:
+        A view of ``bank`` with ``shape``.
+
+    Raises:
+        ValueError: if ``bank`` is not contiguous or holds fewer values than ``shape`` needs.
+
+    Example:
+        >>> bank = torch.randn(100, generator=torch.Generator().manual_seed(0))
+        >>> w = noise_window(bank, (2, 3, 4), generator=torch.Generator().manual_seed(1))
+        >>> w.shape, w.data_ptr() >= bank.data_ptr()
+        (torch.Size([2, 3, 4]), True)
+    """
+    n = math.prod(shape)
+    if not bank.is_contiguous():
+        raise ValueError("`bank` must be contiguous; pass `bank.contiguous()`.")
+    if bank.numel() < n:
+        raise ValueError(
+            f"`bank` holds {bank.numel()} values but a window of shape {tuple(shape)} needs {n}; draw a larger bank."
+        )
+    start = int(torch.randint(0, bank.numel() - n + 1, (1,), device=bank.device, generator=generator))
+    return bank.view(-1)[start : start + n].view(*shape)

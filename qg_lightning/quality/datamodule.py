@@ -24,6 +24,7 @@ never trains on these images.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from qg_lightning.data import SemiSupervisedDataModule, derive_seed, read_image, read_mask
 from qg_lightning.masks import check_num_classes, foreground_from_labels
-from qg_lightning.quality.augment import apply_spatial, draw_spatial, photometric
+from qg_lightning.quality.augment import apply_spatial, draw_spatial, noise_window, photometric
 from qg_lightning.quality.sampling import CATEGORIES, CorruptionSampler, check_category_probs, dice_target
 from qg_lightning.quality.snapshots import (
     find_snapshots,
@@ -160,6 +161,13 @@ class _EpochPermutation(Sampler[int]):
         return self.n
 
 
+def _foreground_u8(labels: Tensor, num_classes: int) -> Tensor:
+    """One-hot foreground masks ``(B, K-1, H, W)`` uint8 of an integer label map ``(B, H, W)`` (no long copy)."""
+    dtype = labels.dtype if labels.dtype == torch.uint8 and num_classes <= 256 else torch.long
+    classes = torch.arange(1, num_classes, device=labels.device, dtype=dtype).view(1, -1, 1, 1)
+    return (labels.to(dtype).unsqueeze(1) == classes).view(torch.uint8)
+
+
 class QualityDataModule(L.LightningDataModule):
     """Candidate masks with their true Dice, for training and evaluating a :class:`QualityPredictor`.
 
@@ -185,6 +193,11 @@ class QualityDataModule(L.LightningDataModule):
         category_probs: corruption category probabilities (default METHOD.md's).
         max_rotation: spatial augmentation rotation range in degrees (20).
         photometric: image-only brightness/contrast/saturation/noise after corruption.
+        noise_reuse: consecutive training batches that take their Gaussian noise from one bank of fresh
+            standard normal values (twice a batch's size, a random window per batch;
+            :func:`~qg_lightning.quality.augment.noise_window`). The noise draw is the largest single cost of a
+            batch on one CPU thread; 8 (default) draws an eighth as much. Each batch's noise is still independent
+            N(0, 1) per pixel; ``1`` draws fresh noise for every batch.
         num_workers: loader workers (gathering cached tensors is cheap; 0 is usually fastest).
 
     Batches are dicts: ``image`` float ``(B, C, H, W)`` in ``[0, 1]``, ``candidate`` float ``(B, K-1, H, W)``
@@ -216,6 +229,7 @@ class QualityDataModule(L.LightningDataModule):
         category_probs: dict[str, float] | None = None,
         max_rotation: float = 20.0,
         photometric: bool = True,
+        noise_reuse: int = 8,
         num_workers: int = 0,
         seed: int = 0,
         skip_bad: bool = False,
@@ -224,7 +238,7 @@ class QualityDataModule(L.LightningDataModule):
         check_num_classes(num_classes)
         for name, value, lo in (("samples_per_image", samples_per_image, 1), ("batch_size", batch_size, 1),
                                 ("eval_candidates_per_image", eval_candidates_per_image, 1),
-                                ("num_workers", num_workers, 0)):  # fmt: skip
+                                ("noise_reuse", noise_reuse, 1), ("num_workers", num_workers, 0)):  # fmt: skip
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"`{name}` must be an integer >= {lo}, got {value!r}.")
         if isinstance(p_weak, bool) or not isinstance(p_weak, (int, float)) or not 0.0 <= p_weak <= 1.0:
@@ -266,6 +280,7 @@ class QualityDataModule(L.LightningDataModule):
         self.snapshot_info: list[dict[str, Any]] = []
         self._batch_counter = 0
         self._counter_epoch = 0
+        self._noise_bank: Tensor | None = None
 
     @property
     def split(self):
@@ -399,11 +414,37 @@ class QualityDataModule(L.LightningDataModule):
         self._batch_counter += 1
         return g
 
+    def _noise(
+        self, shape: torch.Size, device: torch.device, generator: torch.Generator, index: int
+    ) -> Tensor:
+        """Standard normal noise of ``shape`` for batch ``index`` of the epoch (``noise_reuse`` batches per bank).
+
+        The bank is redrawn from the batch's own generator at every ``noise_reuse``-th batch of an epoch, so the
+        noise depends only on the seed, the epoch and the batch index (like the rest of the batch).
+        """
+        n = math.prod(shape)
+        bank = self._noise_bank
+        if (
+            index % self.hparams.noise_reuse == 0
+            or bank is None
+            or bank.numel() < 2 * n
+            or bank.device != device
+        ):
+            bank = self._noise_bank = torch.randn(2 * n, device=device, generator=generator)
+        return noise_window(bank, shape, generator=generator)
+
     def make_training_batch(
-        self, raw: Mapping[str, Tensor], *, generator: torch.Generator
+        self, raw: Mapping[str, Tensor], *, generator: torch.Generator, batch_index: int | None = None
     ) -> dict[str, Tensor]:
-        """Turn gathered ``uint8`` tensors into a training batch (steps 2-5 of the module docstring)."""
+        """Turn gathered ``uint8`` tensors into a training batch (steps 2-5 of the module docstring).
+
+        ``batch_index``: the batch's index in its epoch; the noise bank is redrawn at every ``noise_reuse``-th
+        index and reused in between. ``None`` (default) redraws it, so the batch depends on ``raw`` and
+        ``generator`` alone (slower; the Trainer passes the index).
+        """
         hp = self.hparams
+        if batch_index is None:
+            batch_index = 0
         images = raw["image_u8"]  # warped in uint8 (cheaper on CPU), then converted to [0, 1] float
         labels = raw["labels"]
         b = images.shape[0]
@@ -412,10 +453,10 @@ class QualityDataModule(L.LightningDataModule):
         snaps = raw.get("snapshots")
         extra = (snaps.flatten(1, 2),) if snaps is not None else ()
         warped = apply_spatial(params, images, labels.unsqueeze(1), *extra)
-        images, labels = warped[0].float().div_(255.0), warped[1].squeeze(1).long()
-        truth = foreground_from_labels(labels, hp.num_classes)
+        images = warped[0].float().div_(255.0)
+        truth = _foreground_u8(warped[1].squeeze(1), hp.num_classes)  # uint8: what the sampler works in
         result = self.sampler(truth, generator=generator)
-        candidate = result.masks.float()
+        candidate, quality = result.masks, result.quality
         category = result.category.clone()
         if snaps is not None:
             s = snaps.shape[1]
@@ -432,11 +473,15 @@ class QualityDataModule(L.LightningDataModule):
                     lo, hi = self._snapshot_range
                     t = lo + (hi - lo) * torch.rand(b, device=device, generator=generator)
                     picked = threshold_snapshot_probs(picked, t)
-                candidate = torch.where(use.view(b, 1, 1, 1), picked, candidate)
+                candidate = torch.where(use.view(b, 1, 1, 1), picked, candidate.float())
+                quality = torch.where(use.view(b, 1), dice_target(picked, truth), quality)
                 category = torch.where(use, torch.full_like(category, _SNAPSHOT), category)
-        quality = dice_target(candidate, truth)
+        candidate, truth = candidate.float(), truth.float()
         if hp.photometric:
-            images = photometric(images, generator=generator)
+            noise = None
+            if hp.noise_reuse > 1:
+                noise = self._noise(images.shape, device, generator, batch_index)
+            images = photometric(images, generator=generator, noise=noise)
         return {
             "image": images,
             "candidate": candidate,
@@ -454,7 +499,8 @@ class QualityDataModule(L.LightningDataModule):
                     "quality": batch["quality"], "category": batch["category"], "labels": batch["labels"]}  # fmt: skip
         if trainer is not None and not trainer.training:
             return batch
-        return self.make_training_batch(batch, generator=self._generator(batch["image_u8"].device))
+        generator = self._generator(batch["image_u8"].device)
+        return self.make_training_batch(batch, generator=generator, batch_index=self._batch_counter - 1)
 
     # ------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

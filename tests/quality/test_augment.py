@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from qg_lightning.quality import augment
-from qg_lightning.quality.augment import SpatialParams, apply_spatial, draw_spatial, photometric
+from qg_lightning.quality.augment import SpatialParams, apply_spatial, draw_spatial, noise_window, photometric
 
 
 def test_same_seed_same_draw_and_ranges():
@@ -75,6 +75,39 @@ def test_photometric_leaves_input_and_dtype_alone():
     assert torch.equal(x, before) and y.dtype == torch.float64 and y.data_ptr() != x.data_ptr()
     off = photometric(x, brightness=0, contrast=0, saturation=0, noise_std=0)
     assert torch.allclose(off, x)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_photometric_uses_given_noise_without_touching_it(channels):
+    x = torch.rand(3, channels, 10, 14)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    before = noise.clone()
+    y = photometric(x, generator=torch.Generator().manual_seed(5), noise=noise, **WIDE)
+    u = torch.rand(3, 4, 1, 1, 1, generator=torch.Generator().manual_seed(5))  # the uniforms come first
+    assert torch.allclose(y, _photometric_reference(x, u, noise, **WIDE), atol=1e-5, rtol=0)
+    assert torch.equal(noise, before)
+    with pytest.raises(ValueError, match="shape of `images`"):
+        photometric(x, noise=noise[:2])
+
+
+def test_noise_window_is_a_seeded_view_of_the_bank():
+    bank = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    a = noise_window(bank, (2, 3, 5, 5), generator=torch.Generator().manual_seed(1))
+    b = noise_window(bank, (2, 3, 5, 5), generator=torch.Generator().manual_seed(1))
+    assert a.shape == (2, 3, 5, 5) and torch.equal(a, b)
+    assert a.untyped_storage().data_ptr() == bank.untyped_storage().data_ptr()  # no copy
+    start = a.storage_offset()
+    assert torch.equal(a.flatten(), bank[start : start + 150])
+    starts = {
+        noise_window(bank, (150,), generator=torch.Generator().manual_seed(s)).storage_offset()
+        for s in range(20)
+    }
+    assert len(starts) > 10 and max(starts) <= 850  # random starts, always inside the bank
+    assert torch.equal(noise_window(bank, (1000,)), bank)  # a full-size window is the bank
+    with pytest.raises(ValueError, match="holds 1000 values"):
+        noise_window(bank, (2, 3, 13, 13))
+    with pytest.raises(ValueError, match="contiguous"):
+        noise_window(torch.randn(10, 10).t(), (5,))
 
 
 # ------------------------------------------------------------------------------- OpenCV vs torch spatial path

@@ -56,6 +56,37 @@ def test_training_batches_are_seeded_and_consistent(root):
     assert len(qdm.train_dataloader()) == len(qdm.train_ids) * 3 // 8
 
 
+def test_noise_bank_is_reused_for_noise_reuse_batches_and_seeded(root):
+    qdm = _qdm(root, noise_reuse=3)
+    qdm.setup("fit")
+    shape = torch.Size([8, 3, 32, 32])
+    banks = []
+    for index in range(7):
+        noise = qdm._noise(shape, torch.device("cpu"), torch.Generator().manual_seed(index), index)
+        assert noise.shape == shape
+        banks.append(qdm._noise_bank)
+    assert banks[0] is banks[1] is banks[2] and banks[3] is banks[4] is banks[5]
+    assert banks[2] is not banks[3] and banks[5] is not banks[6]
+    assert banks[0].numel() == 2 * shape.numel()
+    # redrawn from the batch's own generator: the same index and seed give the same bank
+    qdm._noise(shape, torch.device("cpu"), torch.Generator().manual_seed(3), 3)
+    assert torch.equal(qdm._noise_bank, banks[3])
+    assert abs(float(banks[0].mean())) < 0.05 and abs(float(banks[0].std()) - 1) < 0.05
+    # through make_training_batch: same raw batch, generator and index give the same images
+    raw = next(iter(qdm.train_dataloader()))
+    a = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(1), batch_index=4)
+    b = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(1), batch_index=4)
+    assert torch.equal(a["image"], b["image"])
+
+
+def test_noise_reuse_one_draws_fresh_noise_per_batch(root):
+    qdm = _qdm(root, noise_reuse=1)
+    qdm.setup("fit")
+    raw = next(iter(qdm.train_dataloader()))
+    batch = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(1))
+    assert qdm._noise_bank is None and batch["image"].shape == (8, 3, 32, 32)
+
+
 def test_eval_candidates_are_fixed_and_targets_correct(root):
     qdm = _qdm(root, eval_candidates_per_image=5)
     qdm.setup("fit")
@@ -79,6 +110,8 @@ def test_invalid_arguments(root):
         _qdm(root, category_probs={"identity": 0.5})
     with pytest.raises(ValueError, match="samples_per_image"):
         _qdm(root, samples_per_image=0)
+    with pytest.raises(ValueError, match="noise_reuse"):
+        _qdm(root, noise_reuse=0)
 
 
 def test_snapshots_end_to_end(root, tmp_path):
