@@ -189,6 +189,7 @@ def apply_spatial(params: SpatialParams, images: Tensor, *masks: Tensor) -> tupl
 def photometric(
     images: Tensor, *, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2,
     noise_std: float = 0.03, generator: torch.Generator | None = None, noise: Tensor | None = None,
+    inplace: bool = False,
 ) -> Tensor:  # fmt: skip
     """Image-only photometric jitter, per sample: brightness, contrast, saturation (RGB) and Gaussian noise.
 
@@ -200,15 +201,17 @@ def photometric(
     how it is computed.
 
     Args:
-        images: ``(B, C, H, W)`` float in ``[0, 1]`` (not modified).
+        images: ``(B, C, H, W)`` float in ``[0, 1]`` (not modified unless ``inplace``).
         brightness, contrast, saturation: jitter ranges (``0`` turns one off).
         noise_std: largest noise std.
         generator: source of all randomness (one ``(B, 4)`` uniform draw, then the noise).
         noise: standard normal values of ``images``' shape to use instead of drawing them (e.g. from
             :func:`noise_window`); not modified. Default: a fresh ``torch.randn`` draw from ``generator``.
+        inplace: write the result into ``images`` (saves allocating a batch-sized tensor; the same values up
+            to float rounding order).
 
     Returns:
-        ``(B, C, H, W)`` new tensor, same dtype, in ``[0, 1]``.
+        ``(B, C, H, W)`` new tensor (``images`` itself if ``inplace``), same dtype, in ``[0, 1]``.
 
     Raises:
         ValueError: if ``noise`` does not have the shape of ``images``.
@@ -229,18 +232,20 @@ def photometric(
     gray = images.mean(dim=1, keepdim=True) if c == 3 else None
     mean = (gray if gray is not None else images).mean(dim=(1, 2, 3), keepdim=True)
     scale, offset = bright * contr, bright * (1 - contr) * mean
+    fresh = noise is None
     if noise is None:
         noise = torch.randn(images.shape, device=images.device, generator=generator, dtype=images.dtype)
-        out = noise  # fresh draw: filled in place
-    else:
-        out = torch.empty_like(images)
     if gray is not None:
         sat = 1 + saturation * (2 * u[:, 2] - 1)
         base = gray.mul_(scale * (1 - sat)).add_(offset)  # (B, 1, H, W)
         scale = scale * sat
     else:
         base = offset
-    torch.addcmul(base, noise.to(images.dtype), sigma, out=out)  # noise * sigma + gray term + offset
+    noise = noise.to(images.dtype)
+    if inplace:  # x * scale + gray term + offset + noise * sigma, in ``images``
+        return images.mul_(scale).add_(base).addcmul_(noise, sigma).clamp_(0, 1)
+    out = noise if fresh else torch.empty_like(images)  # a fresh draw is filled in place
+    torch.addcmul(base, noise, sigma, out=out)  # noise * sigma + gray term + offset
     return out.addcmul_(images, scale).clamp_(0, 1)
 
 

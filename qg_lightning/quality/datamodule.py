@@ -481,7 +481,7 @@ class QualityDataModule(L.LightningDataModule):
             noise = None
             if hp.noise_reuse > 1:
                 noise = self._noise(images.shape, device, generator, batch_index)
-            images = photometric(images, generator=generator, noise=noise)
+            images = photometric(images, generator=generator, noise=noise, inplace=True)  # `images` is ours
         return {
             "image": images,
             "candidate": candidate,

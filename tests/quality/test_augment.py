@@ -90,6 +90,17 @@ def test_photometric_uses_given_noise_without_touching_it(channels):
         photometric(x, noise=noise[:2])
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("given_noise", [False, True])
+def test_photometric_in_place_matches_out_of_place(channels, given_noise):
+    x = torch.rand(3, channels, 10, 14)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)) if given_noise else None
+    y = photometric(x, generator=torch.Generator().manual_seed(5), noise=noise, **WIDE)
+    z = x.clone()
+    out = photometric(z, generator=torch.Generator().manual_seed(5), noise=noise, inplace=True, **WIDE)
+    assert out.data_ptr() == z.data_ptr() and torch.allclose(out, y, atol=1e-6, rtol=0)
+
+
 def test_noise_window_is_a_seeded_view_of_the_bank():
     bank = torch.randn(1000, generator=torch.Generator().manual_seed(0))
     a = noise_window(bank, (2, 3, 5, 5), generator=torch.Generator().manual_seed(1))
