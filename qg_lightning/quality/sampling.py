@@ -31,6 +31,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 import cv2
 import numpy as np
@@ -82,6 +83,8 @@ CATEGORY_PROBS: Mapping[str, float] = MappingProxyType(
 """Default category probabilities (METHOD.md)."""
 
 _IDENTITY, _SINGLE, _CHAINED, _CROSS, _HEAVY, _CATASTROPHIC, _BLOB = range(len(CATEGORIES))
+_DRAWN = (_SINGLE, _HEAVY, _CATASTROPHIC, _BLOB, _CHAINED)
+"""Categories whose corruptions are drawn from a registry, in the order of their draws."""
 
 
 def dice_target(candidate: Tensor, truth: Tensor) -> Tensor:
@@ -126,10 +129,12 @@ def _area(x: Tensor) -> Tensor:
     return _row_counts(x.reshape(b * c, h, w)).sum(1).view(b, c)
 
 
-def _dice_u8(candidate: Tensor, truth: Tensor, *, overwrite_truth: bool = False) -> Tensor:
+def _dice_u8(
+    candidate: Tensor, truth: Tensor, *, overwrite_truth: bool = False, truth_area: Tensor | None = None
+) -> Tensor:
     """Dice of uint8 masks; ``overwrite_truth`` reuses ``truth``'s memory for the intersection (no
-    allocation)."""
-    denom = _area(candidate) + _area(truth)
+    allocation); ``truth_area`` is ``_area(truth)`` when the caller already has it."""
+    denom = _area(candidate) + (_area(truth) if truth_area is None else truth_area)
     inter = _area(truth.bitwise_and_(candidate) if overwrite_truth else candidate & truth)
     return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), 1.0)
 
@@ -344,6 +349,7 @@ class CorruptionSampler:
                     f"Category {cat!r} has probability {self.probs[cat]} but `{arg}` has no corruption with "
                     "positive weight. Add corruptions or set its probability to 0."
                 )
+        self._setups: dict[tuple, Any] = {}  # draw tables per batch composition (see _setup), probs
         # (kernel, params) of every built-in corruption that can share a call, computed once
         self._plans = {
             id(spec): self._plan(spec)
@@ -369,6 +375,46 @@ class CorruptionSampler:
             for name, spec in main.items()
             if spec.weight > 0 and spec.family != "blob" and name not in self.blob
         ]
+
+    def _setup(self, multiclass: bool, device: torch.device, present: tuple[bool, ...]) -> tuple:
+        """Draw tables for a batch whose categories of :data:`_DRAWN` are ``present`` (cached per key).
+
+        Returns ``(ops, registries, chain, plans, keys)``: ``ops`` lists ``(name, spec)`` in order of first
+        use (registry order, categories in the order of :data:`_DRAWN`), which fixes the op ids and hence the
+        call schedule; ``registries`` holds ``(category, weights, op ids)`` per present registry category;
+        ``chain`` is ``(weights, op ids, min length, max length)`` or ``None``; ``plans`` and ``keys`` give
+        each op's shared-call plan and group key.
+        """
+        main = dict(self.main, **self.multiclass) if multiclass else dict(self.main)
+        ops: list[tuple[str, CorruptionSpec]] = []
+        op_ids: dict[tuple[str, int], int] = {}
+
+        def op_id(name: str, spec: CorruptionSpec) -> int:
+            key = (name, id(spec))
+            if key not in op_ids:
+                op_ids[key] = len(ops)
+                ops.append((name, spec))
+            return op_ids[key]
+
+        registries = []
+        for cat, registry, used in zip(
+            _DRAWN[:4], (main, self.heavy, self.catastrophic, self.blob), present[:4], strict=True
+        ):
+            if used:
+                names = list(registry)
+                weights = torch.tensor([registry[n].weight for n in names], device=device)
+                registries.append((cat, weights, [op_id(n, registry[n]) for n in names]))
+        chain = None
+        if present[4]:
+            names = self._chain_names(main)
+            lo, hi = self.chain_length
+            hi = min(hi, len(names))
+            lo = min(lo, hi)
+            weights = torch.tensor([main[n].weight for n in names], device=device)
+            chain = (weights, [op_id(n, main[n]) for n in names], lo, hi)
+        plans = [self._plans[id(spec)] for _, spec in ops]
+        keys = [(plan[0].__name__, -1) if plan is not None else ("", op) for op, plan in enumerate(plans)]
+        return ops, registries, chain, plans, keys
 
     def __repr__(self) -> str:
         return (
@@ -416,8 +462,11 @@ class CorruptionSampler:
         x = _to_u8(masks)
         b, c, h, w = x.shape
         device = x.device
-        main = dict(self.main, **self.multiclass) if c > 1 else dict(self.main)
-        probs = torch.tensor([self.probs[cat] for cat in CATEGORIES], device=device)
+        probs = self._setups.get(("probs", device))
+        if probs is None:
+            probs = self._setups[("probs", device)] = torch.tensor(
+                [self.probs[cat] for cat in CATEGORIES], device=device
+            )
         category = torch.multinomial(probs, b, replacement=True, generator=generator)
 
         # cross-image: the ground truth of an area-similar pool mask
@@ -429,9 +478,11 @@ class CorruptionSampler:
         if len(cross_idx) > 0 and (n_pool < 2 or (pool is None and b < 2)):
             category[cross_idx] = _SINGLE
             cross_idx = cross_idx[:0]
+        x_area = _area(x)  # (B, C): for the pool distance and the Dice denominator
         if len(cross_idx) > 0:
-            pool_area = _area(pool_u8).sum(1)
-            own_area = _area(x.index_select(0, cross_idx)).sum(1)
+            own_area = x_area.sum(1)
+            pool_area = own_area if pool is None else _area(pool_u8).sum(1)
+            own_area = own_area.index_select(0, cross_idx)
             distance = (pool_area[None, :] - own_area[:, None]).abs()
             available = n_pool
             if pool is None:
@@ -441,56 +492,37 @@ class CorruptionSampler:
             nearest = distance.topk(k, dim=1, largest=False).indices  # (n_cross, k)
             pick = torch.randint(0, k, (len(cross_idx), 1), generator=generator, device=device)
             chosen = nearest.gather(1, pick).flatten()
-            cur[cross_idx] = pool_u8[chosen]
+            if cur_np is not None:  # NumPy's row gather / scatter are ~10x cheaper than torch's on CPU
+                cur_np[cross_idx.numpy()] = pool_u8.numpy()[chosen.numpy()]
+            else:
+                cur[cross_idx] = pool_u8[chosen]
 
         # corruption draws: per sample, the sequence of op ids into `ops` (plain lists: cheaper than tensor
         # indexing for a few dozen samples)
-        ops: list[tuple[str, CorruptionSpec]] = []
-        op_ids: dict[tuple[str, int], int] = {}
-
-        def op_id(name: str, spec: CorruptionSpec) -> int:
-            key = (name, id(spec))
-            if key not in op_ids:
-                op_ids[key] = len(ops)
-                ops.append((name, spec))
-            return op_ids[key]
-
         categories = category.tolist()
+        present = tuple(cat in categories for cat in _DRAWN)
+        setup = self._setups.get((c > 1, device, present))
+        if setup is None:
+            setup = self._setups[(c > 1, device, present)] = self._setup(c > 1, device, present)
+        ops, registries, chain, plans, keys = setup
         sequences: list[list[int]] = [[] for _ in range(b)]
-        for cat, registry in (
-            (_SINGLE, main),
-            (_HEAVY, self.heavy),
-            (_CATASTROPHIC, self.catastrophic),
-            (_BLOB, self.blob),
-        ):
+        for cat, weights, ids in registries:
             rows = [i for i, c in enumerate(categories) if c == cat]
-            if not rows:
-                continue
-            names = list(registry)
-            weights = torch.tensor([registry[n].weight for n in names], device=device)
             drawn = torch.multinomial(weights, len(rows), replacement=True, generator=generator).tolist()
-            ids = [op_id(n, registry[n]) for n in names]
             for i, d in zip(rows, drawn, strict=True):
                 sequences[i] = [ids[d]]
-        rows = [i for i, c in enumerate(categories) if c == _CHAINED]
-        if rows:
-            names = self._chain_names(main)
-            lo, hi = self.chain_length
-            hi = min(hi, len(names))
-            lo = min(lo, hi)
-            weights = torch.tensor([main[n].weight for n in names], device=device)
+        if chain is not None:
+            rows = [i for i, c in enumerate(categories) if c == _CHAINED]
+            weights, ids, lo, hi = chain
             lengths = torch.randint(lo, hi + 1, (len(rows),), generator=generator, device=device).tolist()
             drawn = torch.multinomial(
                 weights.expand(len(rows), -1), hi, replacement=False, generator=generator
             ).tolist()
-            ids = [op_id(n, main[n]) for n in names]
             for i, length, d in zip(rows, lengths, drawn, strict=True):
                 sequences[i] = [ids[j] for j in d[:length]]
 
         # apply: one call per group of samples whose next corruption shares a kernel (built-in corruptions
         # with the same implementation run together with per-sample parameters) or is the same corruption
-        plans = [self._plans[id(spec)] for _, spec in ops]
-        keys = [(plan[0].__name__, -1) if plan is not None else ("", op) for op, plan in enumerate(plans)]
         for group in _schedule(sequences, keys):
             group_rows = [i for i, _ in group]
             if cur_np is not None:  # NumPy's row gather / scatter are ~10x cheaper than torch's on CPU
@@ -522,5 +554,5 @@ class CorruptionSampler:
             else:
                 names_out.append("+".join(ops[op][0] for op in seq))
         # float input: `x` is our private copy (not a view of `masks`), so the Dice may reuse its memory
-        quality = _dice_u8(cur, x, overwrite_truth=masks.is_floating_point())
+        quality = _dice_u8(cur, x, overwrite_truth=masks.is_floating_point(), truth_area=x_area)
         return cur, quality, category, names_out

@@ -48,6 +48,9 @@ Implementation notes (measured on one CPU thread with ``benchmarks/corruptions.p
   CPU path and the batched torch path (the one CUDA tensors take) make the same draws and agree pixel for
   pixel up to float rounding ties; the private switch ``_OPENCV_CPU`` forces the torch path (tests compare
   the two).
+* Constants that depend only on the size or on a parameter value (ramp windows, pixel grids, moment bases,
+  the hull's directions, Gaussian taps) are computed once and kept in small module-level caches; masks are
+  stacked with gap rows so that one OpenCV morphology call serves a whole sub-batch.
 * Most corruptions are thin wrappers around a few private *kernels* taking per-sample parameters (``_k_*``);
   :class:`~qg_lightning.quality.sampling.CorruptionSampler` runs all registry entries that share a kernel
   (e.g. ``shift_10``, ``scale_up`` and ``rotate_30``) as one call, because on CPU the cost of a call on a
@@ -255,6 +258,10 @@ def _coins(n: int, generator: Generator | None, device) -> Tensor:
     draws = torch.empty(words, dtype=torch.int64, device=device).random_(0, 2**56, generator=generator)
     raw = draws.view(torch.uint8).view(words, 8)
     raw = raw[:, :7] if sys.byteorder == "little" else raw[:, 1:]
+    if raw.device.type == "cpu":  # the same bits, unpacked by NumPy (several times cheaper)
+        return torch.from_numpy(
+            np.unpackbits(raw.numpy(), axis=1, count=None, bitorder="little").reshape(-1)[:n]
+        )
     bits = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=device)
     return (raw.unsqueeze(-1) & bits).ne(0).view(torch.uint8).reshape(-1)[:n]
 
@@ -269,10 +276,14 @@ def _call(x: Tensor, kernel: Kernel, params: Mapping, generator: Generator | Non
     for name, value in params.items():
         if isinstance(value, (int, float)):
             q[name] = [float(value)] * n
+        elif len(value) == n:
+            q[name] = [float(v) for v in value]
         else:
             repeat = n // len(value)
             q[name] = [float(v) for v in value for _ in range(repeat)]
-    table = torch.from_numpy(np.array(list(q.values()), dtype=np.float32)).to(x.device)  # (K, N)
+    table = torch.from_numpy(np.array(list(q.values()), dtype=np.float32))  # (K, N)
+    if x.device.type != "cpu":
+        table = table.to(x.device)
     return kernel(x, dict(zip(q, table.unbind(0), strict=True)), q, generator)
 
 
@@ -390,24 +401,40 @@ def _stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
 
 def _np_stats(a: np.ndarray) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """:func:`_stats` of uint8 ``(N, H, W)`` masks with OpenCV / NumPy (few cheap calls on CPU)."""
+    return tuple(torch.from_numpy(v) for v in _np_moments(a))
+
+
+_AXIS_BASIS: dict[int, tuple[np.ndarray, np.float32]] = {}
+"""Per axis length ``L``: the centred ``(t, t * t)`` basis ``(L, 2)`` of :func:`_np_moments` and ``(L - 1) /
+2`` (float32), built once per length."""
+
+
+def _axis_basis(length: int) -> tuple[np.ndarray, np.float32]:
+    basis = _AXIS_BASIS.get(length)
+    if basis is None:
+        half = np.float32((length - 1) / 2)
+        t = np.arange(length, dtype=np.float32) - half
+        basis = _AXIS_BASIS[length] = (np.stack((t, t * t), 1), half)
+    return basis
+
+
+def _np_moments(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_np_stats` as contiguous float32 NumPy arrays ``(N,)`` (area, cy, cx, vyy, vxx)."""
     n, h, w = a.shape
-    flat = a.reshape(n * h, w)
-    rows = cv2.reduce(flat, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F).reshape(n, h)
+    rows = cv2.reduce(a.reshape(n * h, w), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F).reshape(n, h)
     cols = np.stack([cv2.reduce(m, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F)[0] for m in a]) if n else rows[:, :0]
     area = rows.sum(1, dtype=np.float32)
     safe = np.maximum(area, 1)[:, None]
 
     def axis(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        length = counts.shape[1]
-        t = np.arange(length, dtype=np.float32) - np.float32((length - 1) / 2)
-        mean, square = ((counts @ np.stack((t, t * t), 1)) / safe).T
-        return mean + np.float32((length - 1) / 2), np.maximum(square - mean * mean, 0)
+        basis, half = _axis_basis(counts.shape[1])
+        moments = (counts @ basis) / safe
+        mean, square = moments[:, 0], moments[:, 1]
+        return mean + half, np.maximum(square - mean * mean, 0)
 
     cy, vyy = axis(rows)
     cx, vxx = axis(cols)
-    return tuple(
-        torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for v in (area, cy, cx, vyy, vxx)
-    )
+    return area, cy, cx, vyy, vxx
 
 
 def _fill_rows(lo: Tensor, hi: Tensor, width: int) -> Tensor:
@@ -473,20 +500,9 @@ def _random_points(x: Tensor, count: int, generator: Generator | None) -> tuple[
     inverting cumulative counts (float64, exact) at one uniform draw each (cheaper than ``torch.multinomial``).
     """
     n, h, w = x.shape
-    u = torch.rand((n, count, 2), generator=generator, device=x.device)
     if _opencv(x):  # the same draws, counted with OpenCV / NumPy
-        a, un = x.numpy(), u.numpy().astype(np.float64)
-        rows = cv2.reduce(a.reshape(n * h, w), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F).astype(np.float64)
-        rows = rows.reshape(n, h)
-        rows += rows.sum(1, keepdims=True) == 0  # an empty mask draws from every row
-        cum = rows.cumsum(1)[:, None, :]  # (N, 1, H)
-        row_idx = np.minimum((cum <= un[..., :1] * cum[..., -1:]).sum(-1), h - 1)  # (N, count)
-        picked = a[np.arange(n)[:, None], row_idx].reshape(n * count, w).astype(np.float64)
-        picked += picked.sum(1, keepdims=True) == 0
-        cum = picked.cumsum(1)
-        col_idx = np.minimum((cum <= un[..., 1].reshape(-1, 1) * cum[:, -1:]).sum(-1), w - 1)
-        col_idx = col_idx.reshape(n, count)
-        return torch.from_numpy(row_idx.astype(np.float32)), torch.from_numpy(col_idx.astype(np.float32))
+        return tuple(torch.from_numpy(v) for v in _np_random_points(x.numpy(), count, generator))
+    u = torch.rand((n, count, 2), generator=generator, device=x.device)
     u = u.double()
     rows = _row_counts(x).double()
     rows += rows.sum(1, keepdim=True) == 0  # an empty mask draws from every row
@@ -498,6 +514,25 @@ def _random_points(x: Tensor, count: int, generator: Generator | None) -> tuple[
     cum = picked.cumsum(1)
     col_idx = torch.searchsorted(cum, u[..., 1].reshape(-1, 1) * cum[:, -1:], right=True).clamp_max_(w - 1)
     return row_idx.float(), col_idx.view(n, count).float()
+
+
+def _np_random_points(
+    a: np.ndarray, count: int, generator: Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_random_points` of uint8 ``(N, H, W)`` CPU masks (the same draws) as float32 NumPy arrays."""
+    n, h, w = a.shape
+    un = torch.rand((n, count, 2), generator=generator).numpy().astype(np.float64)
+    rows = cv2.reduce(a.reshape(n * h, w), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F).astype(np.float64)
+    rows = rows.reshape(n, h)
+    rows += rows.sum(1, keepdims=True) == 0  # an empty mask draws from every row
+    cum = rows.cumsum(1)[:, None, :]  # (N, 1, H)
+    row_idx = np.minimum((cum <= un[..., :1] * cum[..., -1:]).sum(-1), h - 1)  # (N, count)
+    cum = a[np.arange(n)[:, None], row_idx].reshape(n * count, w).cumsum(1, dtype=np.float64)
+    empty = cum[:, -1] == 0
+    if empty.any():  # an empty row (of an empty mask) draws from every column
+        cum[empty] = np.arange(1, w + 1, dtype=np.float64)
+    col_idx = np.minimum((cum <= un[..., 1].reshape(-1, 1) * cum[:, -1:]).sum(-1), w - 1)
+    return row_idx.astype(np.float32), col_idx.reshape(n, count).astype(np.float32)
 
 
 def _boundary(x: Tensor) -> Tensor:
@@ -659,10 +694,30 @@ def _np_morph(a: np.ndarray, op: int, r: int) -> np.ndarray:
     return cv2.erode(cv2.dilate(a, k), k) | a  # closing never removes pixels
 
 
+def _np_stacked(a: np.ndarray, gap: int, fill: int) -> np.ndarray:
+    """Masks ``(N, H, W)`` stacked into one image ``(N (H + gap) - gap, W)`` with ``gap`` rows of ``fill``
+    between them: one OpenCV call then filters every mask, exactly as one call per mask with the border
+    ``fill`` (1 for erosion, 0 for dilation), when ``gap`` is at least the filter's radius."""
+    n, h, w = a.shape
+    buf = np.full((n, h + gap, w), fill, np.uint8)
+    buf[:, :h] = a
+    return buf.reshape(n * (h + gap), w)[: n * (h + gap) - gap]
+
+
+def _np_unstacked(image: np.ndarray, n: int, h: int, gap: int) -> np.ndarray:
+    """Undo :func:`_np_stacked`: the ``(N, H, W)`` view of the masks' rows (not contiguous when ``gap``)."""
+    w = image.shape[1]
+    if gap == 0:
+        return image.reshape(n, h, w)
+    full = np.empty((n * (h + gap), w), image.dtype)
+    full[: image.shape[0]] = image
+    return full.reshape(n, h + gap, w)[:, :h]
+
+
 def _np_boundary(a: np.ndarray) -> np.ndarray:
-    """:func:`_boundary` of uint8 ``(N, H, W)`` masks with OpenCV."""
-    k = _square(1)
-    return a ^ np.stack([cv2.erode(m, k) for m in a])
+    """:func:`_boundary` of uint8 ``(N, H, W)`` masks with OpenCV (one erosion of the stacked masks)."""
+    n, h, _ = a.shape
+    return a ^ _np_unstacked(cv2.erode(_np_stacked(a, 1, 1), _square(1)), n, h, 1)
 
 
 def _np_disks(out: np.ndarray, cy: np.ndarray, cx: np.ndarray, r: np.ndarray, value: int) -> None:
@@ -684,18 +739,12 @@ def _np_disks(out: np.ndarray, cy: np.ndarray, cx: np.ndarray, r: np.ndarray, va
     first = np.ceil(cx[..., None] - half - _EPS).astype(np.int32) - left[..., None]  # window columns
     stop = np.where(d >= 0, np.floor(cx[..., None] + half + _EPS).astype(np.int32) + 1, 0) - left[..., None]
     inside = (span >= first[..., None]) & (span < stop[..., None])  # (N, M, size, size)
-    for i, m in zip(*np.nonzero(r >= 0), strict=True):
-        y0, x0 = int(top[i, m]), int(left[i, m])
-        a0, b0 = max(0, -y0), max(0, -x0)
-        y1, x1 = min(h, y0 + size), min(w, x0 + size)
-        if y0 + a0 >= y1 or x0 + b0 >= x1:
-            continue
-        window = out[i, y0 + a0 : y1, x0 + b0 : x1]
-        crop = inside[i, m, a0 : y1 - y0, b0 : x1 - x0]
-        if value:
-            window |= crop
-        else:
-            window &= ~crop
+    # every painted pixel at once: window pixels inside their disk and the image, for disks with r >= 0
+    rows, cols = top[..., None] + span, left[..., None] + span  # (N, M, size)
+    inside &= ((rows >= 0) & (rows < h))[..., :, None] & ((cols >= 0) & (cols < w))[..., None, :]
+    inside &= (r >= 0)[..., None, None]
+    flat = (rows + (np.arange(n, dtype=np.int64) * h)[:, None, None])[..., :, None] * w + cols[..., None, :]
+    np.put(out, flat[inside], value)  # flat C-order indices, in place
 
 
 def _np_fill_rows(lo: np.ndarray, hi: np.ndarray, width: int) -> Tensor:
@@ -703,10 +752,22 @@ def _np_fill_rows(lo: np.ndarray, hi: np.ndarray, width: int) -> Tensor:
     first = np.ceil(lo - _EPS)
     stop = np.maximum(np.floor(hi + _EPS) + 1, first)
     idx = (width - np.clip(np.stack((first, stop)), 0, width)).astype(np.int64)
-    ramp = np.zeros(2 * width + 1, np.uint8)
-    ramp[width:] = 1  # window s = ramp[s : s + W] is 1 from column W - s on
-    rows = np.lib.stride_tricks.sliding_window_view(ramp, width)[idx]
+    rows = _ramp_windows(width)[idx]
     return torch.from_numpy(rows[0] ^ rows[1])
+
+
+_RAMP_WINDOWS: dict[int, np.ndarray] = {}
+
+
+def _ramp_windows(width: int) -> np.ndarray:
+    """Read-only ``(W + 1, W)`` windows of a 0/1 ramp: window ``s`` is 1 from column ``W - s`` on (built once
+    per width)."""
+    windows = _RAMP_WINDOWS.get(width)
+    if windows is None:
+        ramp = np.zeros(2 * width + 1, np.uint8)
+        ramp[width:] = 1
+        windows = _RAMP_WINDOWS[width] = np.lib.stride_tricks.sliding_window_view(ramp, width)
+    return windows
 
 
 def _np_ellipse_rows(
@@ -717,6 +778,20 @@ def _np_ellipse_rows(
     with np.errstate(invalid="ignore"):
         half = np.nan_to_num(ax[..., None] * np.sqrt(1 - t * t), nan=-np.inf)
     return cx[..., None] - half, cx[..., None] + half
+
+
+_PIXEL_GRIDS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _pixel_grid(h: int, w: int) -> np.ndarray:
+    """Read-only float32 ``(H, W, 2)`` pixel coordinates ``(x, y)`` (the identity map of ``cv2.remap``),
+    built once per size."""
+    grid = _PIXEL_GRIDS.get((h, w))
+    if grid is None:
+        grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), -1)
+        grid.flags.writeable = False
+        _PIXEL_GRIDS[(h, w)] = grid
+    return grid
 
 
 def _np_remap(a: np.ndarray, map_x: np.ndarray, map_y: np.ndarray | None) -> np.ndarray:
@@ -840,17 +915,17 @@ def _np_spots(x: Tensor, p: dict, max_holes: int, max_islands: int, generator: G
     out = a.copy()
     span = (p["r_hi"] - p["r_lo"])[:, None]
     if max_holes > 0:
-        cy, cx = _random_points(x, max_holes, generator)
+        cy, cx = _np_random_points(a, max_holes, generator)
         u = torch.rand((n, max_holes), generator=generator, device=x.device).numpy()
         r = np.where(np.arange(max_holes) < p["holes"][:, None], (p["r_lo"][:, None] + u * span) * s, -1.0)
-        _np_disks(out, cy.numpy(), cx.numpy(), r, 0)
+        _np_disks(out, cy, cx, r, 0)
     if max_islands > 0:
-        cy, cx = _random_points(torch.from_numpy(_np_boundary(a)), max_islands, generator)
+        cy, cx = _np_random_points(_np_boundary(a), max_islands, generator)
         u = torch.rand((n, max_islands, 3), generator=generator, device=x.device).numpy()
         r = (p["r_lo"][:, None] + u[..., 0] * span) * s
         distance, angle = 2 * u[..., 1] * r, np.float32(2 * math.pi) * u[..., 2]
         r = np.where(np.arange(max_islands) < p["islands"][:, None], r, -1.0)
-        cy, cx = cy.numpy() + distance * np.sin(angle), cx.numpy() + distance * np.cos(angle)
+        cy, cx = cy + distance * np.sin(angle), cx + distance * np.cos(angle)
         _np_disks(out, cy, cx, r, 1)
     return torch.from_numpy(out)
 
@@ -925,20 +1000,19 @@ def _np_geometry(a: np.ndarray, u: np.ndarray, p: dict, q: dict) -> Tensor:
     shift = np.where(p["whole"][:, None] > 0, np.floor(shift + np.float32(0.5)), shift)
     cy, cx = np.full(n, (h - 1) / 2), np.full(n, (w - 1) / 2)
     if any(q["centroid"]):
-        _, my, mx, _, _ = _np_stats(a)
+        _, my, mx, _, _ = _np_moments(a)
         about = p["centroid"] > 0
-        cy, cx = np.where(about, my.numpy(), cy), np.where(about, mx.numpy(), cx)
+        cy, cx = np.where(about, my, cy), np.where(about, mx, cx)
     # inverse map p = c + R(-angle) (p' - t - c) / s, in float64 (OpenCV's matrix type)
     cos, sin = np.cos(angle.astype(np.float64)) / factor, np.sin(angle.astype(np.float64)) / factor
     oy, ox = shift[:, 0] + cy, shift[:, 1] + cx
     maps = np.stack((cos, sin, cx - cos * ox - sin * oy, -sin, cos, cy - cos * oy + sin * ox), 1)
     maps = maps.reshape(n, 2, 3)
     flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
-    out = [
-        cv2.warpAffine(m, mat, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        for m, mat in zip(a, maps, strict=True)
-    ]
-    return torch.from_numpy(np.stack(out))
+    out = np.empty_like(a)
+    for m, mat, dst in zip(a, maps, out, strict=True):
+        cv2.warpAffine(m, mat, (w, h), dst=dst, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return torch.from_numpy(out)
 
 
 def _k_blob(x: Tensor, p: dict, q: dict, generator: Generator | None) -> Tensor:
@@ -946,7 +1020,7 @@ def _k_blob(x: Tensor, p: dict, q: dict, generator: Generator | None) -> Tensor:
     shape, or a disk when ``isotropic = 1``."""
     n, h, w = x.shape
     if _opencv(x):
-        area, cy, cx, vyy, vxx = (t.numpy() for t in _np_stats(x.numpy()))
+        area, cy, cx, vyy, vxx = _np_moments(x.numpy())
         iso = p["isotropic"].numpy() > 0
         sy = np.where(iso, np.float32(1), np.sqrt(vyy + np.float32(_PIXEL_VARIANCE)))
         sx = np.where(iso, np.float32(1), np.sqrt(vxx + np.float32(_PIXEL_VARIANCE)))
@@ -992,9 +1066,9 @@ def _k_polygon(x: Tensor, p: dict, q: dict, generator: Generator | None) -> Tens
 
 def _np_polygon(a: np.ndarray, u: np.ndarray, vertices: np.ndarray) -> Tensor:
     """:func:`_k_polygon` for CPU masks from its uniform draw ``u`` ``(N, 1)``: the same float32 formulas,
-    and the union of the triangles' row intervals painted through one cumulative sum of interval ends."""
+    and the union of the triangles' row intervals painted with ramp windows (as :func:`_np_fill_rows`)."""
     n, h, w = a.shape
-    area, cy, cx = (t.numpy() for t in _np_stats(a)[:3])
+    area, cy, cx = _np_moments(a)[:3]
     count = vertices[:, None]
     most = int(vertices.max())
     k = np.minimum(np.arange(most, dtype=np.float32), count - 1)  # (N, V)
@@ -1003,14 +1077,20 @@ def _np_polygon(a: np.ndarray, u: np.ndarray, vertices: np.ndarray) -> Tensor:
     steps = np.arange(0, math.hypot(h, w), 0.75, dtype=np.float32)  # (T,) along a ray
     iy = np.floor(np.clip(cy[:, None, None] + sin[..., None] * steps + np.float32(1.5), 0, h + 1))
     ix = np.floor(np.clip(cx[:, None, None] + cos[..., None] * steps + np.float32(1.5), 0, w + 1))
-    padded = np.pad(a, ((0, 0), (1, 1), (1, 1))).reshape(n, -1)
-    hit = np.take_along_axis(padded, (iy * (w + 2) + ix).astype(np.int64).reshape(n, -1), 1)
+    padded = np.zeros((n, h + 2, w + 2), np.uint8)
+    padded[:, 1:-1, 1:-1] = a
+    hit = np.take_along_axis(padded.reshape(n, -1), (iy * (w + 2) + ix).astype(np.int64).reshape(n, -1), 1)
     radius = (hit.reshape(n, most, -1) * steps).max(-1)  # (N, V): the farthest foreground sample on a ray
     vy, vx = cy[:, None] + sin * radius, cx[:, None] + cos * radius
-    # triangles (centroid, v_k, v_k+1) and their row intervals, as _convex_polygon_rows
-    tri_y = np.stack((np.broadcast_to(cy[:, None], (n, most)), vy, np.roll(vy, -1, 1)), -1)[..., None]
-    tri_x = np.stack((np.broadcast_to(cx[:, None], (n, most)), vx, np.roll(vx, -1, 1)), -1)[..., None]
-    y1, x1 = np.roll(tri_y, -1, -2), np.roll(tri_x, -1, -2)
+    # triangles (centroid, v_k, v_k+1) and their row intervals, as _convex_polygon_rows: corners [..., :3],
+    # each edge's end point (the next corner) [..., 1:]
+    nxt = np.roll(np.arange(most), -1)
+    corners_y, corners_x = np.empty((2, n, most, 4, 1), np.float32)
+    corners_y[:, :, 0, 0] = corners_y[:, :, 3, 0] = cy[:, None]
+    corners_x[:, :, 0, 0] = corners_x[:, :, 3, 0] = cx[:, None]
+    corners_y[:, :, 1, 0], corners_y[:, :, 2, 0] = vy, vy[:, nxt]
+    corners_x[:, :, 1, 0], corners_x[:, :, 2, 0] = vx, vx[:, nxt]
+    tri_y, tri_x, y1, x1 = corners_y[:, :, :3], corners_x[:, :, :3], corners_y[:, :, 1:], corners_x[:, :, 1:]
     dy = y1 - tri_y
     flat = np.abs(dy) < 1e-9
     t = (np.arange(h, dtype=np.float32) - tri_y) / np.where(flat, np.float32(1), dy)  # (N, V, 3, H)
@@ -1021,31 +1101,69 @@ def _np_polygon(a: np.ndarray, u: np.ndarray, vertices: np.ndarray) -> Tensor:
     first = np.clip(np.ceil(lo - _EPS), 0, w)
     stop = np.clip(np.maximum(np.floor(hi + _EPS) + 1, first), 0, w)
     stop = np.where(area[:, None, None] > 0, stop, first)  # empty masks stay empty
-    # union of intervals: +1 at each start, -1 at each stop, cumulative sum along the row
-    base = np.arange(n * h).reshape(n, 1, h) * (w + 1)
-    size = n * h * (w + 1)
-    ends = np.bincount((base + first.astype(np.int64)).ravel(), minlength=size)
-    ends -= np.bincount((base + stop.astype(np.int64)).ravel(), minlength=size)
-    inside = ends.reshape(n * h, w + 1).cumsum(1)[:, :w] > 0
-    return torch.from_numpy(inside.view(np.uint8).reshape(n, h, w))
+    # union of the intervals [first, stop): each is a copy of two ramp windows (as _np_fill_rows), OR-ed
+    windows = _ramp_windows(w)[(w - np.stack((first, stop))).astype(np.int64)]  # (2, N, V, H, W)
+    return torch.from_numpy(np.bitwise_or.reduce(windows[0] ^ windows[1], axis=1))
 
 
 def _k_smooth(x: Tensor, p: dict, q: dict, generator: Generator | None) -> Tensor:
     """Gaussian blur with ``kernel`` taps at 224 px (OpenCV's sigma rule), re-thresholded at 0.5."""
     n, h, w = x.shape
+    if _opencv(x):
+        out = np.empty(x.shape, np.float32)
+        for i, (m, t) in enumerate(
+            zip(x.numpy(), _np_smooth_taps(p["kernel"], q["kernel"], h, w), strict=True)
+        ):
+            out[i] = cv2.sepFilter2D(m, cv2.CV_32F, t, t, borderType=cv2.BORDER_REPLICATE)
+        return torch.from_numpy(np.greater(out, 0.5).view(np.uint8))
     s = _scale(h)
     kernel = p["kernel"]
     sigma = (0.3 * ((kernel - 1) / 2 - 1) + 0.8) * s
     radius = torch.floor((kernel - 1) / 2 * s + 0.5).clamp_(min=1)
     max_radius = min(max(max(1, math.floor((k - 1) / 2 * s + 0.5)) for k in q["kernel"]), max(h, w) - 1)
     taps = _gaussian_taps(sigma, radius, max_radius)
-    if _opencv(x):
-        out = np.empty(x.shape, np.float32)
-        for i, (m, t, r) in enumerate(zip(x.numpy(), taps.numpy(), radius.long().tolist(), strict=True)):
-            t = t[max_radius - min(r, max_radius) : max_radius + min(r, max_radius) + 1]
-            out[i] = cv2.sepFilter2D(m, cv2.CV_32F, t, t, borderType=cv2.BORDER_REPLICATE)
-        return torch.from_numpy(np.greater(out, 0.5).view(np.uint8))
     return _transpose((_blur(x.float(), taps) > 0.5).view(torch.uint8))
+
+
+_ELASTIC_TAPS: dict[float, np.ndarray] = {}
+
+
+def _elastic_taps(sig: np.float32) -> np.ndarray:
+    """Normalised float32 Gaussian taps of standard deviation ``sig`` (coarse-grid cells) over ``+-ceil(3
+    sig)``, cached by ``sig``."""
+    taps = _ELASTIC_TAPS.get(float(sig))
+    if taps is None:
+        taps = np.arange(-math.ceil(3 * sig), math.ceil(3 * sig) + 1, dtype=np.float32)
+        taps = np.exp(np.float32(-0.5) * (taps / sig) ** 2)
+        taps /= taps.sum()
+        if len(_ELASTIC_TAPS) > 1024:
+            _ELASTIC_TAPS.clear()
+        _ELASTIC_TAPS[float(sig)] = taps
+    return taps
+
+
+_SMOOTH_TAPS: dict[tuple, list[np.ndarray]] = {}
+
+
+def _np_smooth_taps(kernel: Tensor, kernels: list[float], h: int, w: int) -> list[np.ndarray]:
+    """Per-mask 1-D taps of :func:`_k_smooth`'s OpenCV path (computed as the torch path does, then cut to each
+    mask's radius), cached by ``(h, w, kernels)``: the same inputs give the same taps."""
+    key = (h, w, *kernels)
+    cached = _SMOOTH_TAPS.get(key)
+    if cached is None:
+        s = _scale(h)
+        sigma = (0.3 * ((kernel - 1) / 2 - 1) + 0.8) * s
+        radius = torch.floor((kernel - 1) / 2 * s + 0.5).clamp_(min=1)
+        max_radius = min(max(max(1, math.floor((k - 1) / 2 * s + 0.5)) for k in kernels), max(h, w) - 1)
+        taps = _gaussian_taps(sigma, radius, max_radius).numpy()
+        cached = [
+            t[max_radius - min(r, max_radius) : max_radius + min(r, max_radius) + 1]
+            for t, r in zip(taps, radius.long().tolist(), strict=True)
+        ]
+        if len(_SMOOTH_TAPS) > 1024:  # a bounded cache: the sampler makes few distinct sub-batches
+            _SMOOTH_TAPS.clear()
+        _SMOOTH_TAPS[key] = cached
+    return cached
 
 
 def _k_elastic(x: Tensor, p: dict, q: dict, generator: Generator | None) -> Tensor:
@@ -1065,12 +1183,10 @@ def _k_elastic(x: Tensor, p: dict, q: dict, generator: Generator | None) -> Tens
     if _opencv(x):  # per mask: blur the (dy, dx) noise, upsample it as one (x, y) map, remap
         amplitude = (p["alpha"].numpy() * s / cell).repeat(2)[:, None, None]
         noise = (2 * uniform.numpy() - 1) * amplitude
-        grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), -1)
+        grid = _pixel_grid(h, w)
         out = np.empty(x.shape, np.uint8)
         for i, (m, sig) in enumerate(zip(x.numpy(), p["sigma"].numpy() / np.float32(cell), strict=True)):
-            t = np.arange(-math.ceil(3 * sig), math.ceil(3 * sig) + 1, dtype=np.float32)
-            t = np.exp(np.float32(-0.5) * (t / sig) ** 2)
-            t /= t.sum()
+            t = _elastic_taps(sig)
             field = [
                 cv2.sepFilter2D(noise[2 * i + c], -1, t, t, borderType=cv2.BORDER_REPLICATE) for c in (1, 0)
             ]
@@ -1123,12 +1239,13 @@ def _np_grid(a: np.ndarray, uniform: np.ndarray, steps: np.ndarray, limit: np.nd
     cells = (1 + (2 * uniform - 1) * limit[:, None, None]) * active[:, None, :]
     nodes = np.concatenate((np.zeros((n, 2, 1), np.float32), cells.cumsum(-1, dtype=np.float32)), -1)
     nodes = nodes / nodes[..., -1:]
+    sample = np.arange(n)[:, None]
 
     def axis_index(axis: int, size: int) -> np.ndarray:
         u = (np.arange(size, dtype=np.float32) + np.float32(0.5)) / np.float32(size) * steps[:, None]
         cell = np.minimum(np.floor(u), steps[:, None] - 1).astype(np.int64)
-        start = np.take_along_axis(nodes[:, axis], cell, 1)
-        end = np.take_along_axis(nodes[:, axis], cell + 1, 1)
+        start = nodes[:, axis][sample, cell]
+        end = nodes[:, axis][sample, cell + 1]
         src = (start + (u - cell) * (end - start)) * np.float32(size) - np.float32(0.5)
         idx = np.floor(src + np.float32(0.5)).astype(np.int64)
         return np.where((idx >= 0) & (idx < size), idx, size)
@@ -1136,8 +1253,10 @@ def _np_grid(a: np.ndarray, uniform: np.ndarray, steps: np.ndarray, limit: np.nd
     padded = np.zeros((n, h + 1, w + 1), np.uint8)
     padded[:, :h, :w] = a
     rows, cols = axis_index(0, h), axis_index(1, w)
-    out = [np.take(np.take(m, r, axis=0), c, axis=1) for m, r, c in zip(padded, rows, cols, strict=True)]
-    return torch.from_numpy(np.stack(out))
+    out = np.empty_like(a)
+    for m, r, c, dst in zip(padded, rows, cols, out, strict=True):
+        m.take(r, axis=0).take(c, axis=1, out=dst)
+    return torch.from_numpy(out)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1322,7 +1441,7 @@ def fitted_ellipse(masks: Tensor, *, generator: Generator | None = None) -> Tens
 def _np_fitted_ellipse(a: np.ndarray) -> Tensor:
     """:func:`fitted_ellipse` on CPU masks with OpenCV / NumPy (the same float32 formulas)."""
     n, h, w = a.shape
-    area, cy, cx, vyy, vxx = (t.numpy() for t in _np_stats(a))
+    area, cy, cx, vyy, vxx = _np_moments(a)
     xs = np.arange(w, dtype=np.float32) - np.float32((w - 1) / 2)
     row_x = (a.reshape(n * h, w).astype(np.float32) @ xs).reshape(n, h)  # centred sum of x per row
     dy = np.arange(h, dtype=np.float32) - cy[:, None]
@@ -1380,6 +1499,8 @@ def convex_hull(masks: Tensor, *, generator: Generator | None = None) -> Tensor:
     """
 
     def core(x: Tensor) -> Tensor:
+        if _opencv(x):
+            return _np_convex_hull(x.numpy())
         n, h, w = x.shape
         values, first = x.max(dim=2)  # first foreground column per row (the first maximum)
         last = (w - 1) - x.flip(2).max(dim=2)[1]
@@ -1403,6 +1524,39 @@ def convex_hull(masks: Tensor, *, generator: Generator | None = None) -> Tensor:
     return _apply(masks, core)
 
 
+_HULL_TRIG: list[tuple[np.ndarray, np.ndarray]] = []
+"""``(cos, sin)`` float32 ``(D, 1)`` of the hull's support directions, computed once with torch (so the NumPy
+path uses exactly the torch path's values)."""
+
+
+def _hull_trig() -> tuple[np.ndarray, np.ndarray]:
+    if not _HULL_TRIG:
+        theta = (torch.arange(_HULL_DIRECTIONS) + 0.5) * (2 * math.pi / _HULL_DIRECTIONS)
+        _HULL_TRIG.append((torch.cos(theta)[:, None].numpy(), torch.sin(theta)[:, None].numpy()))
+    return _HULL_TRIG[0]
+
+
+def _np_convex_hull(a: np.ndarray) -> Tensor:
+    """:func:`convex_hull` of uint8 ``(N, H, W)`` CPU masks with NumPy (the same float32 formulas)."""
+    n, h, w = a.shape
+    first = a.argmax(2)  # first foreground column per row
+    last = (w - 1) - a[:, :, ::-1].argmax(2)
+    has = a.max(2).astype(bool)[:, None, :]  # (N, 1, H)
+    ys = np.arange(h, dtype=np.float32)
+    cos, sin = _hull_trig()
+    right = cos > 0
+    extreme = np.where(right, last[:, None, :], first[:, None, :]).astype(np.float32)  # (N, D, H)
+    support = np.where(has, extreme * cos + ys * sin, -np.inf).max(2, keepdims=True)  # (N, D, 1)
+    bound = (support - ys * sin) / cos
+    hi = np.where(right, bound, np.inf).min(1)
+    lo = np.where(right, -np.inf, bound).max(1)
+    row = np.arange(h)
+    y_min = np.where(has[:, 0], row, h).min(1, keepdims=True)
+    y_max = np.where(has[:, 0], row, -1).max(1, keepdims=True)
+    lo = np.where((row >= y_min) & (row <= y_max), lo, np.float32(np.inf))
+    return torch.from_numpy(_np_fill_rows(lo, hi, w).numpy() | a)
+
+
 def bounding_box(masks: Tensor, *, generator: Generator | None = None) -> Tensor:
     """Fill each mask's bounding box (contains the mask). Empty masks stay empty.
 
@@ -1420,6 +1574,16 @@ def bounding_box(masks: Tensor, *, generator: Generator | None = None) -> Tensor
 
     def core(x: Tensor) -> Tensor:
         n, h, w = x.shape
+        if _opencv(x):  # the same formulas with NumPy
+            a = x.numpy()
+            rows, cols = a.any(2), a.any(1)
+            row, col = np.arange(h), np.arange(w, dtype=np.float32)
+            y_min = np.where(rows, row, h).min(1, keepdims=True)
+            y_max = np.where(rows, row, -1).max(1, keepdims=True)
+            x_min = np.where(cols, col, np.float32(np.inf)).min(1, keepdims=True)
+            x_max = np.where(cols, col, np.float32(-np.inf)).max(1, keepdims=True)
+            lo = np.where((row >= y_min) & (row <= y_max), x_min, np.float32(np.inf))
+            return _np_fill_rows(lo, np.broadcast_to(x_max, (n, h)), w)
         rows, cols = _row_counts(x) > 0, _col_counts(x) > 0
         row = torch.arange(h, device=x.device)
         col = torch.arange(w, device=x.device, dtype=torch.float32)
@@ -1462,7 +1626,9 @@ def jagged_band(masks: Tensor, *, kernel: int = 3, generator: Generator | None =
         coins = _coins(x.numel(), generator, x.device).view(x.shape)
         if _opencv(x):
             a, k = x.numpy(), _square(r)
-            band = np.stack([cv2.dilate(m, k) ^ cv2.erode(m, k) for m in a])  # erode <= mask <= dilate
+            n, h, _ = a.shape
+            grown = _np_unstacked(cv2.dilate(_np_stacked(a, r, 0), k), n, h, r)
+            band = grown ^ _np_unstacked(cv2.erode(_np_stacked(a, r, 1), k), n, h, r)  # erode <= a <= dilate
             return torch.from_numpy(a ^ ((a ^ coins.numpy()) & band))
         band = _dilate(x, r) & (_erode(x, r) ^ 1)
         return x ^ ((x ^ coins) & band)
@@ -1679,6 +1845,16 @@ def rectangular_dropout(
 
     def core(x: Tensor) -> Tensor:
         n, h, w = x.shape
+        if _opencv(x):  # the same draws and formulas with NumPy
+            a = x.numpy()
+            cy, cx = _np_random_points(a, 1, generator)
+            sides = _uniform((n, 2), fraction[0], fraction[1], generator, x.device).numpy()
+            half_h, half_w = sides[:, :1] * (h / 2), sides[:, 1:] * (w / 2)
+            ys = np.arange(h, dtype=np.float32)
+            lo = np.where(np.abs(ys - cy) <= half_h, cx - half_w, np.float32(np.inf))
+            return torch.from_numpy(
+                a & (_np_fill_rows(lo, np.broadcast_to(cx + half_w, (n, h)), w).numpy() ^ 1)
+            )
         cy, cx = _random_points(x, 1, generator)
         sides = _uniform((n, 2), fraction[0], fraction[1], generator, x.device)
         half_h, half_w = sides[:, :1] * (h / 2), sides[:, 1:] * (w / 2)
