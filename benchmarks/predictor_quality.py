@@ -110,9 +110,21 @@ def train_predictor(args, out: Path, variant: str, snap_dir: Path) -> Path:
     best = vdir / "best.ckpt"
     if best.exists():
         return best
-    L.seed_everything(args.seed, verbose=False)
+    seed = args.seed if args.train_seed is None else args.train_seed
+    split = {}
+    if (
+        seed != args.seed
+    ):  # another training seed on the same split (the snapshots and segmenters were made for it)
+        split_path = out / f"split_seed{args.seed}.json"
+        source = QualityDataModule(
+            root=args.root, image_size=args.image_size, p_weak=0.0, seed=args.seed
+        ).source
+        source.setup()
+        source.split.save(split_path)
+        split = {"split_file": str(split_path)}
+    L.seed_everything(seed, verbose=False)
     dm = QualityDataModule(root=args.root, image_size=args.image_size, samples_per_image=args.samples_per_image,
-                           batch_size=32, snapshots=[str(snap_dir)], seed=args.seed,
+                           batch_size=32, snapshots=[str(snap_dir)], seed=seed, **split,
                            **VARIANTS[variant]["data"])  # fmt: skip
     model = QualityPredictor(backbone="resnet18", pretrained=False, channels_last=args.channels_last,
                              **VARIANTS[variant]["model"])  # fmt: skip
@@ -169,7 +181,11 @@ def main() -> None:
         choices=sorted(VARIANTS),
     )
     parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="split, snapshots, segmenters and predictor seed")
+    parser.add_argument(
+        "--train-seed", type=int, default=None,
+        help="another seed for the predictors only (initialisation, batches), on --seed's split: a replicate",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
