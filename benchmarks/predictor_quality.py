@@ -124,7 +124,7 @@ def train_predictor(args, out: Path, variant: str, snap_dir: Path) -> Path:
         split = {"split_file": str(split_path)}
     L.seed_everything(seed, verbose=False)
     dm = QualityDataModule(root=args.root, image_size=args.image_size, samples_per_image=args.samples_per_image,
-                           batch_size=32, snapshots=[str(snap_dir)], seed=seed, **split,
+                           batch_size=32, snapshots=[str(snap_dir)], seed=seed, noise_reuse=args.noise_reuse, **split,
                            **VARIANTS[variant]["data"])  # fmt: skip
     model = QualityPredictor(backbone="resnet18", pretrained=False, channels_last=args.channels_last,
                              **VARIANTS[variant]["model"])  # fmt: skip
@@ -181,6 +181,10 @@ def main() -> None:
         choices=sorted(VARIANTS),
     )
     parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--noise-reuse", type=int, default=8,
+        help="QualityDataModule(noise_reuse=...); run 2 predated it and drew fresh noise per batch (1)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="split, snapshots, segmenters and predictor seed")
     parser.add_argument(
         "--train-seed", type=int, default=None,
