@@ -50,20 +50,28 @@ def logit_channels(num_classes: int) -> int:
     return 1 if num_classes == 2 else num_classes
 
 
-def foreground_from_labels(labels: Tensor, num_classes: int) -> Tensor:
-    """One-hot foreground masks ``(B, K-1, H, W)`` float from a label map ``(B, H, W)``.
+def foreground_from_labels(labels: Tensor, num_classes: int, *, dtype: torch.dtype = torch.float32) -> Tensor:
+    """One-hot foreground masks ``(B, K-1, H, W)`` from a label map ``(B, H, W)``, in ``dtype`` (float32).
+
+    ``uint8`` label maps are compared as they are (no ``long`` copy); ``dtype=torch.uint8`` returns the
+    comparison's bytes without a conversion pass.
 
     Example:
         >>> labels = torch.tensor([[[0, 1], [2, 2]]])
         >>> foreground_from_labels(labels, 3)[0, 1]
         tensor([[0., 0.],
                 [1., 1.]])
+        >>> foreground_from_labels(labels.to(torch.uint8), 3, dtype=torch.uint8)[0, 0]
+        tensor([[0, 1],
+                [0, 0]], dtype=torch.uint8)
     """
     check_num_classes(num_classes)
     if labels.ndim != 3:
         raise ValueError(f"Expected a label map of shape (B, H, W), got shape {tuple(labels.shape)}.")
-    classes = torch.arange(1, num_classes, device=labels.device).view(1, -1, 1, 1)
-    return (labels.long().unsqueeze(1) == classes).float()
+    work = labels if labels.dtype == torch.uint8 and num_classes <= 256 else labels.long()
+    classes = torch.arange(1, num_classes, device=labels.device, dtype=work.dtype).view(1, -1, 1, 1)
+    hot = work.unsqueeze(1) == classes
+    return hot.view(torch.uint8) if dtype == torch.uint8 else hot.to(dtype)
 
 
 def labels_from_foreground(masks: Tensor) -> Tensor:

@@ -41,3 +41,14 @@ def test_wrong_shapes():
         foreground_from_labels(torch.zeros(2, 1, 4, 4, dtype=torch.long), 2)
     with pytest.raises(ValueError, match="foreground masks"):
         labels_from_foreground(torch.zeros(4, 4))
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_foreground_from_labels_dtypes_agree(num_classes):
+    labels = torch.randint(0, num_classes, (2, 5, 7), generator=torch.Generator().manual_seed(0))
+    ref = foreground_from_labels(labels, num_classes)
+    assert ref.dtype == torch.float32
+    for source in (labels, labels.to(torch.uint8), labels.to(torch.int32)):
+        hot = foreground_from_labels(source, num_classes, dtype=torch.uint8)
+        assert hot.dtype == torch.uint8 and torch.equal(hot.float(), ref)
+        assert torch.equal(foreground_from_labels(source, num_classes), ref)

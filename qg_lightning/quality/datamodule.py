@@ -161,13 +161,6 @@ class _EpochPermutation(Sampler[int]):
         return self.n
 
 
-def _foreground_u8(labels: Tensor, num_classes: int) -> Tensor:
-    """One-hot foreground masks ``(B, K-1, H, W)`` uint8 of an integer label map ``(B, H, W)`` (no long copy)."""
-    dtype = labels.dtype if labels.dtype == torch.uint8 and num_classes <= 256 else torch.long
-    classes = torch.arange(1, num_classes, device=labels.device, dtype=dtype).view(1, -1, 1, 1)
-    return (labels.to(dtype).unsqueeze(1) == classes).view(torch.uint8)
-
-
 class QualityDataModule(L.LightningDataModule):
     """Candidate masks with their true Dice, for training and evaluating a :class:`QualityPredictor`.
 
@@ -454,7 +447,9 @@ class QualityDataModule(L.LightningDataModule):
         extra = (snaps.flatten(1, 2),) if snaps is not None else ()
         warped = apply_spatial(params, images, labels.unsqueeze(1), *extra)
         images = warped[0].float().div_(255.0)
-        truth = _foreground_u8(warped[1].squeeze(1), hp.num_classes)  # uint8: what the sampler works in
+        truth = foreground_from_labels(
+            warped[1].squeeze(1), hp.num_classes, dtype=torch.uint8
+        )  # the sampler's
         result = self.sampler(truth, generator=generator)
         candidate, quality = result.masks, result.quality
         category = result.category.clone()
