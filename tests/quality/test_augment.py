@@ -101,6 +101,20 @@ def test_photometric_in_place_matches_out_of_place(channels, given_noise):
     assert out.data_ptr() == z.data_ptr() and torch.allclose(out, y, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("given_noise", [False, True])
+def test_photometric_reads_uint8_as_x_over_255(channels, given_noise):
+    x8 = torch.randint(0, 256, (3, channels, 10, 14), dtype=torch.uint8)
+    before = x8.clone()
+    noise = torch.randn(x8.shape, generator=torch.Generator().manual_seed(1)) if given_noise else None
+    y = photometric(x8, generator=torch.Generator().manual_seed(5), noise=noise, inplace=True, **WIDE)
+    ref = photometric(x8.float() / 255, generator=torch.Generator().manual_seed(5), noise=noise, **WIDE)
+    assert y.dtype == torch.float32 and torch.allclose(y, ref, atol=1e-6, rtol=0)
+    assert torch.equal(x8, before)  # a uint8 input is never written, even with inplace=True
+    with pytest.raises(TypeError, match="floating point or uint8"):
+        photometric(x8.to(torch.int16))
+
+
 def test_noise_window_is_a_seeded_view_of_the_bank():
     bank = torch.randn(1000, generator=torch.Generator().manual_seed(0))
     a = noise_window(bank, (2, 3, 5, 5), generator=torch.Generator().manual_seed(1))
@@ -160,6 +174,22 @@ def test_uint8_images_round_trip_on_both_paths(monkeypatch):
     for out in (fast[0], slow[0]):
         assert out.dtype == torch.uint8
         assert (out.float() / 255 - reference).abs().max() <= 1.0 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_channels_last_images_warp_to_the_same_values_as_plane_by_plane(monkeypatch, channels, dtype):
+    img = _smooth(5, channels, 24, 40, seed=4)
+    img = (img * 255).round().to(torch.uint8) if dtype == torch.uint8 else img
+    mask = (img[:, :1] > img[:, :1].float().mean()).to(torch.uint8)
+    params = draw_spatial(5, max_rotation=30, generator=torch.Generator().manual_seed(6))
+    planar = apply_spatial(params, img, mask)
+    calls, real_split = [], augment.cv2.split
+    monkeypatch.setattr(augment.cv2, "split", lambda *a: calls.append(1) or real_split(*a))
+    interleaved = apply_spatial(params, img.contiguous(memory_format=torch.channels_last), mask)
+    assert len(calls) == (5 if channels in (3, 4) else 0)  # one interleaved warp per sample for RGB(A) only
+    for a, b in zip(planar, interleaved, strict=True):
+        assert torch.equal(a, b) and b.is_contiguous()
 
 
 @pytest.mark.parametrize("use_opencv", [True, False])

@@ -54,6 +54,10 @@ def test_training_batches_are_seeded_and_consistent(root):
     assert a["truth"].shape == a["candidate"].shape
     assert torch.allclose(dice_target(a["candidate"], a["truth"]), a["quality"])
     assert len(qdm.train_dataloader()) == len(qdm.train_ids) * 3 // 8
+    # the cache and the gathered batch are channels-last (fast warps); what comes out is plain contiguous
+    assert raw["image_u8"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(raw["image_u8"], qdm.train_data["images"][raw["index"]])
+    assert a["image"].is_contiguous() and a["image"].dtype == torch.float32
 
 
 def test_noise_bank_is_reused_for_noise_reuse_batches_and_seeded(root):
