@@ -260,15 +260,18 @@ def photometric(
     u = torch.rand(b, 4, 1, 1, 1, device=images.device, generator=generator, dtype=dtype)
     bright, contr = 1 + brightness * (2 * u[:, 0] - 1), 1 + contrast * (2 * u[:, 1] - 1)  # (B, 1, 1, 1)
     sigma = noise_std * u[:, 3]
-    gray = x.mean(dim=1, keepdim=True) if c == 3 else None  # in the units of ``x``
-    mean = (gray if gray is not None else x).mean(dim=(1, 2, 3), keepdim=True) * unit
+    if c == 3:  # channel sum (one pass, cheaper than ``mean``): gray = sum / 3 in [0, 1] units
+        gray, unit_gray = x.sum(dim=1, keepdim=True), unit / 3
+    else:
+        gray, unit_gray = None, unit
+    mean = (gray if gray is not None else x).mean(dim=(1, 2, 3), keepdim=True) * unit_gray
     scale, offset = bright * contr, bright * (1 - contr) * mean
     fresh = noise is None
     if noise is None:
         noise = torch.randn(images.shape, device=images.device, generator=generator, dtype=dtype)
     if gray is not None:
         sat = 1 + saturation * (2 * u[:, 2] - 1)
-        base = gray.mul_(scale * (1 - sat) * unit).add_(offset)  # (B, 1, H, W)
+        base = gray.mul_(scale * (1 - sat) * unit_gray).add_(offset)  # (B, 1, H, W)
         scale = scale * sat
     else:
         base = offset

@@ -465,7 +465,8 @@ class QualityDataModule(L.LightningDataModule):
             if use.any():
                 weights = torch.where(allowed.sum(1, keepdim=True) > 0, allowed, torch.ones_like(allowed))
                 choice = torch.multinomial(weights, 1, generator=generator).squeeze(1)
-                rows = torch.arange(b, device=device) * s + choice  # index_select: uint8 fancy indexing is slow
+                # each sample's chosen snapshot, by index_select (uint8 fancy indexing is slow on CPU)
+                rows = torch.arange(b, device=device) * s + choice
                 picked = snap_masks.flatten(0, 1).index_select(0, rows)
                 if self._snapshot_range is None:
                     picked = picked.float()
