@@ -16,8 +16,9 @@ Implementation notes (speed on one CPU thread; see ``benchmarks/predictor_throug
   fixed-point interpolation (1/32 pixel positions) and nearest-neighbour ties. The private switch
   ``_OPENCV_CPU`` forces the torch path (the tests compare the two).
 * :func:`photometric` folds brightness, contrast and saturation into one per-sample scale, a per-pixel gray
-  term and a per-sample offset, so the whole jitter is the noise draw plus three in-place passes.
-* The Gaussian noise draw is the largest single cost of a batch at 224 px on one CPU thread (``torch.randn``
+  term and a per-sample offset, so the whole jitter is the noise draw, a channel sum and three passes (a
+  ``uint8`` batch adds its float conversion, with the ``1 / 255`` folded into the factors).
+* The Gaussian noise draw is one of the largest costs of a batch at 224 px on one CPU thread (``torch.randn``
   of the whole batch). :func:`noise_window` lets a caller reuse one bank of standard normal values for several
   batches (a random window of it per batch): each batch's noise is still independent N(0, 1) per pixel, only
   batches that share a bank see overlapping stretches of it. ``QualityDataModule(noise_reuse=...)`` uses it.

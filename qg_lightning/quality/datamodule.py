@@ -191,7 +191,7 @@ class QualityDataModule(L.LightningDataModule):
         photometric: image-only brightness/contrast/saturation/noise after corruption.
         noise_reuse: consecutive training batches that take their Gaussian noise from one bank of fresh
             standard normal values (twice a batch's size, a random window per batch;
-            :func:`~qg_lightning.quality.augment.noise_window`). The noise draw is the largest single cost of a
+            :func:`~qg_lightning.quality.augment.noise_window`). The noise draw is one of the largest costs of a
             batch on one CPU thread; 8 (default) draws an eighth as much. Each batch's noise is still independent
             N(0, 1) per pixel; ``1`` draws fresh noise for every batch.
         num_workers: loader workers (gathering cached tensors is cheap; 0 is usually fastest).
