@@ -50,7 +50,10 @@ def _import_old(ref: str, workdir: Path) -> ModuleType:
         check=True, capture_output=True,
     ).stdout  # fmt: skip
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(workdir, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4: refuse links and absolute paths
+            tar.extractall(workdir, filter="data")
+        else:  # our own git archive of one folder
+            tar.extractall(workdir)
     pkg = workdir / "qg_old"
     (workdir / "qg_lightning").rename(pkg)
     for path in pkg.rglob("*.py"):
