@@ -309,7 +309,7 @@ class QualityDataModule(L.LightningDataModule):
 
         train_ids = list(split.labeled)
         images, labels = load(train_ids)
-        # channels-last, so that the CPU warp reads each RGB sample as one interleaved image (augment notes)
+        # channels-last, so that the CPU warp packs each RGB sample with one cv2.cvtColor (augment notes)
         self.train_data = {"images": images.contiguous(memory_format=torch.channels_last), "labels": labels}
         self.train_ids = train_ids
         if hp.p_weak > 0:
@@ -417,16 +417,18 @@ class QualityDataModule(L.LightningDataModule):
         """Standard normal noise of ``shape`` for batch ``index`` of the epoch (``noise_reuse`` batches per bank).
 
         The bank is redrawn from the batch's own generator at every ``noise_reuse``-th batch of an epoch, so the
-        noise depends only on the seed, the epoch and the batch index (like the rest of the batch).
+        noise depends only on the seed, the epoch and the batch index (like the rest of the batch). A redraw
+        refills the bank's memory in place when its size fits (the same values as a new ``torch.randn``): a
+        fresh allocation of that size costs about as much again in page faults on CPU. Nothing outside this
+        method keeps a window: :func:`photometric` reads it into a new tensor.
         """
         n = math.prod(shape)
         bank = self._noise_bank
-        if (
-            index % self.hparams.noise_reuse == 0
-            or bank is None
-            or bank.numel() < 2 * n
-            or bank.device != device
-        ):
+        redraw = index % self.hparams.noise_reuse == 0
+        if bank is not None and bank.numel() == 2 * n and bank.device == device:
+            if redraw:
+                bank.normal_(generator=generator)
+        elif redraw or bank is None or bank.numel() < 2 * n or bank.device != device:
             bank = self._noise_bank = torch.randn(2 * n, device=device, generator=generator)
         return noise_window(bank, shape, generator=generator)
 

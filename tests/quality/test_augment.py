@@ -1,5 +1,7 @@
 import math
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -176,20 +178,48 @@ def test_uint8_images_round_trip_on_both_paths(monkeypatch):
         assert (out.float() / 255 - reference).abs().max() <= 1.0 / 255 + 1e-6
 
 
-@pytest.mark.parametrize("channels", [2, 3, 4])
+def _plane_by_plane(x, params, *, linear):
+    """Reference: every (H, W) plane warped on its own with cv2.warpAffine."""
+    h, w = x.shape[-2:]
+    mats = augment._pixel_matrices(params, h, w)
+    itp = cv2.INTER_LINEAR if linear else cv2.INTER_NEAREST
+    border = cv2.BORDER_REPLICATE if linear else cv2.BORDER_CONSTANT
+    src = x.contiguous().numpy()
+    out = np.empty_like(src)
+    for i in range(src.shape[0]):
+        for c in range(src.shape[1]):
+            out[i, c] = cv2.warpAffine(src[i, c], mats[i], (w, h), flags=itp | cv2.WARP_INVERSE_MAP,
+                                       borderMode=border, borderValue=0)  # fmt: skip
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5, 9])
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
-def test_channels_last_images_warp_to_the_same_values_as_plane_by_plane(monkeypatch, channels, dtype):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_packed_warps_give_each_plane_its_own_warp(channels, dtype, channels_last):
     img = _smooth(5, channels, 24, 40, seed=4)
     img = (img * 255).round().to(torch.uint8) if dtype == torch.uint8 else img
-    mask = (img[:, :1] > img[:, :1].float().mean()).to(torch.uint8)
+    if channels_last:
+        img = img.contiguous(memory_format=torch.channels_last)
+    mask = (img > img.float().mean()).to(dtype)  # several mask planes: nearest, zero border
     params = draw_spatial(5, max_rotation=30, generator=torch.Generator().manual_seed(6))
-    planar = apply_spatial(params, img, mask)
-    calls, real_split = [], augment.cv2.split
-    monkeypatch.setattr(augment.cv2, "split", lambda *a: calls.append(1) or real_split(*a))
-    interleaved = apply_spatial(params, img.contiguous(memory_format=torch.channels_last), mask)
-    assert len(calls) == (5 if channels in (3, 4) else 0)  # one interleaved warp per sample for RGB(A) only
-    for a, b in zip(planar, interleaved, strict=True):
-        assert torch.equal(a, b) and b.is_contiguous()
+    warped_img, warped_mask = apply_spatial(params, img, mask)
+    assert torch.equal(warped_img, _plane_by_plane(img, params, linear=True))
+    assert torch.equal(warped_mask, _plane_by_plane(mask, params, linear=False))
+    assert warped_img.is_contiguous() and warped_mask.is_contiguous() and warped_img.dtype == dtype
+
+
+def test_rgb_images_are_warped_as_one_four_channel_image_per_sample(monkeypatch):
+    img = (_smooth(5, 3, 24, 40) * 255).round().to(torch.uint8)
+    params = draw_spatial(5, generator=torch.Generator().manual_seed(1))
+    shapes, real = [], augment.cv2.warpAffine
+    monkeypatch.setattr(
+        augment.cv2, "warpAffine", lambda src, *a, **k: shapes.append(src.shape) or real(src, *a, **k)
+    )
+    for layout in (torch.contiguous_format, torch.channels_last):
+        shapes.clear()
+        apply_spatial(params, img.contiguous(memory_format=layout))
+        assert shapes == [(24, 40, 4)] * 5  # OpenCV's vectorised 4-channel warp, once per sample
 
 
 @pytest.mark.parametrize("use_opencv", [True, False])

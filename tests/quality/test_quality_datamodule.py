@@ -64,14 +64,20 @@ def test_noise_bank_is_reused_for_noise_reuse_batches_and_seeded(root):
     qdm = _qdm(root, noise_reuse=3)
     qdm.setup("fit")
     shape = torch.Size([8, 3, 32, 32])
-    banks = []
+    banks, pointers = [], []
     for index in range(7):
         noise = qdm._noise(shape, torch.device("cpu"), torch.Generator().manual_seed(index), index)
         assert noise.shape == shape
-        banks.append(qdm._noise_bank)
-    assert banks[0] is banks[1] is banks[2] and banks[3] is banks[4] is banks[5]
-    assert banks[2] is not banks[3] and banks[5] is not banks[6]
+        banks.append(qdm._noise_bank.clone())
+        pointers.append(qdm._noise_bank.data_ptr())
+    assert torch.equal(banks[0], banks[2]) and torch.equal(banks[3], banks[5])
+    assert not torch.equal(banks[2], banks[3]) and not torch.equal(banks[5], banks[6])
     assert banks[0].numel() == 2 * shape.numel()
+    # a redraw refills the same memory (no new allocation) with the values a fresh draw would give
+    assert len(set(pointers)) == 1
+    for index in (0, 3, 6):
+        fresh = torch.randn(2 * shape.numel(), generator=torch.Generator().manual_seed(index))
+        assert torch.equal(banks[index], fresh)
     # redrawn from the batch's own generator: the same index and seed give the same bank
     qdm._noise(shape, torch.device("cpu"), torch.Generator().manual_seed(3), 3)
     assert torch.equal(qdm._noise_bank, banks[3])
@@ -81,6 +87,9 @@ def test_noise_bank_is_reused_for_noise_reuse_batches_and_seeded(root):
     a = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(1), batch_index=4)
     b = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(1), batch_index=4)
     assert torch.equal(a["image"], b["image"])
+    # a redraw for a batch of another size gets a bank of its own size
+    qdm._noise(torch.Size([4, 3, 32, 32]), torch.device("cpu"), torch.Generator().manual_seed(9), 9)
+    assert qdm._noise_bank.numel() == 2 * 4 * 3 * 32 * 32
 
 
 def test_noise_reuse_one_draws_fresh_noise_per_batch(root):
