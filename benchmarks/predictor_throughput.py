@@ -59,24 +59,42 @@ def _samples_per_s(step: Callable[[], int], n_steps: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def _data_side(dms: dict[str, QualityDataModule], n_batches: int) -> dict[str, float]:
-    """Samples per second of each data module's batches, timed on alternating batches (same machine load)."""
+def _minor_faults() -> int | None:
+    """Minor page faults of this process so far (``None`` where ``resource`` is missing, e.g. Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _data_side(
+    dms: dict[str, QualityDataModule], n_batches: int
+) -> tuple[dict[str, float], dict[str, float | None]]:
+    """Samples per second of each data module's batches, timed on alternating batches (same machine load),
+    and the minor page faults per batch (fresh memory the C allocator had to map: a sign that it handed
+    freed batch buffers back to the system)."""
     streams = {name: _batches(dm) for name, dm in dms.items()}
     cv_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     seconds = dict.fromkeys(dms, 0.0)
     samples = dict.fromkeys(dms, 0)
+    faults = dict.fromkeys(dms, 0)
     try:
         for stream in streams.values():
             next(stream)  # warm-up
         for _ in range(n_batches):
             for name, stream in streams.items():
+                before = _minor_faults()
                 start = time.perf_counter()
                 samples[name] += next(stream)["image"].shape[0]
                 seconds[name] += time.perf_counter() - start
+                after = _minor_faults()
+                faults[name] += (after - before) if after is not None and before is not None else 0
     finally:
         cv2.setNumThreads(cv_threads)
-    return {name: samples[name] / seconds[name] for name in dms}
+    per_batch = {name: (faults[name] / n_batches if _minor_faults() is not None else None) for name in dms}
+    return {name: samples[name] / seconds[name] for name in dms}, per_batch
 
 
 def _end_to_end(dm: QualityDataModule, n_batches: int, threads: int) -> float:
@@ -133,12 +151,13 @@ def main() -> None:
                     noise_reuse=reuse,
                 )  # fmt: skip
                 dms[reuse].setup("fit")
-            data = _data_side(dms, args.data_batches)
+            data, faults = _data_side(dms, args.data_batches)
             dm = dms[args.noise_reuse]
             e2e = _end_to_end(dm, args.e2e_batches, args.threads) if args.e2e_batches > 0 else None
             results.setdefault(name, {})[str(size)] = {
                 "data_samples_per_s": round(data[args.noise_reuse], 1),
                 "data_samples_per_s_fresh_noise": round(data[1], 1),
+                "data_page_faults_per_batch": faults[args.noise_reuse],
                 "end_to_end_samples_per_s": round(e2e, 1) if e2e is not None else None,
             }
     load = os.getloadavg() if hasattr(os, "getloadavg") else None

@@ -52,3 +52,6 @@ def test_foreground_from_labels_dtypes_agree(num_classes):
         hot = foreground_from_labels(source, num_classes, dtype=torch.uint8)
         assert hot.dtype == torch.uint8 and torch.equal(hot.float(), ref)
         assert torch.equal(foreground_from_labels(source, num_classes), ref)
+    # a non-contiguous uint8 view (the CPU NumPy path) gives the same one-hot masks
+    view = labels.to(torch.uint8).transpose(1, 2)
+    assert torch.equal(foreground_from_labels(view, num_classes), ref.transpose(2, 3))
