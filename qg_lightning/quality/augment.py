@@ -293,8 +293,8 @@ def photometric(
     u = torch.rand(b, 4, 1, 1, 1, device=images.device, generator=generator, dtype=dtype)
     bright, contr = 1 + brightness * (2 * u[:, 0] - 1), 1 + contrast * (2 * u[:, 1] - 1)  # (B, 1, 1, 1)
     sigma = noise_std * u[:, 3]
-    if c == 3:  # channel sum (one pass, cheaper than ``mean``): gray = sum / 3 in [0, 1] units
-        gray, unit_gray = x.sum(dim=1, keepdim=True), unit / 3
+    if c == 3:  # channel sum as two adds (cheaper than ``sum(dim=1)`` or ``mean``): gray = sum / 3 in [0, 1]
+        gray, unit_gray = torch.add(x[:, 0:1], x[:, 1:2]).add_(x[:, 2:3]), unit / 3
     else:
         gray, unit_gray = None, unit
     mean = (gray if gray is not None else x).mean(dim=(1, 2, 3), keepdim=True) * unit_gray
