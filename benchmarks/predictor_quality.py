@@ -3,8 +3,9 @@
 Pipeline (every stage is cached in ``--out-dir`` and skipped when rerun):
 
 1. **Cross-fitted weak models** (snapshot masks): the training split is cut into ``--folds`` folds; for each fold a
-   U-Net (random-init ResNet-18) trains on the other folds and saves snapshots after ``--snapshot-epochs``. Its
-   masks on the held-out fold carry honest errors, not memorised ones.
+   U-Net (random-init ResNet-18; ``--snapshot-archs`` adds other architectures) trains on the other folds and
+   saves snapshots after ``--snapshot-epochs``. Its masks on the held-out fold carry honest errors, not
+   memorised ones.
 2. **Evaluation segmenters** the predictor never sees: an FPN (random-init ResNet-34) trained on half of the
    training split, saved after ``--eval-epochs``. Their predictions on the *test* images are the "real"
    candidates of the evaluation.
@@ -70,23 +71,35 @@ def _trainer(root_dir: Path, **kw) -> L.Trainer:
     return L.Trainer(**base)
 
 
-def weak_models(args, out: Path) -> Path:
-    snap_dir = out / "snapshots"
-    done = out / "snapshots.done"
-    if done.exists():
-        return snap_dir
-    for fold in range(args.folds):
-        L.seed_everything(100 + fold, verbose=False)
-        dm = SemiSupervisedDataModule(root=args.root, image_size=args.image_size, use_unlabeled=False, batch_size=16,
-                                      seed=args.seed, fold=fold, n_folds=args.folds)  # fmt: skip
-        model = SupervisedSegmenter(arch="Unet", encoder_name="resnet18", lr=1e-3)
-        cb = SnapshotCallback(epochs=args.snapshot_epochs, dirpath=str(snap_dir))
-        _trainer(out / "weak", max_epochs=max(args.snapshot_epochs), limit_val_batches=0, callbacks=[cb]).fit(
-            model, datamodule=dm
-        )
-        log.info("fold %d snapshots done", fold)
-    done.touch()
-    return snap_dir
+def _snapshot_models(spec: str) -> tuple[str, str]:
+    """``"ARCH:ENCODER"`` (``--snapshot-archs``) -> ``(arch, encoder)``."""
+    arch, sep, encoder = spec.partition(":")
+    if not sep or not arch or not encoder:
+        raise SystemExit(f"--snapshot-archs takes ARCH:ENCODER items (e.g. Unet:resnet18), got {spec!r}.")
+    return arch, encoder
+
+
+def weak_models(args, out: Path) -> list[Path]:
+    """Cross-fitted snapshots of every ``--snapshot-archs`` model, one folder each (the first is ``snapshots``)."""
+    folders = []
+    for index, spec in enumerate(args.snapshot_archs):
+        arch, encoder = _snapshot_models(spec)
+        name = "snapshots" if index == 0 else f"snapshots_{arch}_{encoder}"
+        snap_dir, done = out / name, out / f"{name}.done"
+        folders.append(snap_dir)
+        if done.exists():
+            continue
+        for fold in range(args.folds):
+            L.seed_everything(100 + fold + 1000 * index, verbose=False)
+            dm = SemiSupervisedDataModule(root=args.root, image_size=args.image_size, use_unlabeled=False,
+                                          batch_size=16, seed=args.seed, fold=fold, n_folds=args.folds)  # fmt: skip
+            model = SupervisedSegmenter(arch=arch, encoder_name=encoder, lr=1e-3)
+            cb = SnapshotCallback(epochs=args.snapshot_epochs, dirpath=str(snap_dir))
+            _trainer(out / f"weak_{name}", max_epochs=max(args.snapshot_epochs), limit_val_batches=0,
+                     callbacks=[cb]).fit(model, datamodule=dm)  # fmt: skip
+            log.info("%s fold %d snapshots done", spec, fold)
+        done.touch()
+    return folders
 
 
 def eval_segmenters(args, out: Path) -> list[Path]:
@@ -105,7 +118,7 @@ def eval_segmenters(args, out: Path) -> list[Path]:
     return find_snapshots(seg_dir)
 
 
-def train_predictor(args, out: Path, variant: str, snap_dir: Path) -> Path:
+def train_predictor(args, out: Path, variant: str, snap_dirs: list[Path]) -> Path:
     vdir = out / f"predictor_{variant}"
     best = vdir / "best.ckpt"
     if best.exists():
@@ -124,7 +137,7 @@ def train_predictor(args, out: Path, variant: str, snap_dir: Path) -> Path:
         split = {"split_file": str(split_path)}
     L.seed_everything(seed, verbose=False)
     dm = QualityDataModule(root=args.root, image_size=args.image_size, samples_per_image=args.samples_per_image,
-                           batch_size=32, snapshots=[str(snap_dir)], seed=seed, noise_reuse=args.noise_reuse, **split,
+                           batch_size=32, snapshots=[str(d) for d in snap_dirs], seed=seed, noise_reuse=args.noise_reuse, **split,
                            **VARIANTS[variant]["data"])  # fmt: skip
     model = QualityPredictor(backbone="resnet18", pretrained=False, channels_last=args.channels_last,
                              **VARIANTS[variant]["model"])  # fmt: skip
@@ -164,6 +177,11 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--snapshot-epochs", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument(
+        "--snapshot-archs", nargs="+", default=["Unet:resnet18"],
+        help="ARCH:ENCODER of the cross-fitted weak models (smp names, random init); several give snapshot "
+        "masks from several architectures, e.g. Unet:resnet18 DeepLabV3Plus:resnet18",
+    )  # fmt: skip
     parser.add_argument("--eval-epochs", type=int, nargs="+", default=[1, 3, 6])
     parser.add_argument("--minutes", type=float, default=45.0, help="training time limit per predictor")
     parser.add_argument(
@@ -197,13 +215,13 @@ def main() -> None:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    snap_dir = weak_models(args, out)
+    snap_dirs = weak_models(args, out)
     segmenters = eval_segmenters(args, out)
     summary: dict = {"benchmark": "predictor_quality", "root": args.root, "image_size": args.image_size,
                      "pretrained": False, "folds": args.folds, "minutes_per_predictor": args.minutes,
                      "segmenters": [p.name for p in segmenters], "variants": {}}  # fmt: skip
     for variant in args.variants:
-        best = train_predictor(args, out, variant, snap_dir)
+        best = train_predictor(args, out, variant, snap_dirs)
         report = _evaluate(args, best, out / f"report_{variant}.json", segmenters)
         by = report.get("by_source", {})
         info = out / f"predictor_{variant}" / "train_info.json"
@@ -219,7 +237,7 @@ def main() -> None:
                 val_report = out / f"val_{variant}.json"
                 evaluate_predictor_cli(["--predictor", str(best), "--out", str(val_report), "--data.root", args.root,
                                         "--subset", "val", "--candidates-per-image", "0",
-                                        "--segmenter", *map(str, find_snapshots(snap_dir))])  # fmt: skip
+                                        "--segmenter", *map(str, find_snapshots(snap_dirs))])  # fmt: skip
                 calibrate_cli(["--predictor", str(best), "--candidates",
                                str(val_report.with_name(val_report.stem + "_candidates.csv")),
                                "--out", str(calibrated)])  # fmt: skip
