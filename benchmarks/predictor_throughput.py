@@ -59,13 +59,15 @@ def _samples_per_s(step: Callable[[], int], n_steps: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def _minor_faults() -> int | None:
-    """Minor page faults of this process so far (``None`` where ``resource`` is missing, e.g. Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+try:  # minor page faults of this process (Unix); elsewhere they are not recorded
+    import resource
+except ImportError:
+    resource = None
+
+
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (0 where ``resource`` is missing, e.g. Windows)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
 
 
 def _data_side(
@@ -90,10 +92,10 @@ def _data_side(
                 samples[name] += next(stream)["image"].shape[0]
                 seconds[name] += time.perf_counter() - start
                 after = _minor_faults()
-                faults[name] += (after - before) if after is not None and before is not None else 0
+                faults[name] += after - before
     finally:
         cv2.setNumThreads(cv_threads)
-    per_batch = {name: (faults[name] / n_batches if _minor_faults() is not None else None) for name in dms}
+    per_batch = {name: (faults[name] / n_batches if resource is not None else None) for name in dms}
     return {name: samples[name] / seconds[name] for name in dms}, per_batch
 
 
