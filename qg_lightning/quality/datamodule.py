@@ -39,7 +39,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from qg_lightning.data import SemiSupervisedDataModule, derive_seed, read_image, read_mask
 from qg_lightning.masks import check_num_classes, foreground_from_labels
-from qg_lightning.quality.augment import apply_spatial, draw_spatial, noise_window, photometric
+from qg_lightning.quality.augment import (
+    IMAGE_PADDINGS,
+    apply_spatial,
+    draw_spatial,
+    noise_window,
+    photometric,
+)
 from qg_lightning.quality.sampling import CATEGORIES, CorruptionSampler, check_category_probs, dice_target
 from qg_lightning.quality.snapshots import (
     find_snapshots,
@@ -188,6 +194,9 @@ class QualityDataModule(L.LightningDataModule):
             snapshot yields many masks that differ where it was unsure, e.g. ``[0.2, 0.8]``.
         category_probs: corruption category probabilities (default METHOD.md's).
         max_rotation: spatial augmentation rotation range in degrees (20).
+        image_padding: what a rotated image shows outside its original frame: ``"zeros"`` (default) black,
+            like the mask there, or ``"border"`` its edge pixels repeated (a polyp at the edge is then smeared
+            into the corner while the mask says background; also slower on CPU).
         photometric: image-only brightness/contrast/saturation/noise after corruption.
         noise_reuse: consecutive training batches that take their Gaussian noise from one bank of fresh
             standard normal values (twice a batch's size, a random window per batch;
@@ -224,6 +233,7 @@ class QualityDataModule(L.LightningDataModule):
         snapshot_threshold: float | list[float] | None = None,
         category_probs: dict[str, float] | None = None,
         max_rotation: float = 20.0,
+        image_padding: Literal["zeros", "border"] = "zeros",
         photometric: bool = True,
         noise_reuse: int = 8,
         num_workers: int = 0,
@@ -252,6 +262,11 @@ class QualityDataModule(L.LightningDataModule):
         self._snapshot_range = _check_threshold(snapshot_threshold)
         if not 0 <= max_rotation <= 180:
             raise ValueError(f"`max_rotation` must be in [0, 180] degrees, got {max_rotation}.")
+        if image_padding not in IMAGE_PADDINGS:
+            raise ValueError(
+                f"`image_padding` must be one of {IMAGE_PADDINGS}, got {image_padding!r}: 'zeros' fills a rotated "
+                "image's corners with black, 'border' with its edge pixels."
+            )
         if snapshots is not None:
             items = [snapshots] if isinstance(snapshots, (str, Path)) else snapshots
             if not isinstance(items, Sequence):
@@ -451,7 +466,7 @@ class QualityDataModule(L.LightningDataModule):
         params = draw_spatial(b, max_rotation=hp.max_rotation, device=device, generator=generator)
         snaps = raw.get("snapshots")
         extra = (snaps.flatten(1, 2),) if snaps is not None else ()
-        warped = apply_spatial(params, images, labels.unsqueeze(1), *extra)
+        warped = apply_spatial(params, images, labels.unsqueeze(1), *extra, image_padding=hp.image_padding)
         images = warped[0]  # uint8 until the photometric jitter (or the plain conversion) makes it float
         truth = foreground_from_labels(
             warped[1].squeeze(1), hp.num_classes, dtype=torch.uint8

@@ -143,23 +143,24 @@ def _smooth(b, c, h, w, seed=0):
     return F.interpolate(torch.rand(b, c, h // 4, w // 4, generator=g), size=(h, w), mode="bilinear")
 
 
-def _both_paths(monkeypatch, params, *tensors):
-    fast = apply_spatial(params, *tensors)
+def _both_paths(monkeypatch, params, *tensors, **kwargs):
+    fast = apply_spatial(params, *tensors, **kwargs)
     monkeypatch.setattr(augment, "_OPENCV_CPU", False)
-    slow = apply_spatial(params, *tensors)
+    slow = apply_spatial(params, *tensors, **kwargs)
     monkeypatch.setattr(augment, "_OPENCV_CPU", True)
     return fast, slow
 
 
+@pytest.mark.parametrize("image_padding", ["zeros", "border"])
 @pytest.mark.parametrize("size", [(32, 32), (24, 40)])
-def test_opencv_path_agrees_with_torch_path(monkeypatch, size):
+def test_opencv_path_agrees_with_torch_path(monkeypatch, size, image_padding):
     img = _smooth(6, 3, *size)
     labels = (img[:, :1] * 3).long().clamp(max=2)  # 0..2
     soft = img[:, 1:]  # float "masks" keep their values
     probs = (img * 255).round().to(torch.uint8)  # uint8 probabilities, several channels
     params = draw_spatial(6, max_rotation=30, generator=torch.Generator().manual_seed(2))
     tensors = (img, labels, labels.bool(), labels.to(torch.uint8), soft, probs)
-    fast, slow = _both_paths(monkeypatch, params, *tensors)
+    fast, slow = _both_paths(monkeypatch, params, *tensors, image_padding=image_padding)
     assert (fast[0] - slow[0]).abs().mean() < 1e-4 and (fast[0] - slow[0]).abs().max() < 1e-2
     for t, a, b in zip(tensors[1:], fast[1:], slow[1:], strict=True):
         assert a.dtype == b.dtype == t.dtype and a.shape == b.shape == t.shape
@@ -178,12 +179,12 @@ def test_uint8_images_round_trip_on_both_paths(monkeypatch):
         assert (out.float() / 255 - reference).abs().max() <= 1.0 / 255 + 1e-6
 
 
-def _plane_by_plane(x, params, *, linear):
+def _plane_by_plane(x, params, *, linear, replicate=False):
     """Reference: every (H, W) plane warped on its own with cv2.warpAffine."""
     h, w = x.shape[-2:]
     mats = augment._pixel_matrices(params, h, w)
     itp = cv2.INTER_LINEAR if linear else cv2.INTER_NEAREST
-    border = cv2.BORDER_REPLICATE if linear else cv2.BORDER_CONSTANT
+    border = cv2.BORDER_REPLICATE if replicate else cv2.BORDER_CONSTANT
     src = x.contiguous().numpy()
     out = np.empty_like(src)
     for i in range(src.shape[0]):
@@ -196,15 +197,18 @@ def _plane_by_plane(x, params, *, linear):
 @pytest.mark.parametrize("channels", [1, 2, 3, 4, 5, 9])
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_packed_warps_give_each_plane_its_own_warp(channels, dtype, channels_last):
+@pytest.mark.parametrize("image_padding", ["zeros", "border"])
+def test_packed_warps_give_each_plane_its_own_warp(channels, dtype, channels_last, image_padding):
     img = _smooth(5, channels, 24, 40, seed=4)
     img = (img * 255).round().to(torch.uint8) if dtype == torch.uint8 else img
     if channels_last:
         img = img.contiguous(memory_format=torch.channels_last)
     mask = (img > img.float().mean()).to(dtype)  # several mask planes: nearest, zero border
     params = draw_spatial(5, max_rotation=30, generator=torch.Generator().manual_seed(6))
-    warped_img, warped_mask = apply_spatial(params, img, mask)
-    assert torch.equal(warped_img, _plane_by_plane(img, params, linear=True))
+    warped_img, warped_mask = apply_spatial(params, img, mask, image_padding=image_padding)
+    assert torch.equal(
+        warped_img, _plane_by_plane(img, params, linear=True, replicate=image_padding == "border")
+    )
     assert torch.equal(warped_mask, _plane_by_plane(mask, params, linear=False))
     assert warped_img.is_contiguous() and warped_mask.is_contiguous() and warped_img.dtype == dtype
 
@@ -238,6 +242,22 @@ def test_exact_geometry_flips_and_quarter_turn(monkeypatch, use_opencv):
     assert torch.equal(w_mask, mask[:1].rot90(1, dims=(-2, -1)))
 
 
+@pytest.mark.parametrize("use_opencv", [True, False])
+def test_image_padding_zeros_blacks_out_the_corners_border_repeats_the_edge(monkeypatch, use_opencv):
+    monkeypatch.setattr(augment, "_OPENCV_CPU", use_opencv)
+    img = torch.full((1, 3, 32, 32), 0.5)
+    mask = torch.ones(1, 1, 32, 32, dtype=torch.uint8)
+    params = SpatialParams(torch.tensor([False]), torch.tensor([False]), torch.tensor([math.radians(45)]))
+    zeros, zmask = apply_spatial(params, img, mask)  # the default
+    border, bmask = apply_spatial(params, img, mask, image_padding="border")
+    assert torch.equal(zmask, bmask) and zmask[0, 0, 0, 0] == 0  # masks: background outside either way
+    assert torch.equal(zeros[..., 0, 0], torch.zeros(1, 3))  # outside the frame: black, like the mask
+    assert torch.allclose(border, img, atol=1e-5)  # a constant image stays constant with repeated edges
+    centre = (slice(None), slice(None), slice(12, 20), slice(12, 20))
+    assert torch.allclose(zeros[centre], img[centre], atol=1e-5)  # inside, the two agree
+    assert zeros[zmask.expand_as(zeros) == 0].mean() < 0.1  # where the mask was cut off, the image is black
+
+
 def test_apply_spatial_rejects_bad_shapes_and_dtypes():
     params = draw_spatial(2, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="images"):
@@ -248,6 +268,8 @@ def test_apply_spatial_rejects_bad_shapes_and_dtypes():
         apply_spatial(params, torch.rand(3, 1, 8, 8))
     with pytest.raises(TypeError, match="images"):
         apply_spatial(params, torch.zeros(2, 1, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="image_padding.*'reflect'"):
+        apply_spatial(params, torch.rand(2, 1, 8, 8), image_padding="reflect")
 
 
 def test_tensors_that_require_grad_take_the_differentiable_torch_path():

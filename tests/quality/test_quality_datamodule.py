@@ -125,6 +125,23 @@ def test_invalid_arguments(root):
         _qdm(root, samples_per_image=0)
     with pytest.raises(ValueError, match="noise_reuse"):
         _qdm(root, noise_reuse=0)
+    with pytest.raises(ValueError, match="image_padding.*'reflect'"):
+        _qdm(root, image_padding="reflect")
+
+
+def test_image_padding_reaches_the_warp(root):
+    """Zero padding (default) blacks out what a rotation brings in from outside; ``border`` repeats edges."""
+    raw = None
+    out = {}
+    for padding in ("zeros", "border"):
+        qdm = _qdm(root, max_rotation=45.0, photometric=False, image_padding=padding)
+        qdm.setup("fit")
+        raw = raw if raw is not None else next(iter(qdm.train_dataloader()))
+        raw["image_u8"][:] = 200  # a bright, flat image: only the padding can be dark
+        out[padding] = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(0))["image"]
+    assert qdm.hparams.image_padding == "border"
+    assert torch.allclose(out["border"], torch.full_like(out["border"], 200 / 255))
+    assert (out["zeros"] == 0).any() and (out["zeros"] == 0).float().mean() < 0.3
 
 
 def test_snapshots_end_to_end(root, tmp_path):
