@@ -20,9 +20,11 @@ Implementation notes (speed on one CPU thread; see ``benchmarks/predictor_throug
   term and a per-sample offset, so the whole jitter is the noise draw, a channel sum and three passes (a
   ``uint8`` batch adds its float conversion, with the ``1 / 255`` folded into the factors).
 * The Gaussian noise draw is one of the largest costs of a batch at 224 px on one CPU thread (``torch.randn``
-  of the whole batch). :func:`noise_window` lets a caller reuse one bank of standard normal values for several
-  batches (a random window of it per batch): each batch's noise is still independent N(0, 1) per pixel, only
-  batches that share a bank see overlapping stretches of it. ``QualityDataModule(noise_reuse=...)`` uses it.
+  of the whole batch: about 23 ms for 32 RGB images). :func:`quantized_normal_` draws noise from 256 equally
+  likely normal quantiles with one random byte per value, about 5x cheaper, and :func:`noise_window` lets a
+  caller reuse one bank of such values for several batches (a random window of it per batch): each batch's
+  noise is still independent per pixel, only batches that share a bank see overlapping stretches of it.
+  ``QualityDataModule(noise_reuse=...)`` uses both.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from statistics import NormalDist
 
 import cv2
 import numpy as np
@@ -37,7 +41,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["IMAGE_PADDINGS", "SpatialParams", "draw_spatial", "apply_spatial", "photometric", "noise_window"]
+__all__ = [
+    "IMAGE_PADDINGS",
+    "SpatialParams",
+    "draw_spatial",
+    "apply_spatial",
+    "photometric",
+    "noise_window",
+    "quantized_normal_",
+]
 
 _OPENCV_CPU = True
 """CPU tensors are warped plane by plane with ``cv2.warpAffine``, several times faster on one CPU thread than
@@ -364,3 +376,56 @@ def noise_window(bank: Tensor, shape: Sequence[int], *, generator: torch.Generat
         )
     start = int(torch.randint(0, bank.numel() - n + 1, (1,), device=bank.device, generator=generator))
     return bank.view(-1)[start : start + n].view(*shape)
+
+
+_LEVELS = 256
+_LUT_CHUNK = 1 << 20  # values per random draw + lookup: the bytes stay in cache between the two
+
+
+@cache
+def _normal_levels() -> np.ndarray:
+    """``(1, 256)`` float32: the N(0, 1) quantiles at ``(k + 1/2) / 256``, rescaled to unit variance."""
+    z = np.array([NormalDist().inv_cdf((k + 0.5) / _LEVELS) for k in range(_LEVELS)])
+    z /= math.sqrt(float(np.mean(z * z)))  # symmetric, so the mean is exactly 0
+    return z.astype(np.float32).reshape(1, _LEVELS)
+
+
+def quantized_normal_(out: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    """Fill ``out`` in place with standard normal noise quantised to 256 levels; cheap on CPU.
+
+    Each value is one of the 256 N(0, 1) quantiles at ``(k + 1/2) / 256`` (rescaled to unit variance, so mean 0
+    and variance 1 exactly; the largest magnitude is 2.9), picked by a uniform random byte. The bytes come
+    from ``generator`` as 64-bit draws (8 values per draw) and an OpenCV table lookup turns them into floats:
+    about 5x cheaper than ``torch.Tensor.normal_`` on one CPU thread (9 ms instead of 52 ms for 9.6 million
+    values). For image noise of a few percent of the intensity range the levels are far finer than an 8-bit
+    image's, and only the tails beyond 2.9 standard deviations (0.4% of a true normal's values) are missing.
+    The same generator state gives the same values. CUDA tensors, and tensors that are not contiguous float32,
+    get exact ``normal_`` instead.
+
+    Args:
+        out: the tensor to fill (any shape).
+        generator: source of randomness (on ``out``'s device).
+
+    Returns:
+        ``out``.
+
+    Example:
+        >>> z = quantized_normal_(torch.empty(100_000), generator=torch.Generator().manual_seed(0))
+        >>> abs(float(z.mean())) < 0.02, abs(float(z.std()) - 1) < 0.02, len(z.unique())
+        (True, True, 256)
+    """
+    if out.device.type != "cpu" or out.dtype != torch.float32 or not out.is_contiguous():
+        return out.normal_(generator=generator)
+    n = out.numel()
+    flat = out.view(-1).numpy()
+    levels = _normal_levels()
+    words = torch.empty(-(-min(n, _LUT_CHUNK) // 8), dtype=torch.int64)
+    for start in range(0, n, _LUT_CHUNK):
+        m = min(_LUT_CHUNK, n - start)
+        draw = words[: -(-m // 8)].random_(-(2**63), None, generator=generator)  # all 64 bits uniform
+        src = draw.view(torch.uint8).numpy()[:m].reshape(1, m)
+        dst = flat[start : start + m].reshape(1, m)
+        got = cv2.LUT(src, levels, dst=dst)
+        if got is not dst and not np.shares_memory(got, dst):  # an OpenCV build that ignores `dst`
+            dst[...] = got
+    return out

@@ -7,7 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from qg_lightning.quality import augment
-from qg_lightning.quality.augment import SpatialParams, apply_spatial, draw_spatial, noise_window, photometric
+from qg_lightning.quality.augment import (
+    SpatialParams,
+    apply_spatial,
+    draw_spatial,
+    noise_window,
+    photometric,
+    quantized_normal_,
+)
 
 
 def test_same_seed_same_draw_and_ranges():
@@ -115,6 +122,35 @@ def test_photometric_reads_uint8_as_x_over_255(channels, given_noise):
     assert torch.equal(x8, before)  # a uint8 input is never written, even with inplace=True
     with pytest.raises(TypeError, match="floating point or uint8"):
         photometric(x8.to(torch.int16))
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 1000, (1 << 20) + 13])  # below a draw, a draw, a chunk and a bit
+def test_quantized_normal_is_seeded_and_standard_normal_on_256_levels(n):
+    out = torch.full((n,), math.nan)
+    got = quantized_normal_(out, generator=torch.Generator().manual_seed(0))
+    assert got is out and not out.isnan().any()
+    again = quantized_normal_(torch.empty(n), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    levels = torch.from_numpy(augment._normal_levels()[0])
+    assert torch.isin(out, levels).all()
+    assert len(levels.unique()) == 256 and abs(float(levels.double().mean())) < 1e-6
+    assert abs(float(levels.double().square().mean()) - 1) < 1e-6 and float(levels.abs().max()) < 2.9
+    if n > 1000:  # the distribution: moments and quantiles of N(0, 1), every level about equally likely
+        assert abs(float(out.mean())) < 0.005 and abs(float(out.std()) - 1) < 0.005
+        for q, z in ((0.025, -1.96), (0.16, -0.994), (0.5, 0.0), (0.84, 0.994), (0.975, 1.96)):
+            assert abs(float(out.quantile(q)) - z) < 0.02
+        counts = torch.bincount(torch.bucketize(out, levels), minlength=256).float()
+        assert counts.min() > 0.9 * n / 256 and counts.max() < 1.1 * n / 256
+
+
+def test_quantized_normal_falls_back_to_normal_where_it_cannot_look_up():
+    for out in (torch.empty(64, dtype=torch.float64), torch.empty(8, 8).t()):
+        quantized_normal_(out, generator=torch.Generator().manual_seed(0))
+        assert len(out.unique()) == out.numel()  # exact normal draws, not 256 levels
+    seeded = [
+        quantized_normal_(torch.empty(8, 8).t(), generator=torch.Generator().manual_seed(3)) for _ in range(2)
+    ]
+    assert torch.equal(*seeded)
 
 
 def test_noise_window_is_a_seeded_view_of_the_bank():

@@ -5,6 +5,7 @@ import torch
 from qg_lightning.data import SemiSupervisedDataModule, generate_synthetic_dataset
 from qg_lightning.masks import foreground_from_labels
 from qg_lightning.methods import SupervisedSegmenter
+from qg_lightning.quality.augment import quantized_normal_
 from qg_lightning.quality.datamodule import QUALITY_CATEGORIES, QualityDataModule
 from qg_lightning.quality.sampling import dice_target
 from qg_lightning.quality.snapshots import (
@@ -76,7 +77,9 @@ def test_noise_bank_is_reused_for_noise_reuse_batches_and_seeded(root):
     # a redraw refills the same memory (no new allocation) with the values a fresh draw would give
     assert len(set(pointers)) == 1
     for index in (0, 3, 6):
-        fresh = torch.randn(2 * shape.numel(), generator=torch.Generator().manual_seed(index))
+        fresh = quantized_normal_(
+            torch.empty(2 * shape.numel()), generator=torch.Generator().manual_seed(index)
+        )
         assert torch.equal(banks[index], fresh)
     # redrawn from the batch's own generator: the same index and seed give the same bank
     qdm._noise(shape, torch.device("cpu"), torch.Generator().manual_seed(3), 3)
@@ -95,9 +98,20 @@ def test_noise_bank_is_reused_for_noise_reuse_batches_and_seeded(root):
 def test_noise_reuse_one_draws_fresh_noise_per_batch(root):
     qdm = _qdm(root, noise_reuse=1)
     qdm.setup("fit")
+    shape = torch.Size([8, 3, 32, 32])
+    banks, pointers = [], []
+    for index in range(3):
+        noise = qdm._noise(shape, torch.device("cpu"), torch.Generator().manual_seed(index), index)
+        assert noise.data_ptr() == qdm._noise_bank.data_ptr()  # the whole bank, one batch's size
+        banks.append(noise.clone())
+        pointers.append(noise.data_ptr())
+    assert len(set(pointers)) == 1 and qdm._noise_bank.numel() == shape.numel()
+    assert not torch.equal(banks[0], banks[1]) and not torch.equal(banks[1], banks[2])
+    fresh = quantized_normal_(torch.empty(shape), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(banks[2], fresh)
     raw = next(iter(qdm.train_dataloader()))
     batch = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(1))
-    assert qdm._noise_bank is None and batch["image"].shape == (8, 3, 32, 32)
+    assert batch["image"].shape == (8, 3, 32, 32)
 
 
 def test_eval_candidates_are_fixed_and_targets_correct(root):
