@@ -311,36 +311,79 @@ def photometric(
             f"`noise` must have the shape of `images` {tuple(images.shape)}, got {tuple(noise.shape)}."
         )
     if images.dtype == torch.uint8:  # read as x / 255; the 1/255 is folded into the per-sample factors
-        x, unit, dtype, inplace = images.float(), 1.0 / 255.0, torch.float32, True  # ``x`` is a new tensor
+        unit, dtype = 1.0 / 255.0, torch.float32
     elif images.is_floating_point():
-        x, unit, dtype = images, 1.0, images.dtype
+        unit, dtype = 1.0, images.dtype
     else:
         raise TypeError(f"`images` must be floating point or uint8, got {images.dtype}; convert it first.")
     b, c = images.shape[:2]
     u = torch.rand(b, 4, 1, 1, 1, device=images.device, generator=generator, dtype=dtype)
     bright, contr = 1 + brightness * (2 * u[:, 0] - 1), 1 + contrast * (2 * u[:, 1] - 1)  # (B, 1, 1, 1)
+    sat = 1 + saturation * (2 * u[:, 2] - 1) if c == 3 else None
     sigma = noise_std * u[:, 3]
-    if c == 3:  # channel sum as two adds (cheaper than ``sum(dim=1)`` or ``mean``): gray = sum / 3 in [0, 1]
+    fresh = noise is None
+    if noise is None:
+        noise = torch.randn(images.shape, device=images.device, generator=generator, dtype=dtype)
+    noise = noise.to(dtype)
+    if images.dtype == torch.uint8:  # a new float tensor, filled chunk by chunk
+        out = torch.empty(images.shape, device=images.device, dtype=dtype)
+    elif inplace:
+        out = images
+    else:
+        out = noise if fresh else torch.empty_like(images)  # a fresh draw is filled in place
+    step = _photometric_chunk(images)
+    for i in range(0, b, step):
+        part = slice(i, i + step)
+        _photometric_part(
+            images[part], out[part], noise[part], bright[part], contr[part], None if sat is None else sat[part],
+            sigma[part], unit,
+        )  # fmt: skip
+    return out
+
+
+_PHOTOMETRIC_SPLIT = 1 << 21  # values per batch above which photometric works in chunks
+_PHOTOMETRIC_PART = 1 << 20  # values per chunk: with its noise, a few MB that stay in cache between passes
+
+
+def _photometric_chunk(images: Tensor) -> int:
+    """Samples per chunk of :func:`photometric`: the whole batch when it is small (fewer calls), else chunks of
+    about a million values, so the five passes over a chunk find it in cache (at 224 px and 32 RGB images,
+    chunks of 6 take 7.7-8.2 ms on one CPU thread where the whole batch takes 10.3-10.6 ms; the values are
+    those of one pass over the batch, since every operation is per sample, except that a per-sample mean can
+    round differently in its last bit)."""
+    b = images.shape[0]
+    per_sample = math.prod(images.shape[1:])
+    if images.device.type != "cpu" or b * per_sample <= _PHOTOMETRIC_SPLIT:
+        return max(b, 1)
+    chunks = -(-b // max(1, _PHOTOMETRIC_PART // per_sample))
+    return -(-b // chunks)
+
+
+def _photometric_part(
+    images: Tensor, out: Tensor, noise: Tensor, bright: Tensor, contr: Tensor, sat: Tensor | None,
+    sigma: Tensor, unit: float,
+) -> None:  # fmt: skip
+    """:func:`photometric` on a chunk of samples, written into ``out`` (which may be ``images`` or ``noise``)."""
+    if images.dtype == torch.uint8:
+        x = out.copy_(images)  # the float conversion, into the result's memory
+    else:
+        x = images
+    if sat is not None:  # channel sum as two adds (cheaper than ``sum(dim=1)`` or ``mean``): gray = sum / 3
         gray, unit_gray = torch.add(x[:, 0:1], x[:, 1:2]).add_(x[:, 2:3]), unit / 3
     else:
         gray, unit_gray = None, unit
     mean = (gray if gray is not None else x).mean(dim=(1, 2, 3), keepdim=True) * unit_gray
     scale, offset = bright * contr, bright * (1 - contr) * mean
-    fresh = noise is None
-    if noise is None:
-        noise = torch.randn(images.shape, device=images.device, generator=generator, dtype=dtype)
     if gray is not None:
-        sat = 1 + saturation * (2 * u[:, 2] - 1)
         base = gray.mul_(scale * (1 - sat) * unit_gray).add_(offset)  # (B, 1, H, W)
         scale = scale * sat
     else:
         base = offset
-    noise = noise.to(dtype)
-    if inplace:  # base + x * scale, then + noise * sigma, in ``x`` (three passes with the clamp)
-        return torch.addcmul(base, x, scale * unit, out=x).addcmul_(noise, sigma).clamp_(0, 1)
-    out = noise if fresh else torch.empty_like(x)  # a fresh draw is filled in place
+    if x.data_ptr() == out.data_ptr():  # base + x * scale, then + noise * sigma, in place (three passes)
+        torch.addcmul(base, x, scale * unit, out=x).addcmul_(noise, sigma).clamp_(0, 1)
+        return
     torch.addcmul(base, noise, sigma, out=out)  # noise * sigma + gray term + offset
-    return out.addcmul_(x, scale * unit).clamp_(0, 1)
+    out.addcmul_(x, scale * unit).clamp_(0, 1)
 
 
 def noise_window(bank: Tensor, shape: Sequence[int], *, generator: torch.Generator | None = None) -> Tensor:
