@@ -137,8 +137,8 @@ def train_predictor(args, out: Path, variant: str, snap_dirs: list[Path]) -> Pat
         split = {"split_file": str(split_path)}
     L.seed_everything(seed, verbose=False)
     dm = QualityDataModule(root=args.root, image_size=args.image_size, samples_per_image=args.samples_per_image,
-                           batch_size=32, snapshots=[str(d) for d in snap_dirs], seed=seed, noise_reuse=args.noise_reuse, **split,
-                           **VARIANTS[variant]["data"])  # fmt: skip
+                           batch_size=32, snapshots=[str(d) for d in snap_dirs], seed=seed, noise_reuse=args.noise_reuse,
+                           image_padding=args.image_padding, **split, **VARIANTS[variant]["data"])  # fmt: skip
     model = QualityPredictor(backbone="resnet18", pretrained=False, channels_last=args.channels_last,
                              **VARIANTS[variant]["model"])  # fmt: skip
     ckpt = L.pytorch.callbacks.ModelCheckpoint(
@@ -202,6 +202,10 @@ def main() -> None:
     parser.add_argument(
         "--noise-reuse", type=int, default=8,
         help="QualityDataModule(noise_reuse=...); run 2 predated it and drew fresh noise per batch (1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--image-padding", default="zeros", choices=["zeros", "border"],
+        help="QualityDataModule(image_padding=...); runs 1-7 predated it and repeated the edge pixels (border)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="split, snapshots, segmenters and predictor seed")
     parser.add_argument(

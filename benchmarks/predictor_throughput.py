@@ -132,6 +132,10 @@ def main() -> None:
         help="QualityDataModule(noise_reuse=...) for the main figures (8, the default); the data side is also "
         "timed with fresh noise per batch (noise_reuse 1) on alternating batches",
     )  # fmt: skip
+    parser.add_argument(
+        "--image-padding", default="zeros", choices=["zeros", "border"],
+        help="QualityDataModule(image_padding=...); before session 7 the only choice was border",
+    )  # fmt: skip
     parser.add_argument("--snapshots", nargs="*", default=None, help="snapshot files/folders (p_weak 0.5)")
     parser.add_argument(
         "--out", default=str(Path(__file__).resolve().parent / "results" / "predictor_throughput.json")
@@ -150,7 +154,7 @@ def main() -> None:
                 dms[reuse] = QualityDataModule(
                     root=root, image_size=size, batch_size=args.batch_size, samples_per_image=50,
                     p_weak=0.5 if args.snapshots else 0.0, snapshots=args.snapshots, snapshot_policy="all",
-                    noise_reuse=reuse,
+                    noise_reuse=reuse, image_padding=args.image_padding,
                 )  # fmt: skip
                 dms[reuse].setup("fit")
             data, faults = _data_side(dms, args.data_batches)
@@ -169,6 +173,7 @@ def main() -> None:
         "end_to_end_threads": args.threads,
         "batch_size": args.batch_size,
         "noise_reuse": args.noise_reuse,
+        "image_padding": args.image_padding,
         "snapshots": bool(args.snapshots),
         "results": results,
         "reference_data_samples_per_s_224": REFERENCE_SAMPLES_PER_S_224,
