@@ -7,18 +7,19 @@ parameters are drawn in one call from an explicit ``torch.Generator``.
 Implementation notes (speed on one CPU thread; see ``benchmarks/predictor_throughput.py``):
 
 * :func:`apply_spatial` on CPU tensors warps with ``cv2.warpAffine`` (bilinear for images, with a zero border
-  by default or a replicated one, nearest with a zero border for masks), several times cheaper than
-  ``F.affine_grid`` + ``F.grid_sample``. OpenCV's bilinear warp with a constant border costs about two thirds
-  of the replicated one (0.20 against 0.31 ms for a 224 px 4-channel ``uint8`` image, one thread). OpenCV vectorises the 4-channel warp but not the 3-channel one, so ``uint8`` and
-  ``float32`` planes are warped four at a time as one 4-channel image and split back: each plane gets
-  exactly its single-plane warp, and an RGB image costs about 0.29 ms instead of 0.52 ms at 224 px (one
-  thread). CUDA tensors (and tensors that require grad) keep the batched ``grid_sample`` path. Both paths
-  use the same geometry (``align_corners=False``, rotation about the image centre, flips); they agree up to
-  OpenCV's fixed-point interpolation (1/32 pixel positions) and nearest-neighbour ties. The private switch
-  ``_OPENCV_CPU`` forces the torch path (the tests compare the two).
+  by default or a replicated one; nearest with a zero border for masks), several times cheaper than
+  ``F.affine_grid`` + ``F.grid_sample``. OpenCV vectorises the 4-channel warp but not the 3-channel one, so
+  ``uint8`` and ``float32`` planes are warped four at a time as one 4-channel image and split back: each
+  plane gets exactly its single-plane warp, and an RGB image costs about 0.29 ms instead of 0.52 ms at 224 px
+  (one thread, replicated border). A constant border costs about two thirds of a replicated one (0.20 ms
+  against 0.31 ms for that 4-channel warp). CUDA tensors (and tensors that require grad) keep the batched
+  ``grid_sample`` path. Both paths use the same geometry (``align_corners=False``, rotation about the image
+  centre, flips); they agree up to OpenCV's fixed-point interpolation (1/32 pixel positions) and
+  nearest-neighbour ties. The private switch ``_OPENCV_CPU`` forces the torch path (the tests compare the two).
 * :func:`photometric` folds brightness, contrast and saturation into one per-sample scale, a per-pixel gray
   term and a per-sample offset, so the whole jitter is the noise draw, a channel sum and three passes (a
-  ``uint8`` batch adds its float conversion, with the ``1 / 255`` folded into the factors).
+  ``uint8`` batch adds its float conversion, with the ``1 / 255`` folded into the factors). A large CPU batch
+  goes through these passes a chunk of samples at a time, so each chunk stays in cache.
 * The Gaussian noise draw is one of the largest costs of a batch at 224 px on one CPU thread (``torch.randn``
   of the whole batch: about 23 ms for 32 RGB images). :func:`quantized_normal_` draws noise from 256 equally
   likely normal quantiles with one random byte per value, about 5x cheaper, and :func:`noise_window` lets a
