@@ -461,7 +461,7 @@ def quantized_normal_(out: Tensor, *, generator: torch.Generator | None = None) 
     if out.device.type != "cpu" or out.dtype != torch.float32 or not out.is_contiguous():
         return out.normal_(generator=generator)
     n = out.numel()
-    flat = out.view(-1).numpy()
+    flat = out.detach().view(-1).numpy()  # shares memory with `out`
     levels = _normal_levels()
     words = torch.empty(-(-min(n, _LUT_CHUNK) // 8), dtype=torch.int64)
     for start in range(0, n, _LUT_CHUNK):

@@ -77,6 +77,24 @@ def test_photometric_matches_unfused_formula(channels, ranges):
     assert torch.allclose(y, _photometric_reference(x, u, noise, **ranges), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_large_cpu_batches_are_jittered_in_chunks_with_the_same_formula(dtype, inplace):
+    x = torch.randint(
+        0, 256, (11, 3, 256, 256), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    x = x if dtype == torch.uint8 else x.float() / 255
+    assert 1 < augment._photometric_chunk(x) < 11  # 2.2 million values: chunks of a few samples
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    y = photometric(
+        x.clone(), generator=torch.Generator().manual_seed(5), noise=noise, inplace=inplace, **WIDE
+    )
+    u = torch.rand(11, 4, 1, 1, 1, generator=torch.Generator().manual_seed(5))
+    reference = _photometric_reference(x.float() / 255 if dtype == torch.uint8 else x, u, noise, **WIDE)
+    assert y.dtype == torch.float32 and torch.allclose(y, reference, atol=1e-5, rtol=0)
+    assert augment._photometric_chunk(x[:, :, :128]) == 11  # small batches: one pass
+
+
 def test_photometric_leaves_input_and_dtype_alone():
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     before = x.clone()
