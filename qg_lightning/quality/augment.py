@@ -332,12 +332,13 @@ def photometric(
         out = images
     else:
         out = noise if fresh else torch.empty_like(images)  # a fresh draw is filled in place
+    in_place = images.dtype == torch.uint8 or inplace  # the jitter runs in ``out``'s own memory
     step = _photometric_chunk(images)
     for i in range(0, b, step):
         part = slice(i, i + step)
         _photometric_part(
             images[part], out[part], noise[part], bright[part], contr[part], None if sat is None else sat[part],
-            sigma[part], unit,
+            sigma[part], unit, in_place=in_place,
         )  # fmt: skip
     return out
 
@@ -362,13 +363,11 @@ def _photometric_chunk(images: Tensor) -> int:
 
 def _photometric_part(
     images: Tensor, out: Tensor, noise: Tensor, bright: Tensor, contr: Tensor, sat: Tensor | None,
-    sigma: Tensor, unit: float,
+    sigma: Tensor, unit: float, *, in_place: bool,
 ) -> None:  # fmt: skip
-    """:func:`photometric` on a chunk of samples, written into ``out`` (which may be ``images`` or ``noise``)."""
-    if images.dtype == torch.uint8:
-        x = out.copy_(images)  # the float conversion, into the result's memory
-    else:
-        x = images
+    """:func:`photometric` on a chunk of samples, written into ``out``: with ``in_place``, ``out`` is ``images``
+    itself or (``uint8`` images) receives their float conversion first; otherwise it may be ``noise``."""
+    x = out.copy_(images) if images.dtype == torch.uint8 else images  # uint8: converted into the result
     if sat is not None:  # channel sum as two adds (cheaper than ``sum(dim=1)`` or ``mean``): gray = sum / 3
         gray, unit_gray = torch.add(x[:, 0:1], x[:, 1:2]).add_(x[:, 2:3]), unit / 3
     else:
@@ -380,7 +379,7 @@ def _photometric_part(
         scale = scale * sat
     else:
         base = offset
-    if x.data_ptr() == out.data_ptr():  # base + x * scale, then + noise * sigma, in place (three passes)
+    if in_place:  # base + x * scale, then + noise * sigma, in ``x`` (three passes with the clamp)
         torch.addcmul(base, x, scale * unit, out=x).addcmul_(noise, sigma).clamp_(0, 1)
         return
     torch.addcmul(base, noise, sigma, out=out)  # noise * sigma + gray term + offset
