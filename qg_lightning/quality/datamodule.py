@@ -202,9 +202,10 @@ class QualityDataModule(L.LightningDataModule):
         noise_reuse: consecutive training batches that take their Gaussian noise from one bank of fresh
             standard normal values (twice a batch's size, a random window per batch;
             :func:`~qg_lightning.quality.augment.noise_window`). The noise draw is one of the largest costs of a
-            batch on one CPU thread; 8 (default) draws an eighth as much. Each batch's noise is still independent
-            N(0, 1) per pixel; ``1`` draws fresh noise for every batch. On CPU the values are normal quantised
-            to 256 levels (:func:`~qg_lightning.quality.augment.quantized_normal_`, about 5x cheaper to draw).
+            batch on one CPU thread; 8 (default) draws a quarter as many values per batch (a bank of two
+            batches every eighth batch). Each batch's noise is still independent per pixel; ``1`` draws fresh
+            noise for every batch. On CPU the values are normal quantised to 256 levels
+            (:func:`~qg_lightning.quality.augment.quantized_normal_`, about 5x cheaper to draw).
         num_workers: loader workers (gathering cached tensors is cheap; 0 is usually fastest).
 
     Batches are dicts: ``image`` float ``(B, C, H, W)`` in ``[0, 1]``, ``candidate`` float ``(B, K-1, H, W)``
