@@ -176,3 +176,51 @@ def test_quickstart_fit_end_to_end(isolated: Path) -> None:
     report = json.loads((run / "test_metrics_best.json").read_text())
     assert report["tag"] == "best" and report["checkpoint"]
     assert (isolated / "cache").is_dir()  # the synthetic data went to QG_LIGHTNING_CACHE
+
+
+def test_predictor_quickstart_fit_end_to_end(isolated: Path) -> None:
+    """The README's predictor command through the real CLI: train 2 steps, validate, checkpoint, reload.
+
+    Under LightningCLI the data module's inner folder module must record its own arguments (it once took
+    the CLI's configuration of ``QualityDataModule`` and failed in ``setup`` on a missing ``cache_images``).
+    """
+    from qg_lightning.quality import load_quality_predictor
+
+    cli = cli_main(
+        [
+            "fit",
+            "--config",
+            str(CONFIG_DIR / "predictor" / "quickstart.yaml"),
+            "--trainer.max_steps",
+            "2",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.val_check_interval",
+            "2",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            "--data.synthetic_images",
+            "24",
+            "--data.synthetic_size",
+            "32",
+            "--data.image_size",
+            "32",
+            "--data.samples_per_image",
+            "2",
+            "--data.batch_size",
+            "4",
+        ]
+    )
+    source = cli.datamodule.source.hparams
+    assert source["cache_images"] is True and "samples_per_image" not in source
+    assert source["image_size"] == 32 and source["synthetic_images"] == 24
+    checkpoints = sorted(
+        (isolated / "runs" / "predictor" / "quickstart").glob("version_*/checkpoints/*.ckpt")
+    )
+    assert checkpoints
+    predictor = load_quality_predictor(str(checkpoints[0]), in_channels=3, num_classes=2)
+    assert not predictor.training

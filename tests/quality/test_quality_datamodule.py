@@ -1,3 +1,5 @@
+import inspect
+
 import lightning as L
 import pytest
 import torch
@@ -38,6 +40,15 @@ def test_split_matches_semi_supervised_datamodule(root):
     assert qdm.train_ids == list(ssl.split.labeled)
     # the predictor never trains on validation/test images
     assert not set(qdm.train_ids) & (set(ssl.split.val) | set(ssl.split.test))
+
+
+def test_inner_folder_module_records_only_its_own_arguments(root):
+    """Lightning's ``save_hyperparameters`` would also take the enclosing ``__init__``'s arguments."""
+    qdm = _qdm(root, batch_size=16)
+    own = set(inspect.signature(SemiSupervisedDataModule.__init__).parameters) - {"self"}
+    assert set(qdm.source.hparams) == own
+    assert qdm.source.hparams["batch_size"] == 8  # its default, not the quality module's 16
+    assert qdm.source.hparams["use_unlabeled"] is False and qdm.hparams["batch_size"] == 16
 
 
 def test_training_batches_are_seeded_and_consistent(root):
