@@ -422,8 +422,12 @@ class QualityPredictor(L.LightningModule):
     def _eval_step(self, batch: Mapping[str, Tensor], stage: str) -> Tensor:
         loss, preds, target, batch_size = self._loss(batch, stage)
         mae = (preds - target).abs().mean()
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
-        self.log(f"{stage}/mae", mae, on_step=False, on_epoch=True, batch_size=batch_size)
+        # averaged over every process under DDP, so early stopping and checkpointing see one value everywhere
+        self.log(
+            f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size,
+            sync_dist=True,
+        )  # fmt: skip
+        self.log(f"{stage}/mae", mae, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         pearson, spearman = self._correlations(stage)
         pearson.update(preds.detach().flatten().float(), target.flatten().float())
         spearman.update(preds.detach().flatten().float(), target.flatten().float())
