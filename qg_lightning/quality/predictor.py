@@ -87,6 +87,14 @@ def _check_int(value: Any, name: str, *, minimum: int) -> None:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (``torch.is_autocast_enabled(device_type)`` needs torch 2.4)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: separate CPU and CUDA queries
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 class QualityPredictor(L.LightningModule):
     """Quality predictor g(x, m): the Dice of each foreground class of a candidate mask, in [0, 1] [0].
 
@@ -312,7 +320,17 @@ class QualityPredictor(L.LightningModule):
             >>> g(torch.rand(1, 3, 32, 32), torch.zeros(1, 2, 32, 32)).shape
             torch.Size([1, 2])
         """
-        return self._quality(self.head(self.backbone(self._input(images, masks))))
+        return self._quality(self._head(self.backbone(self._input(images, masks))))
+
+    def _head(self, pooled: Tensor) -> Tensor:
+        """Quality logits from pooled features. Under mixed precision (autocast) the small head runs in float32,
+        so predictions keep float32 resolution: bfloat16 spaces values near 1 by 1/256 and float16 saturates
+        the sigmoid's input sooner."""
+        device = pooled.device.type
+        if _autocast_enabled(device) and self.head[-1].weight.dtype == torch.float32:
+            with torch.autocast(device, enabled=False):
+                return self.head(pooled.float())
+        return self.head(pooled)
 
     def _quality(self, logits: Tensor) -> Tensor:
         calibration = self.hparams.get("calibration")
@@ -344,7 +362,7 @@ class QualityPredictor(L.LightningModule):
             raise ValueError("This predictor has no error-map head: build it with `error_map_weight` > 0.")
         fmap = self.backbone.forward_features(self._input(images, masks))
         pooled = self.backbone.forward_head(fmap)
-        return self._quality(self.head(pooled)), self.error_head(fmap)
+        return self._quality(self._head(pooled)), self.error_head(fmap)
 
     @torch.no_grad()
     def predict_quality(self, images: Tensor, masks: Tensor) -> Tensor:

@@ -119,6 +119,27 @@ def test_untrained_outputs_not_saturated_and_trainable() -> None:
     assert model.head[1].weight.grad.abs().sum() > 0
 
 
+def test_head_runs_in_float32_under_mixed_precision() -> None:
+    """Under bf16 autocast the backbone runs in bfloat16 but the quality keeps float32 resolution (bfloat16
+    spaces values in [0.5, 1) by 1/256), with gradient; without autocast nothing changes."""
+    torch.manual_seed(0)
+    model = QualityPredictor(num_classes=3).eval()
+    images, masks = _inputs(4, 3, 2, seed=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = model.backbone(model._input(images, masks))
+        q = model(images, masks)
+    assert features.dtype == torch.bfloat16 and q.dtype == torch.float32
+    assert torch.equal(q, torch.sigmoid(model.head(features.float())))
+    assert not torch.equal(q, q.to(torch.bfloat16).float())  # finer than the bfloat16 grid
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(images.requires_grad_(), masks).sum().backward()
+    assert images.grad is not None and model.head[-1].weight.grad is not None
+    plain = model(images.detach(), masks)
+    assert plain.dtype == torch.float32 and torch.equal(plain, model(images.detach(), masks))
+    half = QualityPredictor(num_classes=3).to(torch.bfloat16).eval()  # true bf16: the head stays bf16
+    assert half(images.detach().bfloat16(), masks.bfloat16()).dtype == torch.bfloat16
+
+
 def test_few_optimizer_steps_reduce_loss() -> None:
     torch.manual_seed(0)
     model = QualityPredictor(dropout=0.0)
