@@ -431,6 +431,11 @@ class QualityDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader | list:
         return self._eval_loader("test")
 
+    def predict_dataloader(self) -> DataLoader | list:
+        """The fixed test candidates, as for ``test``: ``predict`` returns their predicted quality, ``(B, K-1)``
+        per batch, in order. To score your own folder of masks, use ``qg-lightning score``."""
+        return self._eval_loader("test")
+
     # --------------------------------------------------------------------------- batched generation
     def _generator(self, device: torch.device) -> torch.Generator:
         trainer = getattr(self, "trainer", None)

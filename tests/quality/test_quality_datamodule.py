@@ -9,6 +9,7 @@ from qg_lightning.masks import foreground_from_labels
 from qg_lightning.methods import SupervisedSegmenter
 from qg_lightning.quality.augment import quantized_normal_
 from qg_lightning.quality.datamodule import QUALITY_CATEGORIES, QualityDataModule
+from qg_lightning.quality.predictor import QualityPredictor
 from qg_lightning.quality.sampling import dice_target
 from qg_lightning.quality.snapshots import (
     SnapshotCallback,
@@ -137,6 +138,24 @@ def test_eval_candidates_are_fixed_and_targets_correct(root):
     assert torch.allclose(dice_target(val["candidate_u8"].float(), truth), val["quality"])
     batch = qdm.on_after_batch_transfer(next(iter(qdm.val_dataloader())), 0)
     assert batch["image"].dtype == torch.float32 and batch["image"].max() <= 1
+
+
+def test_predict_returns_the_quality_of_every_test_candidate(root, tmp_path):
+    """``predict`` (e.g. ``fit.py predict --ckpt_path ...``) scores the fixed test candidates, in order."""
+    qdm = _qdm(root, eval_candidates_per_image=2)
+    model = QualityPredictor(num_classes=2)
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    predicted = torch.cat(trainer.predict(model, datamodule=qdm))
+    test = qdm.eval_data["test"]
+    assert predicted.shape == (2 * len(qdm.split.test), 1) == test["quality"].shape
+    batch = qdm.on_after_batch_transfer(next(iter(qdm.test_dataloader())), 0)
+    model.eval()
+    with torch.no_grad():
+        expected = model(batch["image"], batch["candidate"])
+    assert torch.allclose(predicted[: len(expected)], expected, atol=1e-6)
 
 
 def test_invalid_arguments(root):
