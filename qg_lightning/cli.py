@@ -9,7 +9,9 @@ LightningModule / LightningDataModule chosen by ``class_path`` in the config). O
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from qg_lightning.callbacks import ExactResume
 from qg_lightning.checkpoint import AtomicCheckpointIO
+from qg_lightning.runs import run_dir
 
 __all__ = ["QGLightningCLI", "check_compatible", "cli_main", "main"]
 
@@ -103,14 +106,36 @@ class QGLightningCLI(LightningCLI):
         if self.datamodule is None or not hasattr(self.datamodule, "test_dataloader"):
             return
         self.model.test_tag = "last"
-        trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+        results = trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+        _write_test_results(trainer, results, "last", None)
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if best:
             self.model.test_tag = "best"
-            trainer.test(
+            results = trainer.test(
                 self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False, weights_only=True
             )
+            _write_test_results(trainer, results, "best", best)
         self.model.test_tag = ""
+
+
+def _write_test_results(
+    trainer: L.Trainer, results: list[dict[str, float]], tag: str, ckpt: str | None
+) -> None:
+    """``test_metrics_<tag>.json`` in the run folder from what ``trainer.test`` returned (``test/loss`` ->
+    ``loss``, ...), unless the module wrote its own report (the segmentation hosts do, with per-image values)."""
+    out = run_dir(trainer)  # collective under DDP: every rank calls it
+    path = out / f"test_metrics_{tag}.json"
+    if not trainer.is_global_zero or path.exists() or not results:
+        return
+    metrics = {}
+    for loader in results:
+        for key, value in loader.items():
+            value = float(value)
+            metrics[key.removeprefix("test/")] = value if math.isfinite(value) else None
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"metrics": metrics, "checkpoint": ckpt, "tag": tag}
+    path.write_text(json.dumps(report, indent=2))
+    log.info("Test metrics written to %s", path)
 
 
 def _configured_checkpoint_io(plugins: Any) -> bool:

@@ -179,7 +179,8 @@ def test_quickstart_fit_end_to_end(isolated: Path) -> None:
 
 
 def test_predictor_quickstart_fit_end_to_end(isolated: Path) -> None:
-    """The README's predictor command through the real CLI: train 2 steps, validate, checkpoint, reload.
+    """The README's predictor command through the real CLI: train 2 steps, validate, checkpoint, reload, and
+    the test reports of the last and the best weights.
 
     Under LightningCLI the data module's inner folder module must record its own arguments (it once took
     the CLI's configuration of ``QualityDataModule`` and failed in ``setup`` on a missing ``cache_images``).
@@ -224,3 +225,10 @@ def test_predictor_quickstart_fit_end_to_end(isolated: Path) -> None:
     assert checkpoints
     predictor = load_quality_predictor(str(checkpoints[0]), in_channels=3, num_classes=2)
     assert not predictor.training
+    # after fit, the last and the best weights are tested; the results land beside the checkpoints
+    run = checkpoints[0].parents[1]
+    for tag in ("last", "best"):
+        report = json.loads((run / f"test_metrics_{tag}.json").read_text())
+        assert report["tag"] == tag and {"loss", "mae", "pearson", "spearman"} <= set(report["metrics"])
+        assert 0 <= report["metrics"]["mae"] <= 1
+    assert json.loads((run / "test_metrics_best.json").read_text())["checkpoint"].endswith(".ckpt")
