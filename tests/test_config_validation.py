@@ -234,6 +234,17 @@ def test_missing_snapshots_are_named(isolated: Path) -> None:
     assert missing in message and "`snapshots`" in message
 
 
+@pytest.mark.parametrize("form", ["folder", "list"])
+def test_snapshots_take_one_folder_or_a_list(form: str, isolated: Path) -> None:
+    folder = isolated / "runs" / "snapshots"
+    folder.mkdir(parents=True)
+    value = str(folder) if form == "folder" else f"[{folder}]"
+    args = ["--config", str(PREDICTOR), "--data.p_weak", "0.5", "--data.snapshots", value]
+    with torch.device("meta"):
+        cli = cli_main(args, run=False)
+    assert cli.datamodule.hparams.snapshots == (str(folder) if form == "folder" else [str(folder)])
+
+
 @pytest.mark.parametrize("key", ["root", "split_file"])
 def test_missing_data_path_is_named_before_training(key: str, predictor_ckpt: str, isolated: Path) -> None:
     missing = str(isolated / "no_such_dir" / ("split.json" if key == "split_file" else ""))

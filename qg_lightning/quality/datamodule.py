@@ -199,7 +199,8 @@ class QualityDataModule(L.LightningDataModule):
         batch_size: batch size (paper 32).
         eval_candidates_per_image: fixed synthetic candidates per validation / test image (5).
         p_weak: probability that a training candidate is a snapshot model's mask (release 0.05).
-        snapshots: snapshot files or folders (from :class:`~qg_lightning.quality.SnapshotCallback`).
+        snapshots: snapshot files or folders (from :class:`~qg_lightning.quality.SnapshotCallback`): a list,
+            or one path.
         snapshot_policy: ``"heldout"`` uses a snapshot only on images it did not train on (honest errors;
             needs snapshots trained on other folds), ``"all"`` uses every snapshot on every image (the release).
         snapshot_threshold: how snapshot predictions become masks. ``None`` (default): the snapshot's own hard
@@ -244,7 +245,7 @@ class QualityDataModule(L.LightningDataModule):
         batch_size: int = 32,
         eval_candidates_per_image: int = 5,
         p_weak: float = 0.05,
-        snapshots: list[str] | None = None,
+        snapshots: list[str] | str | None = None,
         snapshot_policy: Literal["heldout", "all"] = "heldout",
         snapshot_threshold: float | list[float] | None = None,
         category_probs: dict[str, float] | None = None,
