@@ -23,7 +23,6 @@ never trains on these images.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from qg_lightning._standalone import standalone
 from qg_lightning.data import SemiSupervisedDataModule, derive_seed, read_image, read_mask
 from qg_lightning.masks import check_num_classes, foreground_from_labels
 from qg_lightning.quality.augment import (
@@ -172,18 +172,6 @@ class _EpochPermutation(Sampler[int]):
         return self.n
 
 
-def _standalone(cls: type[L.LightningDataModule], **kwargs: Any) -> L.LightningDataModule:
-    """``cls(**kwargs)`` built inside another module's ``__init__`` as if on its own.
-
-    Its ``save_hyperparameters()`` then records its own arguments only. Called directly, it would also take
-    the enclosing ``__init__``'s arguments (Lightning walks up every ``__init__`` frame of a module), and under
-    LightningCLI it would record the configuration of the module the CLI is instantiating instead of its own
-    (the CLI hands that configuration down through a context variable), so that e.g. ``hparams.cache_images``
-    is missing. This function's frame ends the walk, and the call runs in an empty ``contextvars.Context``.
-    """
-    return contextvars.Context().run(cls, **kwargs)
-
-
 class QualityDataModule(L.LightningDataModule):
     """Candidate masks with their true Dice, for training and evaluating a :class:`QualityPredictor`.
 
@@ -297,7 +285,7 @@ class QualityDataModule(L.LightningDataModule):
                 )
         self.sampler = CorruptionSampler(check_category_probs(category_probs, name="category_probs"))
         self.save_hyperparameters()
-        self.source = _standalone(
+        self.source = standalone(  # its own hyper-parameters, also under LightningCLI
             SemiSupervisedDataModule,
             root=root, synthetic_images=synthetic_images, synthetic_size=synthetic_size, split_file=split_file,
             num_classes=num_classes, in_channels=in_channels, image_size=image_size, val_fraction=val_fraction,

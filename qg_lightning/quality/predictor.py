@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import PearsonCorrCoef, SpearmanCorrCoef
 
+from qg_lightning._standalone import standalone
 from qg_lightning.checkpoint import load_checkpoint
 from qg_lightning.masks import check_num_classes
 from qg_lightning.quality.backbones import BACKBONE_ALIASES, BACKBONES, build_backbone, resolve_backbone_name
@@ -683,7 +684,7 @@ def load_quality_predictor(
             "Train a predictor for this task, or fix in_channels / num_classes in your config."
         )
 
-    model = QualityPredictor(**kwargs)
+    model = standalone(QualityPredictor, **kwargs)  # its own hyper-parameters, even inside a CLI-built module
     expected = set(model.state_dict())
     missing = sorted(expected - set(keys))
     unexpected = sorted(set(keys) - expected)

@@ -140,6 +140,23 @@ def test_head_runs_in_float32_under_mixed_precision() -> None:
     assert half(images.detach().bfloat16(), masks.bfloat16()).dtype == torch.bfloat16
 
 
+def test_loading_inside_a_cli_built_module_keeps_the_predictor_hyperparameters(tmp_path: Path) -> None:
+    """A module that LightningCLI instantiates may load a predictor in its ``__init__``: the predictor keeps its
+    own hyper-parameters (here its calibration), not the CLI's configuration of the enclosing module."""
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
+
+    torch.manual_seed(0)
+    model = QualityPredictor(calibration=[0.5, -1.0]).eval()
+    path = tmp_path / "calibrated.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    images, masks = _inputs(2, 3, 1, seed=4)
+    config = {"encoder": "unet", "_class_path": "my_package.MyModule"}
+    with _given_hyperparameters_context(config, "lightning.pytorch.cli.instantiate_module"):
+        loaded = load_quality_predictor(str(path))
+    assert loaded.hparams["calibration"] == [0.5, -1.0] and "_class_path" not in loaded.hparams
+    assert torch.allclose(loaded(images, masks), model(images, masks))
+
+
 def test_few_optimizer_steps_reduce_loss() -> None:
     torch.manual_seed(0)
     model = QualityPredictor(dropout=0.0)
