@@ -64,13 +64,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 class ModelCheckpoint(_LightningModelCheckpoint):
     """Lightning's :class:`~qg_lightning.callbacks.ModelCheckpoint` whose ``last.ckpt`` is always the
-    latest state.
+    latest state, and which ``fit --ckpt_path last`` finds in the run's earlier logger versions.
 
-    Since Lightning 2.5, ``save_last=True`` rewrites ``last.ckpt`` only when a top-k checkpoint is written
-    too: with ``monitor="val/dice"`` and an epoch that did not improve, ``last.ckpt`` silently stays at the
-    best epoch and ``fit --ckpt_path last`` resumes from there, repeating epochs. This subclass writes
-    ``last.ckpt`` at every save point (each validation, epoch end or ``every_n_train_steps``) whether or not
-    the monitored value improved. Same arguments as Lightning's; our configs use it.
+    * Since Lightning 2.5, ``save_last=True`` rewrites ``last.ckpt`` only when a top-k checkpoint is written
+      too: with ``monitor="val/dice"`` and an epoch that did not improve, ``last.ckpt`` silently stays at the
+      best epoch and ``fit --ckpt_path last`` resumes from there, repeating epochs. This subclass writes
+      ``last.ckpt`` at every save point (each validation, epoch end or ``every_n_train_steps``) whether or
+      not the monitored value improved.
+    * Without ``dirpath``, checkpoints go to the logger's version folder (``<save_dir>/<name>/version_N/
+      checkpoints``), and a new ``fit`` logs to a new version, so Lightning looks for ``last`` in an empty
+      folder and trains from scratch with only a warning. This subclass also looks in the other versions of
+      the same ``<save_dir>/<name>`` and resumes from the newest ``last*.ckpt`` there (the resumed run still
+      logs to its own new version).
+
+    Same arguments as Lightning's; our configs use it.
     """
 
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
@@ -78,6 +85,24 @@ class ModelCheckpoint(_LightningModelCheckpoint):
         if self.save_last is True:
             # Lightning saves last.ckpt right after this call only "if a checkpoint was saved at this step"
             self._last_global_step_saved = trainer.global_step
+
+    def _find_last_checkpoints(self, trainer: L.Trainer) -> set[str]:
+        found = super()._find_last_checkpoints(trainer)
+        # ``dirpath`` is None until ``setup`` when it was not configured: then it is the logger's version folder
+        if found or self.dirpath is not None or not trainer.loggers:
+            return found
+        logger = trainer.loggers[0]
+        root = Path(logger.save_dir if logger.save_dir is not None else trainer.default_root_dir) / str(
+            logger.name
+        )
+        if not root.is_dir():
+            return found
+        stem = self.CHECKPOINT_NAME_LAST
+        return {
+            str(path)
+            for path in root.glob(f"*/checkpoints/{stem}*{self.FILE_EXTENSION}")
+            if path.stem == stem or path.stem.removeprefix(f"{stem}-v").isdigit()
+        }
 
 
 class ExactResume(L.Callback):

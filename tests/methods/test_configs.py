@@ -232,3 +232,22 @@ def test_predictor_quickstart_fit_end_to_end(isolated: Path) -> None:
         assert report["tag"] == tag and {"loss", "mae", "pearson", "spearman"} <= set(report["metrics"])
         assert 0 <= report["metrics"]["mae"] <= 1
     assert json.loads((run / "test_metrics_best.json").read_text())["checkpoint"].endswith(".ckpt")
+
+
+def test_ckpt_path_last_resumes_from_the_run_before(isolated: Path) -> None:
+    """``fit --ckpt_path last`` continues the previous fit of the same config, although the new fit logs (and
+    would checkpoint) into a new logger version."""
+    args = [
+        "fit", "--config", str(CONFIG_DIR / "predictor" / "quickstart.yaml"), "--trainer.limit_val_batches", "1",
+        "--trainer.val_check_interval", "2", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar",
+        "false", "--trainer.enable_model_summary", "false", "--data.synthetic_images", "24",
+        "--data.synthetic_size", "32", "--data.image_size", "32", "--data.samples_per_image", "2",
+        "--data.batch_size", "4", "--test_after_fit", "false",
+    ]  # fmt: skip
+    cli_main([*args, "--trainer.max_steps", "2"])
+    first = isolated / "runs" / "predictor" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    assert first.is_file()
+    cli = cli_main([*args, "--trainer.max_steps", "4", "--ckpt_path", "last"])
+    assert Path(cli.trainer.ckpt_path).resolve() == first.resolve()
+    assert cli.trainer.global_step == 4
+    assert cli.trainer.logger.version == 1  # the resumed fit logs to its own version
