@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,10 +23,10 @@ from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from qg_lightning.callbacks import ExactResume
-from qg_lightning.checkpoint import AtomicCheckpointIO
+from qg_lightning.checkpoint import AtomicCheckpointIO, UnsafeCheckpointError
 from qg_lightning.runs import run_dir
 
-__all__ = ["QGLightningCLI", "check_compatible", "cli_main", "main"]
+__all__ = ["QGLightningCLI", "check_compatible", "cli_main", "console_main", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -241,3 +242,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     cli_main(argv)
     return 0
+
+
+def console_main() -> int:
+    """The ``qg-lightning`` console script: :func:`main`, where bad input to a one-off command (``score``,
+    ``evaluate-predictor``, ``calibrate-predictor``, ``gallery``, ``study``, ``make-synthetic``) is reported
+    as one line on stderr with exit status 2 instead of a traceback. ``QG_LIGHTNING_TRACEBACK=1`` shows the
+    traceback; ``fit`` and the other Lightning commands always do."""
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    try:
+        return main()
+    except (FileNotFoundError, ValueError, UnsafeCheckpointError) as err:
+        if command not in EXTRA_COMMANDS or os.environ.get("QG_LIGHTNING_TRACEBACK"):
+            raise
+        sys.stderr.write(f"qg-lightning {command}: error: {err}\n")
+        return 2
