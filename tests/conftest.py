@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,3 +31,35 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("QG_LIGHTNING_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("sys.argv", ["qg-lightning"])  # the CLI gets its arguments from `args` only
     return tmp_path
+
+
+def _run_script(
+    tmp_path: Path, source: str, name: str, *args: str, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Run ``source`` as ``tmp_path/name`` with ``tmp_path`` and ``args``, as a clean launch: Lightning picks a
+    free port and starts rank 1 itself."""
+    script = tmp_path / name
+    script.write_text(source)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+        "QG_LIGHTNING_CACHE": str(tmp_path / "cache"),
+        "PYTHONWARNINGS": "ignore",
+    }
+    for key in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
+        env.pop(key, None)
+    return subprocess.run(
+        [sys.executable, str(script), str(tmp_path), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def run_script() -> Callable[..., subprocess.CompletedProcess]:
+    """:func:`_run_script`: run a test's script in a fresh process (DDP tests: Lightning relaunches it)."""
+    return _run_script

@@ -8,9 +8,6 @@ CPU is covered in ``test_callback.py``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -80,40 +77,14 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run_script(
-    tmp_path: Path, source: str, name: str, *args: str, timeout: int = 300
-) -> subprocess.CompletedProcess:
-    """Run ``source`` as ``tmp_path/name`` with ``tmp_path`` and ``args``, as a clean launch: Lightning picks a
-    free port and starts rank 1 itself."""
-    script = tmp_path / name
-    script.write_text(source)
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "NO_ALBUMENTATIONS_UPDATE": "1",
-        "QG_LIGHTNING_CACHE": str(tmp_path / "cache"),
-        "PYTHONWARNINGS": "ignore",
-    }
-    for key in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
-        env.pop(key, None)
-    return subprocess.run(
-        [sys.executable, str(script), str(tmp_path), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 @pytest.mark.slow
-def test_guided_fit_under_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+def test_guided_fit_under_ddp_on_two_cpu_processes(tmp_path: Path, run_script) -> None:
     root = generate_synthetic_dataset(tmp_path / "data", n_images=40, image_size=32, seed=1)
     torch.manual_seed(0)
     predictor = QualityPredictor(backbone="resnet18", in_channels=3, num_classes=2)
     ckpt = tmp_path / "predictor.ckpt"
     torch.save({"state_dict": predictor.state_dict(), "hyper_parameters": dict(predictor.hparams)}, ckpt)
-    result = _run_script(tmp_path, SCRIPT, "ddp_fit.py", str(root), str(ckpt))
+    result = run_script(tmp_path, SCRIPT, "ddp_fit.py", str(root), str(ckpt))
     log = (result.stdout + result.stderr)[-4000:]
     assert result.returncode == 0, log
     assert "find_unused_parameters" not in log, log
@@ -232,10 +203,10 @@ def ddp_inputs(tmp_path_factory: pytest.TempPathFactory, predictor_ckpt: str) ->
 
 
 @pytest.mark.slow
-def test_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, ddp_inputs) -> None:
+def test_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, ddp_inputs, run_script) -> None:
     root, ckpt = ddp_inputs
     for mode in ("single", "ddp"):
-        result = _run_script(tmp_path, EQUIVALENCE_SCRIPT, "equivalence.py", str(root), str(ckpt), mode)
+        result = run_script(tmp_path, EQUIVALENCE_SCRIPT, "equivalence.py", str(root), str(ckpt), mode)
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     single = json.loads((tmp_path / "single_rank0.json").read_text())
     ranks = [json.loads((tmp_path / f"ddp_rank{r}.json").read_text()) for r in (0, 1)]
@@ -267,10 +238,10 @@ def test_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, ddp_
 @pytest.mark.slow
 @pytest.mark.parametrize("fail_rank", [0, 1])
 def test_a_failing_rank_stops_every_rank_instead_of_hanging(
-    tmp_path: Path, ddp_inputs, fail_rank: int
+    tmp_path: Path, ddp_inputs, run_script, fail_rank: int
 ) -> None:
     root, ckpt = ddp_inputs
-    result = _run_script(
+    result = run_script(
         tmp_path,
         EQUIVALENCE_SCRIPT,
         "equivalence.py",

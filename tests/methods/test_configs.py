@@ -133,33 +133,20 @@ def test_all_ssl_configs_share_split_seed_and_budget(dataset: str) -> None:
     assert len(seen) == 1, seen
 
 
+def _tiny_fit(config: Path, *extra: str) -> list[str]:
+    """``fit`` of a shipped config on tiny synthetic data: 2 steps unless ``extra`` says otherwise, validation
+    on one batch every 2 steps, on CPU, without progress bar and summary."""
+    return [
+        "fit", "--config", str(config), "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.val_check_interval", "2", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar",
+        "false", "--trainer.enable_model_summary", "false", "--data.synthetic_images", "24",
+        "--data.synthetic_size", "32", "--data.image_size", "32", *extra,
+    ]  # fmt: skip
+
+
 def test_quickstart_fit_end_to_end(isolated: Path) -> None:
     """One real CLI fit: train 2 steps, validate, checkpoint, then test the last and the best weights."""
-    cli_main(
-        [
-            "fit",
-            "--config",
-            str(CONFIG_DIR / "quickstart.yaml"),
-            "--trainer.max_steps",
-            "2",
-            "--trainer.limit_val_batches",
-            "1",
-            "--trainer.val_check_interval",
-            "2",
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.enable_model_summary",
-            "false",
-            "--data.synthetic_images",
-            "24",
-            "--data.synthetic_size",
-            "32",
-            "--data.image_size",
-            "32",
-        ]
-    )
+    cli_main(_tiny_fit(CONFIG_DIR / "quickstart.yaml"))
     runs = sorted((isolated / "runs" / "quickstart" / "supervised").glob("version_*"))
     assert len(runs) == 1
     run = runs[0]
@@ -187,35 +174,8 @@ def test_predictor_quickstart_fit_end_to_end(isolated: Path) -> None:
     """
     from qg_lightning.quality import load_quality_predictor
 
-    cli = cli_main(
-        [
-            "fit",
-            "--config",
-            str(CONFIG_DIR / "predictor" / "quickstart.yaml"),
-            "--trainer.max_steps",
-            "2",
-            "--trainer.limit_val_batches",
-            "1",
-            "--trainer.val_check_interval",
-            "2",
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.enable_model_summary",
-            "false",
-            "--data.synthetic_images",
-            "24",
-            "--data.synthetic_size",
-            "32",
-            "--data.image_size",
-            "32",
-            "--data.samples_per_image",
-            "2",
-            "--data.batch_size",
-            "4",
-        ]
-    )
+    predictor_config = CONFIG_DIR / "predictor" / "quickstart.yaml"
+    cli = cli_main(_tiny_fit(predictor_config, "--data.samples_per_image", "2", "--data.batch_size", "4"))
     source = cli.datamodule.source.hparams
     assert source["cache_images"] is True and "samples_per_image" not in source
     assert source["image_size"] == 32 and source["synthetic_images"] == 24
@@ -237,14 +197,11 @@ def test_predictor_quickstart_fit_end_to_end(isolated: Path) -> None:
 def test_ckpt_path_last_resumes_from_the_run_before(isolated: Path) -> None:
     """``fit --ckpt_path last`` continues the previous fit of the same config, although the new fit logs (and
     would checkpoint) into a new logger version."""
-    args = [
-        "fit", "--config", str(CONFIG_DIR / "predictor" / "quickstart.yaml"), "--trainer.limit_val_batches", "1",
-        "--trainer.val_check_interval", "2", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar",
-        "false", "--trainer.enable_model_summary", "false", "--data.synthetic_images", "24",
-        "--data.synthetic_size", "32", "--data.image_size", "32", "--data.samples_per_image", "2",
-        "--data.batch_size", "4", "--test_after_fit", "false",
-    ]  # fmt: skip
-    cli_main([*args, "--trainer.max_steps", "2"])
+    args = _tiny_fit(
+        CONFIG_DIR / "predictor" / "quickstart.yaml", "--data.samples_per_image", "2", "--data.batch_size", "4",
+        "--test_after_fit", "false",
+    )  # fmt: skip
+    cli_main(args)
     first = isolated / "runs" / "predictor" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
     assert first.is_file()
     cli = cli_main([*args, "--trainer.max_steps", "4", "--ckpt_path", "last"])

@@ -7,9 +7,6 @@ script for rank 1) and every rank writes what it saw to a JSON file.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -50,25 +47,11 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_validation_metrics_agree_across_ddp_ranks(tmp_path: Path) -> None:
+def test_validation_metrics_agree_across_ddp_ranks(tmp_path: Path, run_script) -> None:
     """Each rank validates part of the fixed candidates; what early stopping and checkpointing monitor
     (``val/loss``) and ``val/mae``, ``val/pearson``, ``val/spearman`` are the same on every rank."""
     root = generate_synthetic_dataset(tmp_path / "data", n_images=40, image_size=32, seed=1)
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "NO_ALBUMENTATIONS_UPDATE": "1",
-        "QG_LIGHTNING_CACHE": str(tmp_path / "cache"),
-        "PYTHONWARNINGS": "ignore",
-    }
-    for key in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
-        env.pop(key, None)
-    script = tmp_path / "ddp_predictor.py"
-    script.write_text(SCRIPT)
-    result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), str(root)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_script(tmp_path, SCRIPT, "ddp_predictor.py", str(root))
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for key in ("val/loss", "val/mae", "val/pearson", "val/spearman"):
