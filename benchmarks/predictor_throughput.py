@@ -16,10 +16,13 @@ pipeline, :class:`PerSamplePipeline`, on alternating batches in the same process
 only that the lead does not depend on the machine's load; the 900 target stays an absolute figure. The machine's
 load average is recorded with the results.
 
-The last line printed is one JSON object, also written to ``benchmarks/results/predictor_throughput.json``.
+``--repeats N`` times the data side N times in one invocation and reports the median (every run is kept under
+``runs``). The last line printed is one JSON object, also written to
+``benchmarks/results/predictor_throughput.json``.
 
 Usage:
-    python benchmarks/predictor_throughput.py [--root ../shared/data/kvasir_seg] [--sizes 128 224] [--no-baseline]
+    python benchmarks/predictor_throughput.py [--root ../shared/data/kvasir_seg] [--sizes 128 224] [--repeats 5]
+        [--no-baseline]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -191,6 +195,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data-batches", type=int, default=30)
+    parser.add_argument(
+        "--repeats", type=int, default=1,
+        help="time the data side this many times (--data-batches each) and report the median of the runs, "
+        "with every run's figure under 'runs'",
+    )  # fmt: skip
     parser.add_argument("--e2e-batches", type=int, default=5, help="0 skips the end-to-end measurement")
     parser.add_argument("--threads", type=int, default=2, help="threads for the end-to-end measurement")
     parser.add_argument(
@@ -238,18 +247,30 @@ def main() -> None:
                     size,
                     args.batch_size,
                 )
-            data, faults = _data_side(dms, args.data_batches, baseline)
+            runs = [_data_side(dms, args.data_batches, baseline) for _ in range(max(1, args.repeats))]
             e2e = _end_to_end(dm, args.e2e_batches, args.threads) if args.e2e_batches > 0 else None
+
+            faults = [f[args.noise_reuse] for _, f in runs]
+
+            def median(key, runs=runs) -> float:
+                return round(statistics.median(data[key] for data, _ in runs), 1)
+
             row = results.setdefault(name, {})[str(size)] = {
-                "data_samples_per_s": round(data[args.noise_reuse], 1),
-                "data_samples_per_s_fresh_noise": round(data[1], 1),
-                "data_page_faults_per_batch": faults[args.noise_reuse],
+                "data_samples_per_s": median(args.noise_reuse),
+                "data_samples_per_s_fresh_noise": median(1),
+                "data_page_faults_per_batch": None if resource is None else statistics.median(faults),
                 "end_to_end_samples_per_s": round(e2e, 1) if e2e is not None else None,
             }
             if baseline is not None:
-                row["baseline_per_sample_samples_per_s"] = round(data["baseline"], 1)
-                row["speedup_vs_baseline"] = round(data[args.noise_reuse] / data["baseline"], 2)
-                row["speedup_vs_baseline_fresh_noise"] = round(data[1] / data["baseline"], 2)
+                ratios = [data[args.noise_reuse] / data["baseline"] for data, _ in runs]
+                fresh = [data[1] / data["baseline"] for data, _ in runs]
+                row["baseline_per_sample_samples_per_s"] = median("baseline")
+                row["speedup_vs_baseline"] = round(statistics.median(ratios), 2)
+                row["speedup_vs_baseline_fresh_noise"] = round(statistics.median(fresh), 2)
+            if len(runs) > 1:
+                row["runs"] = [
+                    {str(k): round(v, 1) for k, v in data.items()} for data, _ in runs
+                ]  # keys: noise_reuse values and "baseline"
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     report = {
         "benchmark": "predictor_throughput",
@@ -257,6 +278,8 @@ def main() -> None:
         "end_to_end_threads": args.threads,
         "batch_size": args.batch_size,
         "noise_reuse": args.noise_reuse,
+        "data_batches": args.data_batches,
+        "repeats": max(1, args.repeats),
         "image_padding": args.image_padding,
         "snapshots": bool(args.snapshots),
         "results": results,
