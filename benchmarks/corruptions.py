@@ -12,11 +12,12 @@ machine is shared; absolute numbers move by 2-3x with the load, the ratio much l
 implementation was measured at about 2,200 masks/s at 224 px and 5,100 at 128 px on a quieter machine.
 
 ``--per-corruption`` adds a table (stderr) and a JSON entry with the time of every registry corruption on one
-batch. The last line printed is one JSON object, also written to ``benchmarks/results/corruptions.json``.
+batch; ``--call-cost`` splits each corruption's call into a fixed cost and a per-mask cost (calls on 1 and 8
+masks). The last line printed is one JSON object, also written to ``benchmarks/results/corruptions.json``.
 
 Usage:
-    python benchmarks/corruptions.py [--kvasir ROOT] [--batch-size 64] [--per-corruption] [--no-baseline]
-        [--sizes 64 128 224] [--datasets synthetic kvasir_seg]
+    python benchmarks/corruptions.py [--kvasir ROOT] [--batch-size 64] [--per-corruption] [--call-cost]
+        [--no-baseline] [--sizes 64 128 224] [--datasets synthetic kvasir_seg]
 """
 
 from __future__ import annotations
@@ -345,6 +346,31 @@ def _per_corruption(masks: torch.Tensor, batch_size: int, repeats: int, seed: in
     return result
 
 
+def _call_cost(masks: torch.Tensor, repeats: int, seed: int) -> dict[str, dict[str, float]]:
+    """Fixed and per-mask microseconds of one call of every registry corruption, from calls on 1 and on 8
+    uint8 masks (``fixed = t1 - per_mask``, ``per_mask = (t8 - t1) / 7``): what a call costs before it does
+    any pixel work. The sampler pays about that once per group of samples that share a kernel (a little less:
+    it skips the public function's checks and dtype conversions)."""
+    batch = (masks[:8] > 0.5).to(torch.uint8)
+    specs = {}
+    for registry in (MAIN, HEAVY, CATASTROPHIC, BLOB):
+        specs.update(registry)
+    generator = torch.Generator().manual_seed(seed)
+    result = {}
+    for name, spec in specs.items():
+        seconds = []
+        for n in (1, 8):
+            sub = batch[:n].contiguous()
+            spec(sub, generator=generator)
+            start = time.perf_counter()
+            for _ in range(repeats * (8 // n)):  # the same number of masks for both
+                spec(sub, generator=generator)
+            seconds.append((time.perf_counter() - start) / (repeats * (8 // n)))
+        per_mask = (seconds[1] - seconds[0]) / 7
+        result[name] = {"fixed": (seconds[0] - per_mask) * 1e6, "per_mask": per_mask * 1e6}
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -365,6 +391,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--min-seconds", type=float, default=3.0, help="timed seconds per dataset and size")
     parser.add_argument("--per-corruption", action="store_true", help="also time every corruption on its own")
     parser.add_argument("--repeats", type=int, default=5, help="repeats per corruption for --per-corruption")
+    parser.add_argument(
+        "--call-cost",
+        action="store_true",
+        help="also split every corruption's call into a fixed and a per-mask cost (largest size)",
+    )
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the per-sample NumPy/OpenCV baseline timed alongside"
     )
@@ -448,6 +479,19 @@ def main(argv: list[str] | None = None) -> dict:
         for name in names:
             row = "".join(f"{table[str(s)][name]:11.1f}" for s in args.sizes)
             print(f"{name:<22s}{row}", file=sys.stderr)
+
+    if args.call_cost:
+        source = "kvasir_seg" if "kvasir_seg" in datasets else "synthetic"
+        size = max(args.sizes)
+        costs = _call_cost(datasets[source][size], 4 * args.repeats, args.seed)
+        report["call_cost_us"] = {
+            "masks": source,
+            "size": size,
+            **{k: {part: round(v, 1) for part, v in c.items()} for k, c in costs.items()},
+        }
+        print(f"\nmicroseconds per call ({source}, {size} px, uint8): fixed + per mask", file=sys.stderr)
+        for name in sorted(costs, key=lambda k: -costs[k]["fixed"]):
+            print(f"{name:<22s}{costs[name]['fixed']:9.1f}{costs[name]['per_mask']:9.1f}", file=sys.stderr)
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
