@@ -26,6 +26,7 @@ variant for synthetic and real candidates and the constant-baseline MAE.
 
 Usage:
     python benchmarks/predictor_quality.py --root ../shared/data/kvasir_seg [--minutes 12] [--variants ours release]
+        [--p-weak 0.75]
 """
 
 from __future__ import annotations
@@ -212,8 +213,17 @@ def main() -> None:
         "--train-seed", type=int, default=None,
         help="another seed for the predictors only (initialisation, batches), on --seed's split: a replicate",
     )  # fmt: skip
+    parser.add_argument(
+        "--p-weak", type=float, default=None,
+        help="override the share of snapshot masks (p_weak) of every chosen variant, e.g. 0.75",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.p_weak is not None:
+        if not 0.0 <= args.p_weak <= 1.0:
+            parser.error(f"--p-weak must be in [0, 1], got {args.p_weak}")
+        for name in args.variants:
+            VARIANTS[name] = {**VARIANTS[name], "data": {**VARIANTS[name]["data"], "p_weak": args.p_weak}}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     out = Path(args.out_dir)
