@@ -40,7 +40,6 @@ from qg_lightning.quality import (
     CATEGORY_PROBS,
     HEAVY,
     MAIN,
-    MULTICLASS,
     CorruptionSampler,
 )
 
@@ -327,17 +326,17 @@ def _throughput(
     return done / ours, (done / theirs if reference is not None else None)
 
 
+def _binary_specs() -> dict:
+    """Every registry corruption that applies to binary masks (the multi-class registry's need two classes)."""
+    return {**MAIN, **HEAVY, **CATASTROPHIC, **BLOB}
+
+
 def _per_corruption(masks: torch.Tensor, batch_size: int, repeats: int, seed: int) -> dict[str, float]:
     """Microseconds per mask of every registry corruption on one uint8 batch (as the sampler calls them)."""
     batch = (masks[:batch_size] > 0.5).to(torch.uint8)
-    specs = {}
-    for registry in (MAIN, HEAVY, CATASTROPHIC, BLOB, MULTICLASS):
-        specs.update(registry)
     generator = torch.Generator().manual_seed(seed)
     result = {}
-    for name, spec in specs.items():
-        if name == "class_swap":
-            continue  # multi-class only
+    for name, spec in _binary_specs().items():
         spec(batch, generator=generator)
         start = time.perf_counter()
         for _ in range(repeats):
@@ -352,12 +351,9 @@ def _call_cost(masks: torch.Tensor, repeats: int, seed: int) -> dict[str, dict[s
     any pixel work. The sampler pays about that once per group of samples that share a kernel (a little less:
     it skips the public function's checks and dtype conversions)."""
     batch = (masks[:8] > 0.5).to(torch.uint8)
-    specs = {}
-    for registry in (MAIN, HEAVY, CATASTROPHIC, BLOB):
-        specs.update(registry)
     generator = torch.Generator().manual_seed(seed)
     result = {}
-    for name, spec in specs.items():
+    for name, spec in _binary_specs().items():
         seconds = []
         for n in (1, 8):
             sub = batch[:n].contiguous()
