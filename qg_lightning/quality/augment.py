@@ -48,6 +48,7 @@ __all__ = [
     "draw_spatial",
     "apply_spatial",
     "photometric",
+    "check_appearance",
     "noise_window",
     "quantized_normal_",
 ]
@@ -267,11 +268,17 @@ def apply_spatial(
 
 def photometric(
     images: Tensor, *, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2,
-    noise_std: float = 0.03, generator: torch.Generator | None = None, noise: Tensor | None = None,
-    inplace: bool = False,
+    noise_std: float = 0.03, gamma: float = 0.0, channel_gain: float = 0.0,
+    generator: torch.Generator | None = None, noise: Tensor | None = None, inplace: bool = False,
 ) -> Tensor:  # fmt: skip
-    """Image-only photometric jitter, per sample: brightness, contrast, saturation (RGB) and Gaussian noise.
+    """Image-only photometric jitter, per sample: brightness, contrast, saturation (RGB) and Gaussian noise;
+    optionally gamma and per-channel gains first (another light source or camera, e.g. of another centre).
 
+    With ``gamma`` or ``channel_gain`` above 0, each sample first becomes ``x0 = g_k x ** e`` per channel ``k``:
+    the exponent ``e = (1 + gamma) ** u`` with ``u`` uniform in ``[-1, 1]`` (so ``e`` lies in
+    ``[1 / (1 + gamma), 1 + gamma]``), each gain ``g_k`` uniform in ``[1 - channel_gain, 1 + channel_gain]``.
+    For a ``uint8`` batch this is a table lookup that also does the float conversion (no extra pass); off
+    (the default), nothing extra is drawn from ``generator``.
     Factors ``b``, ``c``, ``s`` are uniform in ``[1 - x, 1 + x]``; the noise std ``sigma`` is uniform in
     ``[0, noise_std]``. In order: ``x1 = b x``; contrast about the sample mean ``x2 = c (x1 - mean) + mean``;
     for 3-channel images saturation about the per-pixel channel mean ``x3 = s (x2 - gray) + gray``; then
@@ -286,7 +293,10 @@ def photometric(
             the per-sample factors instead of a separate division pass).
         brightness, contrast, saturation: jitter ranges (``0`` turns one off).
         noise_std: largest noise std.
-        generator: source of all randomness (one ``(B, 4)`` uniform draw, then the noise).
+        gamma: exponent range, ``e`` in ``[1 / (1 + gamma), 1 + gamma]`` (``0`` turns it off).
+        channel_gain: per-channel gain range, in ``[0, 1)`` (``0`` turns it off).
+        generator: source of all randomness (one ``(B, 4)`` uniform draw, then ``(B, 1 + C)`` for ``gamma`` /
+            ``channel_gain`` when one is on, then the noise).
         noise: standard normal values of ``images``' shape to use instead of drawing them (e.g. from
             :func:`noise_window`); not modified. Default: a fresh ``torch.randn`` draw from ``generator``.
         inplace: write the result into ``images`` (saves allocating a batch-sized tensor; the same values up
@@ -297,7 +307,8 @@ def photometric(
         ``[0, 1]``.
 
     Raises:
-        ValueError: if ``noise`` does not have the shape of ``images``.
+        ValueError: if ``noise`` does not have the shape of ``images``, or ``gamma`` / ``channel_gain`` is out
+            of range.
         TypeError: if ``images`` is neither floating point nor ``uint8``.
 
     Example:
@@ -306,7 +317,12 @@ def photometric(
         (torch.Size([2, 3, 4, 4]), True, True)
         >>> photometric(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8), noise_std=0.0).dtype
         torch.float32
+        >>> warm = photometric(torch.full((1, 3, 2, 2), 128, dtype=torch.uint8), gamma=0.25, channel_gain=0.15,
+        ...                    generator=torch.Generator().manual_seed(0))
+        >>> warm.shape
+        torch.Size([1, 3, 2, 2])
     """
+    check_appearance(gamma, channel_gain)
     if noise is not None and noise.shape != images.shape:
         raise ValueError(
             f"`noise` must have the shape of `images` {tuple(images.shape)}, got {tuple(noise.shape)}."
@@ -322,6 +338,20 @@ def photometric(
     bright, contr = 1 + brightness * (2 * u[:, 0] - 1), 1 + contrast * (2 * u[:, 1] - 1)  # (B, 1, 1, 1)
     sat = 1 + saturation * (2 * u[:, 2] - 1) if c == 3 else None
     sigma = noise_std * u[:, 3]
+    lut, target = None, None  # the (B, C, 256) conversion table of uint8 images; the caller's float images
+    if gamma > 0 or channel_gain > 0:
+        v = torch.rand(b, 1 + c, device=images.device, generator=generator, dtype=torch.float32)
+        exponent = (1 + gamma) ** (2 * v[:, :1] - 1)  # (B, 1)
+        gain = 1 + channel_gain * (2 * v[:, 1:] - 1)  # (B, C)
+        if images.dtype == torch.uint8:  # g x ** e of every 8-bit level: the float conversion's table
+            levels = torch.arange(256, device=images.device, dtype=torch.float32) / 255
+            lut = (levels ** exponent[:, :, None] * gain[:, :, None]).contiguous()  # (B, C, 256)
+            unit = 1.0
+        else:  # a new tensor; an in-place call copies the result back at the end
+            target = images if inplace else None
+            images = images.clamp(0, 1).pow_(exponent.to(dtype)[:, :, None, None])
+            images.mul_(gain.to(dtype)[:, :, None, None])
+            inplace = True
     fresh = noise is None
     if noise is None:
         noise = torch.randn(images.shape, device=images.device, generator=generator, dtype=dtype)
@@ -338,9 +368,9 @@ def photometric(
         part = slice(i, i + step)
         _photometric_part(
             images[part], out[part], noise[part], bright[part], contr[part], None if sat is None else sat[part],
-            sigma[part], unit, in_place=in_place,
+            sigma[part], unit, in_place=in_place, lut=None if lut is None else lut[part],
         )  # fmt: skip
-    return out
+    return out if target is None else target.copy_(out)
 
 
 _PHOTOMETRIC_SPLIT = 1 << 21  # values per batch above which photometric works in chunks
@@ -363,11 +393,15 @@ def _photometric_chunk(images: Tensor) -> int:
 
 def _photometric_part(
     images: Tensor, out: Tensor, noise: Tensor, bright: Tensor, contr: Tensor, sat: Tensor | None,
-    sigma: Tensor, unit: float, *, in_place: bool,
+    sigma: Tensor, unit: float, *, in_place: bool, lut: Tensor | None = None,
 ) -> None:  # fmt: skip
     """:func:`photometric` on a chunk of samples, written into ``out``: with ``in_place``, ``out`` is ``images``
-    itself or (``uint8`` images) receives their float conversion first; otherwise it may be ``noise``."""
-    x = out.copy_(images) if images.dtype == torch.uint8 else images  # uint8: converted into the result
+    itself or (``uint8`` images) receives their float conversion first; otherwise it may be ``noise``.
+    ``lut``: ``(B, C, 256)`` float32 values of the 8-bit levels, used for the conversion instead of a copy."""
+    if lut is not None:
+        x = _convert_with_table(images, lut, out)
+    else:
+        x = out.copy_(images) if images.dtype == torch.uint8 else images  # uint8: converted into the result
     if sat is not None:  # channel sum as two adds (cheaper than ``sum(dim=1)`` or ``mean``): gray = sum / 3
         gray, unit_gray = torch.add(x[:, 0:1], x[:, 1:2]).add_(x[:, 2:3]), unit / 3
     else:
@@ -384,6 +418,30 @@ def _photometric_part(
         return
     torch.addcmul(base, noise, sigma, out=out)  # noise * sigma + gray term + offset
     out.addcmul_(x, scale * unit).clamp_(0, 1)
+
+
+def check_appearance(gamma: float, channel_gain: float) -> None:
+    """Refuse a ``gamma`` / ``channel_gain`` of :func:`photometric` that is not a number in range, naming it."""
+    for name, value, high in (("gamma", gamma, math.inf), ("channel_gain", channel_gain, 1.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < high:
+            bound = ">= 0" if high == math.inf else f"in [0, {high:g})"
+            raise ValueError(f"`{name}` must be a number {bound} (0 turns it off), got {value!r}.")
+
+
+def _convert_with_table(images: Tensor, lut: Tensor, out: Tensor) -> Tensor:
+    """``out[b, k] = lut[b, k][images[b, k]]`` for ``uint8`` images ``(B, C, H, W)`` and float32 ``lut``
+    ``(B, C, 256)``; returns ``out``. CPU: one OpenCV lookup per plane, writing into ``out``'s memory."""
+    b, c = images.shape[:2]
+    if images.device.type == "cpu" and out.is_contiguous() and images.is_contiguous():
+        src, dst, table = images.numpy(), out.detach().numpy(), lut.numpy()
+        for i in range(b):
+            for k in range(c):
+                got = cv2.LUT(src[i, k], table[i, k].reshape(1, 256), dst=dst[i, k])
+                if got is not dst[i, k] and not np.shares_memory(got, dst[i, k]):  # a build that ignores dst
+                    dst[i, k] = got
+        return out
+    index = images.reshape(b, c, -1).long()
+    return out.copy_(torch.gather(lut, 2, index).view(images.shape))
 
 
 def noise_window(bank: Tensor, shape: Sequence[int], *, generator: torch.Generator | None = None) -> Tensor:

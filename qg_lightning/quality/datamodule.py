@@ -43,6 +43,7 @@ from qg_lightning.masks import check_num_classes, foreground_from_labels
 from qg_lightning.quality.augment import (
     IMAGE_PADDINGS,
     apply_spatial,
+    check_appearance,
     draw_spatial,
     noise_window,
     photometric,
@@ -201,6 +202,12 @@ class QualityDataModule(L.LightningDataModule):
             like the mask there, or ``"border"`` its edge pixels repeated (a polyp at the edge is then smeared
             into the corner while the mask says background; also slower on CPU).
         photometric: image-only brightness/contrast/saturation/noise after corruption.
+        gamma: with ``photometric``, also raise each image to a random exponent in
+            ``[1 / (1 + gamma), 1 + gamma]`` first (``0``, the default, turns it off; e.g. ``0.2``).
+        channel_gain: with ``photometric``, also scale each channel by a random gain in
+            ``[1 - channel_gain, 1 + channel_gain]`` first (a colour cast; ``0``, the default, turns it off).
+            These two imitate another light source or camera; ``benchmarks/appearance_shift.py`` measures what
+            they buy on colour-shifted images.
         noise_reuse: consecutive training batches that take their Gaussian noise from one bank of fresh
             standard normal values (twice a batch's size, a random window per batch;
             :func:`~qg_lightning.quality.augment.noise_window`). The noise draw is one of the largest costs of a
@@ -240,6 +247,8 @@ class QualityDataModule(L.LightningDataModule):
         max_rotation: float = 20.0,
         image_padding: Literal["zeros", "border"] = "zeros",
         photometric: bool = True,
+        gamma: float = 0.0,
+        channel_gain: float = 0.0,
         noise_reuse: int = 8,
         num_workers: int = 0,
         seed: int = 0,
@@ -264,6 +273,7 @@ class QualityDataModule(L.LightningDataModule):
             )
         if snapshot_policy not in ("heldout", "all"):
             raise ValueError(f"`snapshot_policy` must be 'heldout' or 'all', got {snapshot_policy!r}.")
+        check_appearance(gamma, channel_gain)
         self._snapshot_range = _check_threshold(snapshot_threshold)
         if not 0 <= max_rotation <= 180:
             raise ValueError(f"`max_rotation` must be in [0, 180] degrees, got {max_rotation}.")
@@ -510,7 +520,9 @@ class QualityDataModule(L.LightningDataModule):
         candidate, truth = candidate.float(), truth.float()
         if hp.photometric:  # a uint8 batch: converted to float inside, with the 1/255 folded in
             noise = self._noise(images.shape, device, generator, batch_index)
-            images = photometric(images, generator=generator, noise=noise)
+            images = photometric(
+                images, gamma=hp.gamma, channel_gain=hp.channel_gain, generator=generator, noise=noise
+            )
         else:
             images = images.float().div_(255.0)
         return {

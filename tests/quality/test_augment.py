@@ -142,6 +142,78 @@ def test_photometric_reads_uint8_as_x_over_255(channels, given_noise):
         photometric(x8.to(torch.int16))
 
 
+APPEARANCE = {"gamma": 0.3, "channel_gain": 0.2}
+
+
+def _appearance_reference(x, seed, channels, gamma=0.3, channel_gain=0.2, **ranges):
+    """gain_k * x ** e first (uniforms, then the (B, 1 + C) appearance draw), then the usual jitter."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(x.shape[0], 4, 1, 1, 1, generator=g)
+    v = torch.rand(x.shape[0], 1 + channels, generator=g)
+    noise = torch.randn(x.shape, generator=g)
+    e = ((1 + gamma) ** (2 * v[:, :1] - 1))[:, :, None, None]
+    gain = (1 + channel_gain * (2 * v[:, 1:] - 1))[:, :, None, None]
+    return _photometric_reference(x.pow(e) * gain, u, noise, **ranges)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("ranges", [{}, WIDE])
+def test_appearance_jitter_applies_gamma_and_channel_gains_first(channels, ranges):
+    x8 = torch.randint(
+        0, 256, (5, channels, 9, 13), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)
+    )
+    reference = _appearance_reference(x8.float() / 255, 7, channels, **ranges)
+    for images in (x8, x8.float() / 255):  # uint8: one table lookup per plane; float: pow and multiply
+        y = photometric(images, generator=torch.Generator().manual_seed(7), **APPEARANCE, **ranges)
+        assert y.dtype == torch.float32 and torch.allclose(y, reference, atol=1e-5, rtol=0)
+
+
+def test_appearance_jitter_on_uint8_equals_float_and_in_place_keeps_the_buffer():
+    x8 = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    a = photometric(x8, generator=torch.Generator().manual_seed(1), **APPEARANCE, **WIDE)
+    x = x8.float() / 255
+    b = photometric(x.clone(), generator=torch.Generator().manual_seed(1), **APPEARANCE, **WIDE)
+    z = x.clone()
+    c = photometric(z, generator=torch.Generator().manual_seed(1), inplace=True, **APPEARANCE, **WIDE)
+    assert c.data_ptr() == z.data_ptr() and torch.allclose(a, b, atol=1e-6, rtol=0) and torch.equal(b, c)
+    strided = x8.transpose(2, 3)  # not contiguous: the gather path (as on CUDA) instead of OpenCV's lookup
+    d = photometric(strided, generator=torch.Generator().manual_seed(1), **APPEARANCE, **WIDE)
+    e = photometric(strided.contiguous(), generator=torch.Generator().manual_seed(1), **APPEARANCE, **WIDE)
+    assert torch.allclose(d, e, atol=1e-6, rtol=0)
+
+
+def test_appearance_jitter_off_draws_nothing_and_changes_nothing():
+    x = torch.rand(3, 3, 8, 8)
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    assert torch.equal(
+        photometric(x, generator=g1), photometric(x, generator=g2, gamma=0.0, channel_gain=0.0)
+    )
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_appearance_jitter_spans_its_ranges():
+    flat = torch.full((4000, 3, 1, 1), 128, dtype=torch.uint8)
+    off = {"brightness": 0, "contrast": 0, "saturation": 0, "noise_std": 0}
+    y = photometric(flat, generator=torch.Generator().manual_seed(0), channel_gain=0.2, **off)
+    ratio = y.flatten(1) / (128 / 255)  # the gains, one per channel and sample
+    assert 0.8 - 1e-5 <= ratio.min() < 0.81 and 1.19 < ratio.max() <= 1.2 + 1e-5
+    assert abs(float(ratio.mean()) - 1) < 0.01 and float((ratio[:, 0] - ratio[:, 1]).abs().mean()) > 0.1
+    y = photometric(flat, generator=torch.Generator().manual_seed(0), gamma=0.5, **off)
+    exponent = torch.log(y[:, 0].flatten()) / math.log(128 / 255)  # one exponent for all channels
+    assert torch.allclose(y[:, 0], y[:, 2])
+    assert 1 / 1.5 - 1e-4 <= exponent.min() < 0.7 and 1.45 < exponent.max() <= 1.5 + 1e-4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"gamma": -0.1}, "`gamma` must be a number >= 0"), ({"channel_gain": 1.0}, r"`channel_gain` must be .*\[0, 1\)"),
+     ({"gamma": True}, "`gamma`"), ({"channel_gain": "0.1"}, "`channel_gain`")],
+)  # fmt: skip
+def test_appearance_jitter_refuses_bad_ranges(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        photometric(torch.rand(1, 3, 4, 4), **kwargs)
+
+
 @pytest.mark.parametrize("n", [1, 7, 8, 1000, (1 << 20) + 13])  # below a draw, a draw, a chunk and a bit
 def test_quantized_normal_is_seeded_and_standard_normal_on_256_levels(n):
     out = torch.full((n,), math.nan)

@@ -171,6 +171,31 @@ def test_invalid_arguments(root):
         _qdm(root, noise_reuse=0)
     with pytest.raises(ValueError, match="image_padding.*'reflect'"):
         _qdm(root, image_padding="reflect")
+    with pytest.raises(ValueError, match="`channel_gain` must be"):
+        _qdm(root, channel_gain=1.2)
+    with pytest.raises(ValueError, match="`gamma` must be"):
+        _qdm(root, gamma=-0.5)
+
+
+def test_gamma_and_channel_gain_reach_the_photometric_jitter(root):
+    """Off by default (the batch is unchanged); on, the images change and the masks and targets do not."""
+    base = _qdm(root)
+    base.setup("fit")
+    raw = next(iter(base.train_dataloader()))
+    plain = base.make_training_batch(raw, generator=torch.Generator().manual_seed(2))
+    zero = _qdm(root, gamma=0.0, channel_gain=0.0)
+    zero.setup("fit")
+    assert torch.equal(
+        zero.make_training_batch(raw, generator=torch.Generator().manual_seed(2))["image"], plain["image"]
+    )
+    warm = _qdm(root, gamma=0.3, channel_gain=0.2)
+    warm.setup("fit")
+    assert warm.hparams.gamma == 0.3 and warm.hparams.channel_gain == 0.2
+    out = warm.make_training_batch(raw, generator=torch.Generator().manual_seed(2))
+    assert not torch.allclose(out["image"], plain["image"], atol=0.01)
+    assert 0 <= float(out["image"].min()) and float(out["image"].max()) <= 1
+    for key in ("candidate", "quality", "truth", "category"):
+        assert torch.equal(out[key], plain[key]), key
 
 
 def test_image_padding_reaches_the_warp(root):
