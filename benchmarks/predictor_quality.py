@@ -26,7 +26,7 @@ variant for synthetic and real candidates and the constant-baseline MAE.
 
 Usage:
     python benchmarks/predictor_quality.py --root ../shared/data/kvasir_seg [--minutes 12] [--variants ours release]
-        [--p-weak 0.75]
+        [--p-weak 0.75] [--gamma 0.2 --channel-gain 0.1]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import torch
 
 from qg_lightning.data import SemiSupervisedDataModule
 from qg_lightning.methods import SupervisedSegmenter
+from qg_lightning.quality.augment import check_appearance
 from qg_lightning.quality.calibration import calibrate_cli
 from qg_lightning.quality.datamodule import QualityDataModule
 from qg_lightning.quality.evaluation import evaluate_predictor_cli
@@ -139,7 +140,8 @@ def train_predictor(args, out: Path, variant: str, snap_dirs: list[Path]) -> Pat
     L.seed_everything(seed, verbose=False)
     dm = QualityDataModule(root=args.root, image_size=args.image_size, samples_per_image=args.samples_per_image,
                            batch_size=32, snapshots=[str(d) for d in snap_dirs], seed=seed, noise_reuse=args.noise_reuse,
-                           image_padding=args.image_padding, **split, **VARIANTS[variant]["data"])  # fmt: skip
+                           image_padding=args.image_padding, gamma=args.gamma, channel_gain=args.channel_gain,
+                           **split, **VARIANTS[variant]["data"])  # fmt: skip
     model = QualityPredictor(backbone="resnet18", pretrained=False, channels_last=args.channels_last,
                              **VARIANTS[variant]["model"])  # fmt: skip
     ckpt = L.pytorch.callbacks.ModelCheckpoint(
@@ -217,8 +219,20 @@ def main() -> None:
         "--p-weak", type=float, default=None,
         help="override the share of snapshot masks (p_weak) of every chosen variant, e.g. 0.75",
     )  # fmt: skip
+    parser.add_argument(
+        "--gamma", type=float, default=0.0,
+        help="QualityDataModule(gamma=...): random image exponent in [1/(1+x), 1+x] (0, the default, is off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--channel-gain", type=float, default=0.0,
+        help="QualityDataModule(channel_gain=...): random gain per colour channel in [1-x, 1+x] (0 is off)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    try:
+        check_appearance(args.gamma, args.channel_gain)
+    except ValueError as err:
+        parser.error(str(err).replace("`gamma`", "--gamma").replace("`channel_gain`", "--channel-gain"))
     if args.p_weak is not None:
         if not 0.0 <= args.p_weak <= 1.0:
             parser.error(f"--p-weak must be in [0, 1], got {args.p_weak}")
