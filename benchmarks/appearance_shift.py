@@ -88,12 +88,14 @@ def _pairs(root: Path, split_file: Path, subset: str) -> list[tuple[Path, Path]]
         raise ValueError(
             f"--split-file '{split_file}' must be a JSON object with a list '{subset}' of ids."
         ) from None
+    images, masks = (
+        {f.stem: f for f in sorted((root / sub).iterdir()) if f.is_file()} for sub in ("images", "masks")
+    )
     pairs, missing = [], []
-    for i in ids:
-        image = next(iter(sorted((root / "images").glob(f"{i}.*"))), None)
-        mask = next(iter(sorted((root / "masks").glob(f"{i}.*"))), None)
+    for i in map(str, ids):
+        image, mask = images.get(i), masks.get(i)
         if image is None or mask is None:
-            missing.append(str(i))
+            missing.append(i)
         else:
             pairs.append((image, mask))
     if missing or not pairs:
