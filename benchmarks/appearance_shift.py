@@ -40,7 +40,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy.stats import spearmanr
+from compare_predictors import _metrics  # the sibling script's Pearson, Spearman and MAE
 
 from qg_lightning.quality.evaluation import evaluate_predictor_cli
 
@@ -128,14 +128,6 @@ def _read_candidates(path: Path) -> dict[str, dict[str, np.ndarray]]:
             for key, value in (("id", row["id"]), ("pred", float(row["pred"])), ("true", float(row["true"]))):
                 group.setdefault(key, []).append(value)
     return {name: {k: np.asarray(v) for k, v in g.items()} for name, g in groups.items()}
-
-
-def _metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    return {
-        "pearson": float(np.corrcoef(pred, true)[0, 1]),
-        "spearman": float(spearmanr(pred, true).statistic),
-        "mae": float(np.abs(pred - true).mean()),
-    }
 
 
 def paired_change(
