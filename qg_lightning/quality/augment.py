@@ -428,6 +428,14 @@ def check_appearance(gamma: float, channel_gain: float) -> None:
             raise ValueError(f"`{name}` must be a number {bound} (0 turns it off), got {value!r}.")
 
 
+def _lut_into(src: np.ndarray, table: np.ndarray, dst: np.ndarray) -> None:
+    """``dst[...] = table[src]`` by OpenCV's table lookup, written into ``dst``'s memory (copied there for an
+    OpenCV build that ignores ``dst``)."""
+    got = cv2.LUT(src, table, dst=dst)
+    if got is not dst and not np.shares_memory(got, dst):
+        dst[...] = got
+
+
 def _convert_with_table(images: Tensor, lut: Tensor, out: Tensor) -> Tensor:
     """``out[b, k] = lut[b, k][images[b, k]]`` for ``uint8`` images ``(B, C, H, W)`` and float32 ``lut``
     ``(B, C, 256)``; returns ``out``. CPU: one OpenCV lookup per plane, writing into ``out``'s memory."""
@@ -436,9 +444,7 @@ def _convert_with_table(images: Tensor, lut: Tensor, out: Tensor) -> Tensor:
         src, dst, table = images.numpy(), out.detach().numpy(), lut.numpy()
         for i in range(b):
             for k in range(c):
-                got = cv2.LUT(src[i, k], table[i, k].reshape(1, 256), dst=dst[i, k])
-                if got is not dst[i, k] and not np.shares_memory(got, dst[i, k]):  # a build that ignores dst
-                    dst[i, k] = got
+                _lut_into(src[i, k], table[i, k].reshape(1, 256), dst[i, k])
         return out
     index = images.reshape(b, c, -1).long()
     return out.copy_(torch.gather(lut, 2, index).view(images.shape))
@@ -526,7 +532,5 @@ def quantized_normal_(out: Tensor, *, generator: torch.Generator | None = None) 
         draw = words[: -(-m // 8)].random_(-(2**63), None, generator=generator)  # all 64 bits uniform
         src = draw.view(torch.uint8).numpy()[:m].reshape(1, m)
         dst = flat[start : start + m].reshape(1, m)
-        got = cv2.LUT(src, levels, dst=dst)
-        if got is not dst and not np.shares_memory(got, dst):  # an OpenCV build that ignores `dst`
-            dst[...] = got
+        _lut_into(src, levels, dst)
     return out
