@@ -26,7 +26,7 @@ variant for synthetic and real candidates and the constant-baseline MAE.
 
 Usage:
     python benchmarks/predictor_quality.py --root ../shared/data/kvasir_seg [--minutes 12] [--variants ours release]
-        [--p-weak 0.75] [--gamma 0.2 --channel-gain 0.1]
+        [--p-weak 0.75] [--gamma 0.2 --channel-gain 0.1 [--snapshot-appearance 2]]
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ def train_predictor(args, out: Path, variant: str, snap_dirs: list[Path]) -> Pat
     dm = QualityDataModule(root=args.root, image_size=args.image_size, samples_per_image=args.samples_per_image,
                            batch_size=32, snapshots=[str(d) for d in snap_dirs], seed=seed, noise_reuse=args.noise_reuse,
                            image_padding=args.image_padding, gamma=args.gamma, channel_gain=args.channel_gain,
+                           snapshot_appearance=args.snapshot_appearance,
                            **split, **VARIANTS[variant]["data"])  # fmt: skip
     model = QualityPredictor(backbone="resnet18", pretrained=False, channels_last=args.channels_last,
                              **VARIANTS[variant]["model"])  # fmt: skip
@@ -227,12 +228,23 @@ def main() -> None:
         "--channel-gain", type=float, default=0.0,
         help="QualityDataModule(channel_gain=...): random gain per colour channel in [1-x, 1+x] (0 is off)",
     )  # fmt: skip
+    parser.add_argument(
+        "--snapshot-appearance", type=int, default=0,
+        help="QualityDataModule(snapshot_appearance=...): colour-cast copies of each image that the snapshots "
+        "also predict (needs --gamma or --channel-gain; 0, the default, is off)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     try:
         check_appearance(args.gamma, args.channel_gain)
     except ValueError as err:
         parser.error(str(err).replace("`gamma`", "--gamma").replace("`channel_gain`", "--channel-gain"))
+    if args.snapshot_appearance < 0 or (args.snapshot_appearance and not (args.gamma or args.channel_gain)):
+        parser.error(
+            f"--snapshot-appearance must be >= 0 and needs --gamma or --channel-gain above 0 (the ranges its casts "
+            f"are drawn from), got --snapshot-appearance {args.snapshot_appearance} with --gamma {args.gamma} and "
+            f"--channel-gain {args.channel_gain}."
+        )
     if args.p_weak is not None:
         if not 0.0 <= args.p_weak <= 1.0:
             parser.error(f"--p-weak must be in [0, 1], got {args.p_weak}")

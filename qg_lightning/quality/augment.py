@@ -49,6 +49,8 @@ __all__ = [
     "apply_spatial",
     "photometric",
     "check_appearance",
+    "draw_appearance",
+    "apply_appearance",
     "noise_window",
     "quantized_normal_",
 ]
@@ -270,6 +272,7 @@ def photometric(
     images: Tensor, *, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2,
     noise_std: float = 0.03, gamma: float = 0.0, channel_gain: float = 0.0,
     generator: torch.Generator | None = None, noise: Tensor | None = None, inplace: bool = False,
+    appearance: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:  # fmt: skip
     """Image-only photometric jitter, per sample: brightness, contrast, saturation (RGB) and Gaussian noise;
     optionally gamma and per-channel gains first (another light source or camera, e.g. of another centre).
@@ -301,14 +304,17 @@ def photometric(
             :func:`noise_window`); not modified. Default: a fresh ``torch.randn`` draw from ``generator``.
         inplace: write the result into ``images`` (saves allocating a batch-sized tensor; the same values up
             to float rounding order).
+        appearance: per-sample ``(exponent (B,), gains (B, C))`` to apply instead of drawing them (then
+            ``gamma`` and ``channel_gain`` are not used and nothing is drawn for them), e.g. from
+            :func:`draw_appearance` with some rows replaced by fixed values.
 
     Returns:
         ``(B, C, H, W)`` new tensor (``images`` itself if ``inplace``), same dtype (float32 for ``uint8``), in
         ``[0, 1]``.
 
     Raises:
-        ValueError: if ``noise`` does not have the shape of ``images``, or ``gamma`` / ``channel_gain`` is out
-            of range.
+        ValueError: if ``noise`` does not have the shape of ``images``, ``gamma`` / ``channel_gain`` is out
+            of range, or ``appearance`` does not fit the batch.
         TypeError: if ``images`` is neither floating point nor ``uint8``.
 
     Example:
@@ -339,10 +345,11 @@ def photometric(
     sat = 1 + saturation * (2 * u[:, 2] - 1) if c == 3 else None
     sigma = noise_std * u[:, 3]
     lut, target = None, None  # the (B, C, 256) conversion table of uint8 images; the caller's float images
-    if gamma > 0 or channel_gain > 0:
-        v = torch.rand(b, 1 + c, device=images.device, generator=generator, dtype=torch.float32)
-        exponent = (1 + gamma) ** (2 * v[:, :1] - 1)  # (B, 1)
-        gain = 1 + channel_gain * (2 * v[:, 1:] - 1)  # (B, C)
+    if appearance is None and (gamma > 0 or channel_gain > 0):
+        appearance = draw_appearance(b, c, gamma=gamma, channel_gain=channel_gain, device=images.device,
+                                     generator=generator)  # fmt: skip
+    if appearance is not None:
+        exponent, gain = _check_appearance_values(appearance, b, c, images.device)
         if images.dtype == torch.uint8:  # g x ** e of every 8-bit level: the float conversion's table
             levels = torch.arange(256, device=images.device, dtype=torch.float32) / 255
             lut = (levels ** exponent[:, :, None] * gain[:, :, None]).contiguous()  # (B, C, 256)
@@ -426,6 +433,55 @@ def check_appearance(gamma: float, channel_gain: float) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < high:
             bound = ">= 0" if high == math.inf else f"in [0, {high:g})"
             raise ValueError(f"`{name}` must be a number {bound} (0 turns it off), got {value!r}.")
+
+
+def draw_appearance(
+    n: int, channels: int, *, gamma: float, channel_gain: float, device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Random per-sample appearance of :func:`photometric`: exponents ``(n,)`` and channel gains ``(n, C)``.
+
+    The exponent is ``(1 + gamma) ** u`` with ``u`` uniform in ``[-1, 1]``, each gain uniform in
+    ``[1 - channel_gain, 1 + channel_gain]``; one ``(n, 1 + C)`` uniform draw from ``generator``. With both at
+    0 every value is 1 (still one draw).
+
+    Example:
+        >>> e, g = draw_appearance(4, 3, gamma=0.2, channel_gain=0.1, generator=torch.Generator().manual_seed(0))
+        >>> e.shape, g.shape, bool(((1 / 1.2 <= e) & (e <= 1.2)).all()), bool(((g - 1).abs() <= 0.1).all())
+        (torch.Size([4]), torch.Size([4, 3]), True, True)
+    """
+    check_appearance(gamma, channel_gain)
+    v = torch.rand(n, 1 + channels, device=device, generator=generator, dtype=torch.float32)
+    return (1 + gamma) ** (2 * v[:, 0] - 1), 1 + channel_gain * (2 * v[:, 1:] - 1)
+
+
+def apply_appearance(images: Tensor, exponent: Tensor, gain: Tensor) -> Tensor:
+    """``clamp(gain_k * x ** exponent, 0, 1)`` per sample and channel of float ``[0, 1]`` images ``(N, C, H, W)``
+    (a new tensor): what :func:`photometric` does first with the same values, without the rest of its jitter.
+
+    Example:
+        >>> apply_appearance(torch.full((1, 3, 1, 1), 0.25), torch.tensor([0.5]), torch.tensor([[1.0, 2.0, 5.0]]))
+        tensor([[[[0.5000]],
+        <BLANKLINE>
+                 [[1.0000]],
+        <BLANKLINE>
+                 [[1.0000]]]])
+    """
+    exponent, gain = _check_appearance_values((exponent, gain), *images.shape[:2], images.device)
+    return images.clamp(0, 1).pow(exponent[:, :, None, None]).mul_(gain[:, :, None, None]).clamp_(0, 1)
+
+
+def _check_appearance_values(
+    appearance: tuple[Tensor, Tensor], n: int, channels: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """``(exponent (n,), gain (n, C))`` as float32 ``(n, 1)`` and ``(n, C)`` on ``device``, or a ``ValueError``."""
+    exponent, gain = appearance
+    if tuple(exponent.shape) != (n,) or tuple(gain.shape) != (n, channels):
+        raise ValueError(
+            f"`appearance` must be (exponent of shape ({n},), gains of shape ({n}, {channels})) for these images, "
+            f"got shapes {tuple(exponent.shape)} and {tuple(gain.shape)}."
+        )
+    return exponent.to(device, torch.float32).view(n, 1), gain.to(device, torch.float32)
 
 
 def _lut_into(src: np.ndarray, table: np.ndarray, dst: np.ndarray) -> None:

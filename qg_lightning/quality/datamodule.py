@@ -6,10 +6,11 @@ Training data (METHOD.md, "Training masks"), generated fresh every epoch from th
 2. spatial augmentation (flips, rotation up to ``max_rotation`` degrees) is applied jointly to the image, its
    ground truth and its snapshot masks;
 3. with probability ``p_weak`` the candidate is the (warped) prediction of a uniformly chosen snapshot model
-   allowed for that image (binarised at a threshold drawn from ``snapshot_threshold`` when that is a range),
+   allowed for that image (binarised at a threshold drawn from ``snapshot_threshold`` when that is a range;
+   with ``snapshot_appearance``, predicted on the plain image or one of its fixed colour-cast copies),
    otherwise one draw of :class:`~qg_lightning.quality.sampling.CorruptionSampler`;
 4. the target is the per-class Dice of the candidate against the (warped) truth;
-5. image-only photometric augmentation.
+5. image-only photometric augmentation (a snapshot mask's image gets its copy's cast, if any).
 
 Steps 2-5 run batched on the training device in :meth:`QualityDataModule.on_after_batch_transfer`, with a
 ``torch.Generator`` seeded from ``(seed, epoch, batch, rank)``; the loader itself only gathers cached ``uint8``
@@ -42,8 +43,10 @@ from qg_lightning.data import SemiSupervisedDataModule, derive_seed, read_image,
 from qg_lightning.masks import check_num_classes, foreground_from_labels
 from qg_lightning.quality.augment import (
     IMAGE_PADDINGS,
+    apply_appearance,
     apply_spatial,
     check_appearance,
+    draw_appearance,
     draw_spatial,
     noise_window,
     photometric,
@@ -196,6 +199,13 @@ class QualityDataModule(L.LightningDataModule):
             mask (0.5 / argmax), as the release. A number ``t``: foreground where the snapshot's foreground
             probability is at least ``t``. A range ``[lo, hi]``: ``t`` is drawn uniformly per sample, so each
             snapshot yields many masks that differ where it was unsure, e.g. ``[0.2, 0.8]``.
+        snapshot_appearance: number of colour-cast copies of each training image that every snapshot also
+            predicts (``0``, the default, turns it off). Each copy has its own fixed exponent and channel gains,
+            drawn once from the ``gamma`` / ``channel_gain`` ranges (so one of those must be above 0). A snapshot
+            candidate then comes from the plain image or one of its copies, uniformly, and the sample's image
+            gets that copy's cast instead of a random one (the plain image: none). So a snapshot mask always
+            shows the errors the snapshot makes on the very image the predictor sees, also under a cast. Costs
+            ``1 + snapshot_appearance`` times the snapshot predictions at set-up and their memory.
         category_probs: corruption category probabilities (default METHOD.md's).
         max_rotation: spatial augmentation rotation range in degrees (20).
         image_padding: what a rotated image shows outside its original frame: ``"zeros"`` (default) black,
@@ -243,6 +253,7 @@ class QualityDataModule(L.LightningDataModule):
         snapshots: list[str] | str | None = None,
         snapshot_policy: Literal["heldout", "all"] = "heldout",
         snapshot_threshold: float | list[float] | None = None,
+        snapshot_appearance: int = 0,
         category_probs: dict[str, float] | None = None,
         max_rotation: float = 20.0,
         image_padding: Literal["zeros", "border"] = "zeros",
@@ -258,7 +269,8 @@ class QualityDataModule(L.LightningDataModule):
         check_num_classes(num_classes)
         for name, value, lo in (("samples_per_image", samples_per_image, 1), ("batch_size", batch_size, 1),
                                 ("eval_candidates_per_image", eval_candidates_per_image, 1),
-                                ("noise_reuse", noise_reuse, 1), ("num_workers", num_workers, 0)):  # fmt: skip
+                                ("noise_reuse", noise_reuse, 1), ("num_workers", num_workers, 0),
+                                ("snapshot_appearance", snapshot_appearance, 0)):  # fmt: skip
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"`{name}` must be an integer >= {lo}, got {value!r}.")
         if isinstance(p_weak, bool) or not isinstance(p_weak, (int, float)) or not 0.0 <= p_weak <= 1.0:
@@ -274,6 +286,13 @@ class QualityDataModule(L.LightningDataModule):
         if snapshot_policy not in ("heldout", "all"):
             raise ValueError(f"`snapshot_policy` must be 'heldout' or 'all', got {snapshot_policy!r}.")
         check_appearance(gamma, channel_gain)
+        if snapshot_appearance and not (photometric and (gamma > 0 or channel_gain > 0) and p_weak > 0):
+            raise ValueError(
+                f"`snapshot_appearance`={snapshot_appearance} casts the images that snapshots predict, so it needs "
+                f"`photometric: true`, `gamma` or `channel_gain` above 0 (the ranges its casts are drawn from) and "
+                f"`p_weak` above 0; got photometric={photometric}, gamma={gamma}, channel_gain={channel_gain}, "
+                f"p_weak={p_weak}. Set those, or `snapshot_appearance: 0`."
+            )
         self._snapshot_range = _check_threshold(snapshot_threshold)
         if not 0 <= max_rotation <= 180:
             raise ValueError(f"`max_rotation` must be in [0, 180] degrees, got {max_rotation}.")
@@ -308,6 +327,8 @@ class QualityDataModule(L.LightningDataModule):
         self._batch_counter = 0
         self._counter_epoch = 0
         self._noise_bank: Tensor | None = None
+        # (exponent (1 + V, N), gains (1 + V, N, C)) of each training image's casts; row 0 is the plain image
+        self._appearance: tuple[Tensor, Tensor] | None = None
 
     @property
     def split(self):
@@ -348,10 +369,15 @@ class QualityDataModule(L.LightningDataModule):
         for stage, ids, stream in (("val", split.val, 21), ("test", split.test, 22)):
             if ids:
                 self.eval_data[stage] = self._fixed_candidates(*load(list(ids)), list(ids), stream)
+        casts = (
+            f" (on the plain images and {hp.snapshot_appearance} cast copies)"
+            if hp.snapshot_appearance
+            else ""
+        )
         rank_zero_info(
             f"QualityDataModule: {len(train_ids)} training images x {hp.samples_per_image} candidates/epoch, "
             f"{len(split.val)} val and {len(split.test)} test images x {hp.eval_candidates_per_image} fixed "
-            f"candidates, p_weak={hp.p_weak} with {len(self.snapshot_info)} snapshots"
+            f"candidates, p_weak={hp.p_weak} with {len(self.snapshot_info)} snapshots{casts}"
         )
 
     def _build_snapshots(self, images: Tensor, train_ids: list[str]) -> None:
@@ -359,18 +385,33 @@ class QualityDataModule(L.LightningDataModule):
         paths = find_snapshots(hp.snapshots)
         masks, allowed = [], []
         x = images.float().div(255.0)
+        n, c = x.shape[:2]
+        views = 1 + hp.snapshot_appearance
+        if views > 1:  # fixed casts, the same on every rank and in every run with this seed
+            g = torch.Generator().manual_seed(derive_seed(hp.seed, 41))
+            exponent, gain = draw_appearance(
+                (views - 1) * n, c, gamma=hp.gamma, channel_gain=hp.channel_gain, generator=g
+            )
+            self._appearance = (torch.cat([torch.ones(n), exponent]).view(views, n),
+                                torch.cat([torch.ones(n, c), gain]).view(views, n, c))  # fmt: skip
+        predict = predict_snapshot_masks if self._snapshot_range is None else predict_snapshot_probs
         for path in paths:
             snap = load_snapshot(path, in_channels=hp.in_channels, num_classes=hp.num_classes)
-            predict = predict_snapshot_masks if self._snapshot_range is None else predict_snapshot_probs
-            masks.append(predict(snap.net, x, hp.num_classes))
+            per_view = [predict(snap.net, x, hp.num_classes)]
+            for v in range(1, views):
+                cast = apply_appearance(x, self._appearance[0][v], self._appearance[1][v])
+                per_view.append(predict(snap.net, cast, hp.num_classes))
+            masks.append(torch.stack(per_view))
             if hp.snapshot_policy == "heldout":
                 allowed.append(torch.tensor([i not in snap.train_ids for i in train_ids]))
             else:
                 allowed.append(torch.ones(len(train_ids), dtype=torch.bool))
             self.snapshot_info.append({"path": str(path), "epoch": snap.epoch, "fold": snap.fold})
-        self.train_data["snapshots"] = torch.stack(masks)  # (S, N, K-1, H, W) uint8 masks or probabilities
-        self.train_data["allowed"] = torch.stack(allowed, dim=1)  # (N, S)
-        n_without = int((~self.train_data["allowed"].any(1)).sum())
+        # (V * S, N, K-1, H, W) uint8 masks or probabilities, view v of snapshot s at v * S + s (V = views)
+        self.train_data["snapshots"] = torch.stack(masks, dim=1).flatten(0, 1)
+        allowed = torch.stack(allowed, dim=1)  # (N, S)
+        self.train_data["allowed"] = allowed.repeat(1, views)  # (N, V * S), the same columns as above
+        n_without = int((~allowed.any(1)).sum())
         if n_without == len(train_ids):
             raise ValueError(
                 f"No snapshot may be used on any training image with snapshot_policy='heldout': every snapshot in "
@@ -488,6 +529,8 @@ class QualityDataModule(L.LightningDataModule):
         device = images.device
         params = draw_spatial(b, max_rotation=hp.max_rotation, device=device, generator=generator)
         snaps = raw.get("snapshots")
+        # (rows, exponents, gains) of the snapshot samples whose mask came from a cast copy of their image
+        snap_appearance = None
         extra = (snaps.flatten(1, 2),) if snaps is not None else ()
         warped = apply_spatial(params, images, labels.unsqueeze(1), *extra, image_padding=hp.image_padding)
         images = warped[0]  # uint8 until the photometric jitter (or the plain conversion) makes it float
@@ -514,15 +557,28 @@ class QualityDataModule(L.LightningDataModule):
                     lo, hi = self._snapshot_range
                     t = lo + (hi - lo) * torch.rand(b, device=device, generator=generator)
                     picked = threshold_snapshot_probs(picked, t)
+                if self._appearance is not None:  # the cast of the image copy the chosen mask came from
+                    view = choice // (s // (1 + hp.snapshot_appearance))
+                    image = raw["index"]
+                    exponents, gains = (t.to(device) for t in self._appearance)
+                    snap_appearance = (use, exponents[view, image], gains[view, image])
                 candidate = torch.where(use.view(b, 1, 1, 1), picked, candidate.float())
                 quality = torch.where(use.view(b, 1), dice_target(picked, truth), quality)
                 category = torch.where(use, torch.full_like(category, _SNAPSHOT), category)
         candidate, truth = candidate.float(), truth.float()
         if hp.photometric:  # a uint8 batch: converted to float inside, with the 1/255 folded in
             noise = self._noise(images.shape, device, generator, batch_index)
-            images = photometric(
-                images, gamma=hp.gamma, channel_gain=hp.channel_gain, generator=generator, noise=noise
-            )
+            appearance = None
+            if self._appearance is not None:
+                exponent, gain = draw_appearance(b, images.shape[1], gamma=hp.gamma, channel_gain=hp.channel_gain,
+                                                 device=device, generator=generator)  # fmt: skip
+                if snap_appearance is not None:
+                    rows, fixed_exponent, fixed_gain = snap_appearance
+                    exponent = torch.where(rows, fixed_exponent, exponent)
+                    gain = torch.where(rows.view(b, 1), fixed_gain, gain)
+                appearance = (exponent, gain)
+            images = photometric(images, gamma=hp.gamma, channel_gain=hp.channel_gain, generator=generator,
+                                 noise=noise, appearance=appearance)  # fmt: skip
         else:
             images = images.float().div_(255.0)
         return {

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from qg_lightning.quality import augment
 from qg_lightning.quality.augment import (
     SpatialParams,
+    apply_appearance,
     apply_spatial,
+    draw_appearance,
     draw_spatial,
     noise_window,
     photometric,
@@ -202,6 +204,60 @@ def test_appearance_jitter_spans_its_ranges():
     exponent = torch.log(y[:, 0].flatten()) / math.log(128 / 255)  # one exponent for all channels
     assert torch.allclose(y[:, 0], y[:, 2])
     assert 1 / 1.5 - 1e-4 <= exponent.min() < 0.7 and 1.45 < exponent.max() <= 1.5 + 1e-4
+
+
+@pytest.mark.parametrize("as_uint8", [True, False])
+def test_given_appearance_is_applied_exactly_as_a_drawn_one(as_uint8):
+    """``appearance=`` takes the place of the drawn exponent and gains, and nothing is drawn for them."""
+    x8 = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    images = x8 if as_uint8 else x8.float() / 255
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(6))
+    drawn = photometric(images, generator=torch.Generator().manual_seed(3), noise=noise, **APPEARANCE, **WIDE)
+    g = torch.Generator().manual_seed(3)
+    torch.rand(6, 4, 1, 1, 1, generator=g)  # photometric's own first draw, then the appearance
+    exponent, gain = draw_appearance(6, 3, generator=g, **APPEARANCE)
+    g1 = torch.Generator().manual_seed(3)
+    given = photometric(images, generator=g1, noise=noise, appearance=(exponent, gain), **WIDE)
+    assert torch.equal(given, drawn)
+    # nothing but the (B, 4) factors was drawn, whatever gamma / channel_gain say
+    g2 = torch.Generator().manual_seed(3)
+    photometric(images, generator=g2, noise=noise, appearance=(exponent, gain), **APPEARANCE, **WIDE)
+    assert torch.equal(g1.get_state(), g2.get_state())
+    torch.rand(6, 4, 1, 1, 1, generator=g2.manual_seed(3))
+    assert torch.equal(g1.get_state(), g2.get_state())
+    # no cast: the plain jitter's values
+    ones = (torch.ones(6), torch.ones(6, 3))
+    plain = photometric(images, generator=torch.Generator().manual_seed(3), noise=noise, **WIDE)
+    cast_free = photometric(
+        images, generator=torch.Generator().manual_seed(3), noise=noise, appearance=ones, **WIDE
+    )
+    assert torch.allclose(cast_free, plain, atol=1e-6, rtol=0)
+
+
+def test_draw_appearance_is_seeded_and_within_its_ranges():
+    e, g = draw_appearance(5000, 3, gamma=0.25, channel_gain=0.15, generator=torch.Generator().manual_seed(0))
+    e2, g2 = draw_appearance(
+        5000, 3, gamma=0.25, channel_gain=0.15, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(e, e2) and torch.equal(g, g2) and e.shape == (5000,) and g.shape == (5000, 3)
+    assert 1 / 1.25 - 1e-6 <= e.min() < 0.81 and 1.24 < e.max() <= 1.25 + 1e-6
+    assert 0.85 - 1e-6 <= g.min() < 0.86 and 1.14 < g.max() <= 1.15 + 1e-6
+    e0, g0 = draw_appearance(4, 1, gamma=0.0, channel_gain=0.0)
+    assert torch.equal(e0, torch.ones(4)) and torch.equal(g0, torch.ones(4, 1))
+    with pytest.raises(ValueError, match="`channel_gain` must be"):
+        draw_appearance(4, 3, gamma=0.1, channel_gain=1.5)
+
+
+def test_apply_appearance_is_the_cast_alone_and_refuses_a_misfit():
+    x = torch.rand(4, 3, 5, 7, generator=torch.Generator().manual_seed(1))
+    exponent, gain = torch.tensor([0.8, 1.0, 1.2, 1.1]), torch.tensor([[1.1, 0.9, 1.0]]).repeat(4, 1)
+    y = apply_appearance(x, exponent, gain)
+    assert torch.allclose(y, (x ** exponent.view(4, 1, 1, 1) * gain.view(4, 3, 1, 1)).clamp(0, 1))
+    assert y.data_ptr() != x.data_ptr() and 0 <= float(y.min()) and float(y.max()) <= 1
+    with pytest.raises(ValueError, match=r"`appearance` must be .*\(4, 3\)"):
+        apply_appearance(x, exponent, gain[:, :1])
+    with pytest.raises(ValueError, match="`appearance`"):
+        photometric(x, appearance=(exponent[:2], gain[:2]))
 
 
 @pytest.mark.parametrize(

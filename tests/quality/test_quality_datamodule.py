@@ -307,3 +307,79 @@ def test_random_snapshot_thresholds_give_many_masks_per_snapshot(root, one_snaps
 def test_invalid_snapshot_threshold(root, bad):
     with pytest.raises(ValueError, match="snapshot_threshold"):
         _qdm(root, snapshot_threshold=bad)
+
+
+def test_snapshot_appearance_needs_a_cast_range_and_snapshots(root, one_snapshot):
+    kw = dict(p_weak=1.0, snapshots=[one_snapshot], snapshot_policy="all")
+    with pytest.raises(ValueError, match="`snapshot_appearance`=2 .*`gamma` or `channel_gain` above 0"):
+        _qdm(root, snapshot_appearance=2, **kw)
+    with pytest.raises(ValueError, match="photometric=False"):
+        _qdm(root, snapshot_appearance=2, gamma=0.2, photometric=False, **kw)
+    with pytest.raises(ValueError, match="p_weak=0.0"):
+        _qdm(root, snapshot_appearance=2, gamma=0.2)
+    with pytest.raises(ValueError, match="`snapshot_appearance` must be an integer >= 0"):
+        _qdm(root, snapshot_appearance=-1, gamma=0.2, **kw)
+
+
+def test_snapshot_appearance_predicts_each_snapshot_on_fixed_cast_copies(root, one_snapshot):
+    from qg_lightning.quality.augment import apply_appearance
+    from qg_lightning.quality.snapshots import predict_snapshot_probs
+
+    kw = dict(p_weak=1.0, snapshots=[one_snapshot], snapshot_policy="all", snapshot_threshold=[0.2, 0.8])
+    plain = _qdm(root, **kw)
+    plain.setup("fit")
+    qdm = _qdm(root, snapshot_appearance=2, gamma=0.3, channel_gain=0.2, **kw)
+    qdm.setup("fit")
+    snaps, allowed = qdm.train_data["snapshots"], qdm.train_data["allowed"]
+    n = len(qdm.train_ids)
+    assert snaps.shape == (3, n, 1, 32, 32) and allowed.shape == (n, 3) and allowed.all()
+    assert torch.equal(snaps[0], plain.train_data["snapshots"][0])  # view 0: the plain images, as before
+    exponent, gain = qdm._appearance
+    assert exponent.shape == (3, n) and gain.shape == (3, n, 3)
+    assert torch.equal(exponent[0], torch.ones(n)) and torch.equal(gain[0], torch.ones(n, 3))
+    assert ((1 / 1.3 <= exponent) & (exponent <= 1.3)).all() and ((gain - 1).abs() <= 0.2 + 1e-6).all()
+    assert len(set(exponent[1:].flatten().tolist())) == 2 * n  # each copy its own cast
+    net = load_snapshot(find_snapshots(one_snapshot)[0]).net
+    x = qdm.train_data["images"].contiguous().float() / 255  # as predicted at set-up (not channels-last)
+    for v in (1, 2):
+        cast = apply_appearance(x, exponent[v], gain[v])
+        assert torch.equal(snaps[v], predict_snapshot_probs(net, cast, 2))
+    again = _qdm(root, snapshot_appearance=2, gamma=0.3, channel_gain=0.2, **kw)
+    again.setup("fit")
+    assert torch.equal(again._appearance[0], exponent) and torch.equal(again.train_data["snapshots"], snaps)
+
+
+def test_snapshot_candidates_get_the_cast_of_the_copy_they_were_predicted_on(root, one_snapshot, monkeypatch):
+    """A snapshot mask from a cast copy comes with that copy's cast on the image; one from the plain image with
+    none; synthetic candidates with a fresh random cast."""
+    from qg_lightning.quality import datamodule as dm_module
+
+    qdm = _qdm(root, p_weak=0.6, snapshots=[one_snapshot], snapshot_policy="all", snapshot_appearance=1,
+               gamma=0.3, channel_gain=0.2)  # fmt: skip
+    qdm.setup("fit")
+    snaps = qdm.train_data["snapshots"]
+    qdm.train_data["snapshots"] = torch.stack([torch.zeros_like(snaps[0]), torch.ones_like(snaps[1])])
+    seen, jitter = {}, dm_module.photometric
+
+    def spy(images, **kwargs):
+        seen["appearance"] = kwargs["appearance"]
+        return jitter(images, **kwargs)
+
+    monkeypatch.setattr(dm_module, "photometric", spy)
+    exponent, gain = qdm._appearance
+    counts = {"plain": 0, "cast": 0, "synthetic": 0}
+    for seed, raw in enumerate(qdm.train_dataloader()):
+        batch = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(seed))
+        got_e, got_g = seen["appearance"]
+        for i, image in enumerate(raw["index"].tolist()):
+            if batch["category"][i] != QUALITY_CATEGORIES.index("snapshot"):
+                counts["synthetic"] += 1
+                assert not torch.equal(got_e[i], exponent[1, image])
+            elif batch["candidate"][i].any():  # view 1, the cast copy: its mask is all ones before the warp
+                counts["cast"] += 1
+                assert got_e[i] == exponent[1, image] and torch.equal(got_g[i], gain[1, image])
+            else:
+                counts["plain"] += 1
+                assert got_e[i] == 1 and torch.equal(got_g[i], torch.ones(3))
+        assert 0 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1
+    assert min(counts.values()) > 3, counts
