@@ -560,7 +560,7 @@ class QualityDataModule(L.LightningDataModule):
                 if self._appearance is not None:  # the cast of the image copy the chosen mask came from
                     view = choice // (s // (1 + hp.snapshot_appearance))
                     image = raw["index"]
-                    exponents, gains = (t.to(device) for t in self._appearance)
+                    exponents, gains = (table.to(device) for table in self._appearance)
                     snap_appearance = (use, exponents[view, image], gains[view, image])
                 candidate = torch.where(use.view(b, 1, 1, 1), picked, candidate.float())
                 quality = torch.where(use.view(b, 1), dice_target(picked, truth), quality)
@@ -573,9 +573,9 @@ class QualityDataModule(L.LightningDataModule):
                 exponent, gain = draw_appearance(b, images.shape[1], gamma=hp.gamma, channel_gain=hp.channel_gain,
                                                  device=device, generator=generator)  # fmt: skip
                 if snap_appearance is not None:
-                    rows, fixed_exponent, fixed_gain = snap_appearance
-                    exponent = torch.where(rows, fixed_exponent, exponent)
-                    gain = torch.where(rows.view(b, 1), fixed_gain, gain)
+                    from_copy, fixed_exponent, fixed_gain = snap_appearance
+                    exponent = torch.where(from_copy, fixed_exponent, exponent)
+                    gain = torch.where(from_copy.view(b, 1), fixed_gain, gain)
                 appearance = (exponent, gain)
             images = photometric(images, gamma=hp.gamma, channel_gain=hp.channel_gain, generator=generator,
                                  noise=noise, appearance=appearance)  # fmt: skip
