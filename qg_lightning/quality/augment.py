@@ -47,6 +47,7 @@ __all__ = [
     "SpatialParams",
     "draw_spatial",
     "apply_spatial",
+    "apply_spatial_masks",
     "photometric",
     "check_appearance",
     "draw_appearance",
@@ -266,6 +267,28 @@ def apply_spatial(
     grid = _grid(params, (h, w), torch.float64 if images.dtype == torch.float64 else torch.float32)
     warped = _torch_warp(images, grid, linear=True, replicate=replicate)
     return (warped, *(_torch_warp(m, grid, linear=False) for m in masks))
+
+
+def apply_spatial_masks(params: SpatialParams, mask: Tensor) -> Tensor:
+    """Warp one ``(B, K, H, W)`` mask (nearest, zero padding) as :func:`apply_spatial` warps its masks.
+
+    Each plane is warped on its own, so warping a selection of planes gives exactly the selection of the
+    warped planes: a caller can warp only the planes it picked after :func:`apply_spatial` ran.
+
+    Example:
+        >>> p = SpatialParams(torch.tensor([True]), torch.tensor([False]), torch.zeros(1))
+        >>> apply_spatial_masks(p, torch.tensor([[[[1, 0, 0]]]], dtype=torch.uint8)).flatten().tolist()
+        [0, 0, 1]
+    """
+    if mask.dim() != 4 or params.angle.shape[0] != mask.shape[0]:
+        raise ValueError(
+            f"`mask` must be (B, K, H, W) with B = {params.angle.shape[0]} like `params`, got shape "
+            f"{tuple(mask.shape)}."
+        )
+    h, w = mask.shape[-2:]
+    if _OPENCV_CPU and mask.device.type == "cpu" and not mask.requires_grad:
+        return _cv2_warp(mask, _pixel_matrices(params, h, w), linear=False)
+    return _torch_warp(mask, _grid(params, (h, w), torch.float32), linear=False)
 
 
 def photometric(

@@ -11,6 +11,7 @@ from qg_lightning.quality.augment import (
     SpatialParams,
     apply_appearance,
     apply_spatial,
+    apply_spatial_masks,
     draw_appearance,
     draw_spatial,
     noise_window,
@@ -460,3 +461,19 @@ def test_tensors_that_require_grad_take_the_differentiable_torch_path():
     (out,) = apply_spatial(params, img)
     out.sum().backward()
     assert img.grad is not None and img.grad.shape == img.shape
+
+
+@pytest.mark.parametrize("use_opencv", [True, False])
+def test_warping_picked_mask_planes_equals_picking_warped_planes(monkeypatch, use_opencv):
+    """What lets QualityDataModule warp only each sample's chosen snapshot mask, after the image warp."""
+    monkeypatch.setattr(augment, "_OPENCV_CPU", use_opencv)
+    g = torch.Generator().manual_seed(4)
+    params = draw_spatial(6, max_rotation=30.0, generator=g)
+    images = torch.randint(0, 256, (6, 3, 20, 24), dtype=torch.uint8, generator=g)
+    planes = torch.randint(0, 256, (6, 5, 20, 24), dtype=torch.uint8, generator=g)
+    _, warped = apply_spatial(params, images, planes)
+    pick = torch.tensor([0, 4, 2, 2, 1, 3])
+    alone = apply_spatial_masks(params, planes[torch.arange(6), pick].unsqueeze(1))
+    assert alone.dtype == torch.uint8 and torch.equal(alone, warped[torch.arange(6), pick].unsqueeze(1))
+    with pytest.raises(ValueError, match=r"`mask` must be \(B, K, H, W\) with B = 6"):
+        apply_spatial_masks(params, planes[:2])
