@@ -96,17 +96,11 @@ def load_resized(
 
 
 class _TrainSet(Dataset):
-    """Index ``i`` -> labeled image ``i % N``; batched fetch through ``__getitems__``."""
+    """Index ``i`` -> labeled image ``i % N``; batched fetch through ``__getitems__``. Snapshot masks are not
+    gathered here: only each sample's chosen one is, from the cached table, once the choice is drawn."""
 
-    def __init__(self, images: Tensor, labels: Tensor, snapshots: Tensor | None, allowed: Tensor | None,
-                 repeats: int) -> None:  # fmt: skip
-        self.images, self.labels, self.snapshots, self.allowed, self.repeats = (
-            images,
-            labels,
-            snapshots,
-            allowed,
-            repeats,
-        )
+    def __init__(self, images: Tensor, labels: Tensor, allowed: Tensor | None, repeats: int) -> None:
+        self.images, self.labels, self.allowed, self.repeats = images, labels, allowed, repeats
 
     def __len__(self) -> int:
         return self.images.shape[0] * self.repeats
@@ -117,8 +111,8 @@ class _TrainSet(Dataset):
         # gathered as (N, H, W, C), so a channels-last cache gives a channels-last batch
         images = self.images.permute(0, 2, 3, 1).index_select(0, idx).permute(0, 3, 1, 2)
         out = {"image_u8": images, "labels": self.labels.index_select(0, idx), "index": idx}
-        if self.snapshots is not None and self.allowed is not None:
-            out["snapshots"] = self.snapshots.index_select(1, idx).transpose(0, 1)  # (B, S, K-1, H, W)
+        if self.allowed is not None:
+            # (B, S): which snapshots may serve each sample
             out["allowed"] = self.allowed.index_select(0, idx)
         return out
 
@@ -452,8 +446,7 @@ class QualityDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
         data = self.train_data
-        dataset = _TrainSet(data["images"], data["labels"], data.get("snapshots"), data.get("allowed"),
-                            hp.samples_per_image)  # fmt: skip
+        dataset = _TrainSet(data["images"], data["labels"], data.get("allowed"), hp.samples_per_image)
         self._batch_counter = 0
         return DataLoader(
             dataset, batch_size=hp.batch_size, sampler=_EpochPermutation(len(dataset), hp.seed), drop_last=True,
@@ -520,6 +513,9 @@ class QualityDataModule(L.LightningDataModule):
         ``batch_index``: the batch's index in its epoch; the noise bank is redrawn at every ``noise_reuse``-th
         index and reused in between. ``None`` (default) redraws it, so the batch depends on ``raw`` and
         ``generator`` alone (slower; the Trainer passes the index).
+
+        ``raw`` holds ``image_u8``, ``labels`` and ``index`` (each sample's row in the training cache), and, with
+        snapshots, ``allowed``; each snapshot candidate is read from the cache at its image's row.
         """
         hp = self.hparams
         if batch_index is None:
@@ -529,7 +525,7 @@ class QualityDataModule(L.LightningDataModule):
         b = images.shape[0]
         device = images.device
         params = draw_spatial(b, max_rotation=hp.max_rotation, device=device, generator=generator)
-        snaps = raw.get("snapshots")
+        snaps = self.train_data.get("snapshots")  # (S, N, K-1, H, W) cache; one plane per sample is read
         # (rows, exponents, gains) of the snapshot samples whose mask came from a cast copy of their image
         snap_appearance = None
         warped = apply_spatial(params, images, labels.unsqueeze(1), image_padding=hp.image_padding)
@@ -541,17 +537,17 @@ class QualityDataModule(L.LightningDataModule):
         candidate, quality = result.masks, result.quality
         category = result.category.clone()
         if snaps is not None:
-            s = snaps.shape[1]
+            s = snaps.shape[0]
             allowed = raw["allowed"].float()
             use = (torch.rand(b, device=device, generator=generator) < hp.p_weak) & (allowed.sum(1) > 0)
             if use.any():
                 weights = torch.where(allowed.sum(1, keepdim=True) > 0, allowed, torch.ones_like(allowed))
                 choice = torch.multinomial(weights, 1, generator=generator).squeeze(1)
-                # each sample's chosen snapshot, by index_select (uint8 fancy indexing is slow on CPU), then
-                # warped alone: the same values as warping all S and picking, for a fraction of the cost
-                planes = snaps.transpose(0, 1).flatten(0, 1)  # (S * B, ...): a view in the loader's layout
-                rows = choice * b + torch.arange(b, device=device)
-                picked = apply_spatial_masks(params, planes.index_select(0, rows))
+                # each sample's chosen snapshot, read from the cache by index_select (uint8 fancy indexing is
+                # slow on CPU) and warped alone: the values of warping all S and picking, at a fraction of the cost
+                rows = (choice * snaps.shape[1] + raw["index"]).to(snaps.device)
+                picked = snaps.flatten(0, 1).index_select(0, rows).to(device)
+                picked = apply_spatial_masks(params, picked)
                 if self._snapshot_range is None:
                     picked = picked.float()
                 else:

@@ -283,7 +283,7 @@ def test_random_snapshot_thresholds_give_many_masks_per_snapshot(root, one_snaps
     raw = next(iter(soft.train_dataloader()))
     raw = {**raw, "image_u8": raw["image_u8"][:1].expand(8, -1, -1, -1).clone(),
            "labels": raw["labels"][:1].expand(8, -1, -1).clone(),
-           "snapshots": raw["snapshots"][:1].expand(8, -1, -1, -1, -1).clone(),
+           "index": raw["index"][:1].expand(8).clone(),
            "allowed": raw["allowed"][:1].expand(8, -1).clone()}  # fmt: skip
     batch = soft.make_training_batch(raw, generator=torch.Generator().manual_seed(0))
     assert (batch["category"] == QUALITY_CATEGORIES.index("snapshot")).all()
