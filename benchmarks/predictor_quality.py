@@ -26,7 +26,11 @@ variant for synthetic and real candidates and the constant-baseline MAE.
 
 Usage:
     python benchmarks/predictor_quality.py --root ../shared/data/kvasir_seg [--minutes 12] [--variants ours release]
-        [--p-weak 0.75] [--gamma 0.2 --channel-gain 0.1 [--snapshot-appearance 2]]
+        [--p-weak 0.75] [--gamma 0.2 --channel-gain 0.1 [--snapshot-appearance 2]] [--split-file split.json]
+
+``--split-file`` replaces the seeded split in every stage (snapshot folds, evaluation segmenters, predictor,
+calibration and evaluation), e.g. with ``acquisition_shift.py``'s split that keeps some acquisition systems
+out of training.
 """
 
 from __future__ import annotations
@@ -94,7 +98,8 @@ def weak_models(args, out: Path) -> list[Path]:
         for fold in range(args.folds):
             L.seed_everything(100 + fold + 1000 * index, verbose=False)
             dm = SemiSupervisedDataModule(root=args.root, image_size=args.image_size, use_unlabeled=False,
-                                          batch_size=16, seed=args.seed, fold=fold, n_folds=args.folds)  # fmt: skip
+                                          batch_size=16, seed=args.seed, fold=fold, n_folds=args.folds,
+                                          split_file=args.split_file)  # fmt: skip
             model = SupervisedSegmenter(arch=arch, encoder_name=encoder, lr=1e-3)
             cb = SnapshotCallback(epochs=args.snapshot_epochs, dirpath=str(snap_dir))
             _trainer(out / f"weak_{name}", max_epochs=max(args.snapshot_epochs), limit_val_batches=0,
@@ -110,7 +115,7 @@ def eval_segmenters(args, out: Path) -> list[Path]:
     if not done.exists():
         L.seed_everything(1234, verbose=False)
         dm = SemiSupervisedDataModule(root=args.root, image_size=args.image_size, use_unlabeled=False, batch_size=16,
-                                      seed=args.seed, fold=1, n_folds=2)  # fmt: skip
+                                      seed=args.seed, fold=1, n_folds=2, split_file=args.split_file)  # fmt: skip
         model = SupervisedSegmenter(arch="FPN", encoder_name="resnet34", lr=1e-3)
         cb = SnapshotCallback(epochs=args.eval_epochs, dirpath=str(seg_dir))
         _trainer(out / "evalseg", max_epochs=max(args.eval_epochs), limit_val_batches=0, callbacks=[cb]).fit(
@@ -127,9 +132,10 @@ def train_predictor(args, out: Path, variant: str, snap_dirs: list[Path]) -> Pat
         return best
     seed = args.seed if args.train_seed is None else args.train_seed
     split = {}
-    if (
-        seed != args.seed
-    ):  # another training seed on the same split (the snapshots and segmenters were made for it)
+    if args.split_file is not None:
+        split = {"split_file": args.split_file}
+    elif seed != args.seed:
+        # another training seed on the same split (the snapshots and segmenters were made for it)
         split_path = out / f"split_seed{args.seed}.json"
         source = QualityDataModule(
             root=args.root, image_size=args.image_size, p_weak=0.0, seed=args.seed
@@ -165,10 +171,15 @@ def train_predictor(args, out: Path, variant: str, snap_dirs: list[Path]) -> Pat
     return Path(ckpt.best_model_path)
 
 
+def _split_args(args) -> list[str]:
+    return [] if args.split_file is None else ["--data.split_file", args.split_file]
+
+
 def _evaluate(args, predictor: Path, report_path: Path, segmenters: list[Path], *extra: str) -> dict:
     if not report_path.exists():
         evaluate_predictor_cli(["--predictor", str(predictor), "--out", str(report_path), "--data.root", args.root,
-                                "--subset", "test", "--segmenter", *map(str, segmenters), *extra])  # fmt: skip
+                                *_split_args(args), "--subset", "test", "--segmenter", *map(str, segmenters),
+                                *extra])  # fmt: skip
     return json.loads(report_path.read_text())
 
 
@@ -212,6 +223,10 @@ def main() -> None:
         help="QualityDataModule(image_padding=...); runs 1-7 predated it and repeated the edge pixels (border)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="split, snapshots, segmenters and predictor seed")
+    parser.add_argument(
+        "--split-file", default=None,
+        help="JSON split file used by every stage instead of the seeded split (e.g. from acquisition_shift.py)",
+    )  # fmt: skip
     parser.add_argument(
         "--train-seed", type=int, default=None,
         help="another seed for the predictors only (initialisation, batches), on --seed's split: a replicate",
@@ -276,7 +291,7 @@ def main() -> None:
             if not calibrated.exists():
                 val_report = out / f"val_{variant}.json"
                 evaluate_predictor_cli(["--predictor", str(best), "--out", str(val_report), "--data.root", args.root,
-                                        "--subset", "val", "--candidates-per-image", "0",
+                                        *_split_args(args), "--subset", "val", "--candidates-per-image", "0",
                                         "--segmenter", *map(str, find_snapshots(snap_dirs))])  # fmt: skip
                 calibrate_cli(["--predictor", str(best), "--candidates",
                                str(val_report.with_name(val_report.stem + "_candidates.csv")),
