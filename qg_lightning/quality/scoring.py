@@ -196,7 +196,9 @@ def score_masks(
 
     Returns:
         One dict per pair: ``id``, ``quality`` (mean over foreground classes), ``quality_class{k}`` per class
-        for multi-class predictors, ``image``, ``mask`` (paths) and ``error`` (``""`` unless skipped).
+        for multi-class predictors, ``mask_fraction`` (share of foreground pixels at ``image_size``; 0 for an
+        empty mask, which the predictor cannot judge well: it cannot know whether the image has a lesion),
+        ``image``, ``mask`` (paths) and ``error`` (``""`` unless skipped).
 
     Raises:
         ValueError: mismatched lengths or bad arguments.
@@ -258,6 +260,7 @@ def score_masks(
                     else:
                         images.append(image)
                         masks.append(mask)
+                        rec["mask_fraction"] = np.count_nonzero(mask) / mask.size
                         ok.append(rec)
                     records.append(rec)
                 if images:
@@ -286,8 +289,9 @@ def _sort_key(rec: dict[str, Any]) -> tuple[int, float, str]:
 def write_scores(records: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Write records of :func:`score_masks` as CSV, sorted worst (lowest quality) first.
 
-    Columns: ``id``, ``quality``, ``quality_class{k}`` (multi-class), ``image``, ``mask``, ``error``. Pairs
-    that could not be read (``error`` set) come last with an empty quality.
+    Columns: ``id``, ``quality``, ``quality_class{k}`` (multi-class), ``mask_fraction`` (when the records have
+    it), ``image``, ``mask``, ``error``. Pairs that could not be read (``error`` set) come last with an empty
+    quality.
 
     Example:
         >>> import tempfile
@@ -299,7 +303,8 @@ def write_scores(records: Sequence[dict[str, Any]], path: str | os.PathLike) -> 
     per_class = sorted(
         {k for r in records for k in r if k.startswith("quality_class")}, key=lambda k: int(k[13:])
     )
-    columns = ["id", "quality", *per_class, "image", "mask", "error"]
+    fraction = ["mask_fraction"] if any("mask_fraction" in r for r in records) else []
+    columns = ["id", "quality", *per_class, *fraction, "image", "mask", "error"]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
@@ -450,6 +455,7 @@ def score_cli(argv: Sequence[str]) -> int:
             in_channels=predictor.in_channels,
             num_classes=predictor.num_classes,
         )
+    empty = [r["id"] for r in records if not r["error"] and r["mask_fraction"] == 0]
     meta = {
         "predictor": str(ns.predictor),
         "images": str(ns.images),
@@ -459,6 +465,7 @@ def score_cli(argv: Sequence[str]) -> int:
         "in_channels": predictor.in_channels,
         "tta": bool(ns.tta),
         "n_scored": sum(1 for r in records if not r["error"]),
+        "n_empty_masks": len(empty),
         "n_unreadable": len(bad),
         "n_unpaired": len(problems),
         "unpaired_txt": str(unpaired_txt) if (problems or bad) else None,
@@ -471,6 +478,11 @@ def score_cli(argv: Sequence[str]) -> int:
     lines = [f"Scored {meta['n_scored']} mask(s) at {image_size} px -> {out} (worst first)"]
     if scored:
         lines.append("  worst: " + ", ".join(f"{r['id']} {r['quality']:.3f}" for r in scored[:5]))
+    if empty:
+        lines.append(
+            f"  {len(empty)} empty mask(s) (mask_fraction 0), e.g. {', '.join(empty[:3])}: a predictor cannot "
+            "tell whether an empty mask is right (no lesion) or a miss; check them by rule"
+        )
     if problems or bad:
         lines.append(
             f"  {len(problems)} unpaired and {len(bad)} unreadable file(s), not scored: listed in "

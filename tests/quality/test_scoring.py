@@ -78,6 +78,7 @@ def test_score_masks_values_and_worst_first(tmp_path: Path) -> None:
     assert [r["id"] for r in records] == ["a", "b", "c"]  # input order
     for rec in records:
         assert rec["quality"] == pytest.approx(areas[rec["id"]] ** 2 / SIZE**2)
+        assert rec["mask_fraction"] == pytest.approx(areas[rec["id"]] ** 2 / SIZE**2)
     out = write_scores(records, tmp_path / "s.csv")
     rows = list(csv.DictReader(out.open()))
     assert [r["id"] for r in rows] == ["b", "a", "c"]  # worst first
@@ -93,7 +94,8 @@ def test_score_masks_multiclass_columns(tmp_path: Path) -> None:
     assert rec["quality_class1"] == pytest.approx(0.5) and rec["quality_class2"] == pytest.approx(0.125)
     assert rec["quality"] == pytest.approx(0.3125)
     header = (write_scores([rec], tmp_path / "s.csv")).read_text().splitlines()[0]
-    assert header == "id,quality,quality_class1,quality_class2,image,mask,error"
+    assert header == "id,quality,quality_class1,quality_class2,mask_fraction,image,mask,error"
+    assert rec["mask_fraction"] == pytest.approx(0.625)  # both classes count as foreground
 
 
 def test_score_masks_bad_file(tmp_path: Path) -> None:
@@ -128,6 +130,25 @@ def test_score_cli_end_to_end(folder: dict[str, Path], tmp_path: Path, capsys) -
     assert (out.parent / "scores_worst.png").stat().st_size > 0
     meta = json.loads((out.parent / "scores_meta.json").read_text())
     assert meta["image_size"] == SIZE and meta["n_scored"] == 5 and meta["n_unpaired"] == 3
+
+
+def test_score_cli_flags_empty_masks(folder: dict[str, Path], tmp_path: Path, capsys) -> None:
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for name in ("full", "hollow"):
+        Image.new("RGB", (SIZE, SIZE), (120, 70, 60)).save(images / f"{name}.png")
+    m = np.zeros((SIZE, SIZE), np.uint8)
+    Image.fromarray(m).save(masks / "hollow.png")
+    m[8:24, 8:24] = 255
+    Image.fromarray(m).save(masks / "full.png")
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--predictor", str(folder["predictor"]), "--images", str(images), "--masks", str(masks),
+                 "--out", str(out), "--image-size", str(SIZE), "--worst", "0", "--no-progress"]) == 0  # fmt: skip
+    assert "1 empty mask(s) (mask_fraction 0), e.g. hollow" in capsys.readouterr().out
+    fractions = {r["id"]: float(r["mask_fraction"]) for r in csv.DictReader(out.open())}
+    assert fractions == {"full": pytest.approx(0.25), "hollow": 0.0}
+    assert json.loads((tmp_path / "scores_meta.json").read_text())["n_empty_masks"] == 1
 
 
 def test_score_cli_missing_paths(folder: dict[str, Path], tmp_path: Path) -> None:
