@@ -46,7 +46,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from compare_predictors import _metrics  # the sibling script's Pearson / Spearman / MAE
+from appearance_shift import _read_candidates  # the sibling scripts' candidates reader and metrics
+from compare_predictors import _metrics
 
 from qg_lightning.data.splits import Split, make_split
 from qg_lightning.quality.evaluation import evaluate_predictor_cli
@@ -103,23 +104,22 @@ def write_splits(args) -> None:
     print(json.dumps(info))
 
 
-def _real_by_image(path: Path) -> dict[str, list[tuple[float, float]]]:
-    """(pred, true) of every real-model candidate of a ``*_candidates.csv``, grouped by image id."""
-    rows: dict[str, list[tuple[float, float]]] = {}
-    with path.open(newline="") as f:
-        for r in csv.DictReader(f):
-            if r["source"] != "synthetic":
-                rows.setdefault(r["id"], []).append((float(r["pred"]), float(r["true"])))
-    return rows
+def _real_by_image(path: Path) -> dict[str, np.ndarray]:
+    """``(n, 2)`` (pred, true) of the real-model candidates of a ``*_candidates.csv``, per image id."""
+    real = _read_candidates(path).get("real")
+    if real is None:
+        return {}
+    pairs = np.stack([real["pred"], real["true"]], axis=1)
+    return {i: pairs[real["id"] == i] for i in np.unique(real["id"]).tolist()}
 
 
 def _bootstrap(
-    by_image: dict[str, list[tuple[float, float]]], rng: np.random.Generator, resamples: int
+    by_image: dict[str, np.ndarray], rng: np.random.Generator, resamples: int
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Figures on all candidates, and on ``resamples`` image resamples (all candidates of a drawn image go
     together)."""
     ids = sorted(by_image)
-    blocks = [np.asarray(by_image[i]) for i in ids]
+    blocks = [by_image[i] for i in ids]
     full = np.concatenate(blocks)
     draws = []
     for _ in range(resamples):
