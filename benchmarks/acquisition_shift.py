@@ -21,8 +21,8 @@ Two steps:
     Train with ``python benchmarks/predictor_quality.py --split-file OUT/split_train.json ...``.
 
 ``evaluate``
-    Runs ``qg-lightning evaluate-predictor`` for one predictor on each test group (same segmenters, same
-    options; ``--tta`` passes through) and prints one JSON line with each group's real-candidate figures and
+    Runs ``qg-lightning evaluate-predictor`` for one predictor (or the mean of several) on each test group
+    (same segmenters, same options; ``--tta`` passes through) and prints one JSON line with each group's real-candidate figures and
     95% intervals from an image bootstrap, and the difference other - same with its interval (the groups
     hold different images, so this bootstrap resamples each group on its own). A report already in
     ``--out-dir`` is reused, not recomputed: use a new ``--out-dir`` for another predictor or segmenter set.
@@ -140,7 +140,7 @@ def evaluate(args) -> None:
     rng = np.random.default_rng(args.seed)
     result: dict = {
         "benchmark": "acquisition_shift",
-        "predictor": args.predictor,
+        "predictor": args.predictor[0] if len(args.predictor) == 1 else args.predictor,
         "tta": args.tta,
         "groups": {},
     }
@@ -153,7 +153,7 @@ def evaluate(args) -> None:
             )
         report = out / f"report_{group}.json"
         if not report.exists():
-            evaluate_predictor_cli(["--predictor", args.predictor, "--out", str(report), "--data.root", args.root,
+            evaluate_predictor_cli(["--predictor", *args.predictor, "--out", str(report), "--data.root", args.root,
                                     "--data.split_file", str(split_file), "--subset", "test",
                                     "--candidates-per-image", str(args.candidates_per_image),
                                     "--segmenter", *args.segmenter, *(["--tta"] if args.tta else [])])  # fmt: skip
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     ev = sub.add_parser("evaluate", help="evaluate a predictor on each test group")
     ev.add_argument("--root", default=str(_default_kvasir()))
     ev.add_argument("--splits", required=True, help="the --out-dir of the splits step")
-    ev.add_argument("--predictor", required=True)
+    ev.add_argument("--predictor", nargs="+", required=True, help="several: their mean (an ensemble)")
     ev.add_argument("--segmenter", nargs="+", required=True)
     ev.add_argument("--tta", action="store_true")
     ev.add_argument("--candidates-per-image", type=int, default=5)

@@ -9,8 +9,12 @@ drawn. It does not reflect training-seed variation: for that, train replicates (
 
 Prints one JSON line: Pearson, Spearman and MAE of A and B, B - A, and the 95% percentile intervals.
 
+Several B files make B their row-wise mean prediction: an ensemble of those predictors, as ``qg-lightning
+evaluate-predictor --predictor B1 B2`` computes it (the two agree to the CSVs' 6 decimals).
+
 Usage:
-    python benchmarks/compare_predictors.py A_candidates.csv B_candidates.csv [--source real] [--resamples 2000]
+    python benchmarks/compare_predictors.py A_candidates.csv B_candidates.csv [B2_candidates.csv ...]
+        [--source real] [--resamples 2000]
 """
 
 from __future__ import annotations
@@ -46,19 +50,31 @@ def _metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("a", type=Path, help="candidates CSV of predictor A")
-    parser.add_argument("b", type=Path, help="candidates CSV of predictor B")
+    parser.add_argument(
+        "b",
+        type=Path,
+        nargs="+",
+        help="candidates CSV of predictor B; several: B is their mean (an ensemble)",
+    )
     parser.add_argument("--source", choices=["real", "synthetic", "all"], default="real")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    a, b = _read(args.a, args.source), _read(args.b, args.source)
-    if not a or set(a) != set(b):
-        only = sorted(set(a) ^ set(b))[:3]
-        raise SystemExit(
-            f"{args.a} and {args.b} must hold the same {args.source} candidates (same images and segmenters); "
-            f"{len(a)} vs {len(b)} rows, e.g. unmatched {only}. Evaluate both predictors with the same "
-            "--data.root, --subset and --segmenter."
-        )
+    a = _read(args.a, args.source)
+    members = []
+    for path in args.b:
+        b = _read(path, args.source)
+        if not a or set(a) != set(b):
+            only = sorted(set(a) ^ set(b))[:3]
+            raise SystemExit(
+                f"{args.a} and {path} must hold the same {args.source} candidates (same images and segmenters); "
+                f"{len(a)} vs {len(b)} rows, e.g. unmatched {only}. Evaluate both predictors with the same "
+                "--data.root, --subset and --segmenter."
+            )
+        if any(abs(b[k][1] - a[k][1]) > 1e-5 for k in a):
+            raise SystemExit(f"{args.a} and {path} give different true Dice for the same candidate.")
+        members.append(b)
+    b = {k: (float(np.mean([m[k][0] for m in members])), a[k][1]) for k in a}
     keys = sorted(a)
     ids = np.array([k[0] for k in keys])
     true = np.array([a[k][1] for k in keys])
@@ -78,7 +94,7 @@ def main() -> None:
     result = {
         "benchmark": "compare_predictors",
         "a": str(args.a),
-        "b": str(args.b),
+        "b": str(args.b[0]) if len(args.b) == 1 else [str(path) for path in args.b],
         "source": args.source,
         "n_candidates": len(keys),
         "n_images": len(images),

@@ -17,6 +17,7 @@ call ``fit``, which stops in the data module's ``setup``.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,18 @@ def test_host_schedule_errors_name_the_argument(
 def test_missing_predictor_checkpoint_is_named(isolated: Path) -> None:
     missing = str(isolated / "runs" / "predictor" / "nope.ckpt")
     message = _build_error(_guided(missing))
+    assert missing in message and f"{CALLBACK}.predictor" in message
+
+
+def test_guidance_takes_an_ensemble_of_predictors(predictor_ckpt: str, isolated: Path) -> None:
+    second = isolated / "second.ckpt"
+    shutil.copyfile(predictor_ckpt, second)
+    with torch.device("meta"):
+        cli = cli_main(_guided(f"[{predictor_ckpt}, {second}]"), run=False)
+    callback = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == CALLBACK)
+    assert callback.predictor == [predictor_ckpt, str(second)]
+    missing = str(isolated / "nope.ckpt")
+    message = _build_error(_guided(f"[{predictor_ckpt}, {missing}]"))
     assert missing in message and f"{CALLBACK}.predictor" in message
 
 

@@ -42,7 +42,7 @@ from qg_lightning.guidance.schedules import RampSchedule
 from qg_lightning.guidance.visualize import quality_grid
 from qg_lightning.masks import labels_from_logits
 from qg_lightning.metrics.functional import dice_score
-from qg_lightning.quality.predictor import load_quality_predictor
+from qg_lightning.quality.predictor import load_quality_predictors
 from qg_lightning.runs import stop_other_ranks
 
 __all__ = ["QualityReweightCallback"]
@@ -87,7 +87,9 @@ class QualityReweightCallback(Callback):
     """Quality guidance with a frozen quality predictor: PL-QW weights and/or the QAR loss [0].
 
     Args:
-        predictor: path of the Phase-1 quality predictor checkpoint (``QualityPredictor``).
+        predictor: path of the Phase-1 quality predictor checkpoint (``QualityPredictor``), or a list of
+            paths: their mean guides (a :class:`~qg_lightning.quality.QualityEnsemble`, one forward pass per
+            member, e.g. predictors trained with different seeds).
         mechanisms: ``["qw"]`` (quality-weighted pseudolabels, default), ``["qar"]`` or both.
         tau: quality threshold in ``[0, 1]``; samples with ``q < tau`` get weight 0 (paper: 0.5).
         temperature: exponent T of ``w = q ** T`` (paper: 2).
@@ -109,7 +111,7 @@ class QualityReweightCallback(Callback):
 
     Raises:
         ValueError: an argument is out of range (the message names it).
-        FileNotFoundError: ``predictor`` does not exist.
+        FileNotFoundError: ``predictor`` (or one of its paths) does not exist.
 
     Example:
         >>> import tempfile, pathlib
@@ -124,7 +126,7 @@ class QualityReweightCallback(Callback):
 
     def __init__(
         self,
-        predictor: str,
+        predictor: str | list[str],
         mechanisms: Sequence[Literal["qw", "qar"]] = ("qw",),
         tau: float = 0.5,
         temperature: float = 2.0,
@@ -173,14 +175,27 @@ class QualityReweightCallback(Callback):
         if not isinstance(check_alignment, bool):
             raise ValueError(f"`check_alignment` must be a bool, got {check_alignment!r}.")
         self.check_alignment = check_alignment
-        if not isinstance(predictor, (str, Path)):
-            raise TypeError(f"`predictor` must be a path (str), got {type(predictor).__name__}.")
-        self.predictor = str(predictor)
-        if not Path(self.predictor).is_file():
-            raise FileNotFoundError(
-                f"Quality predictor checkpoint not found: '{self.predictor}' (config key "
-                f"`{_KEY}.predictor`). Train one first (Phase 1) and point `predictor` to its .ckpt file."
+        if isinstance(predictor, (str, Path)):
+            paths = [str(predictor)]
+        elif (
+            isinstance(predictor, Sequence)
+            and predictor
+            and all(isinstance(p, (str, Path)) for p in predictor)
+        ):
+            paths = [str(p) for p in predictor]
+        else:
+            raise TypeError(
+                f"`predictor` must be a path (str) or a non-empty list of paths, got {predictor!r} (config key "
+                f"`{_KEY}.predictor`)."
             )
+        self.predictor: str | list[str] = paths[0] if isinstance(predictor, (str, Path)) else paths
+        self.predictor_paths = paths
+        for path in paths:
+            if not Path(path).is_file():
+                raise FileNotFoundError(
+                    f"Quality predictor checkpoint not found: '{path}' (config key `{_KEY}.predictor`). Train "
+                    "one first (Phase 1) and point `predictor` to its .ckpt file."
+                )
 
         self._predictor: nn.Module | None = None
         self._qw_lambda = 0.0
@@ -283,16 +298,14 @@ class QualityReweightCallback(Callback):
         in_channels = hparams.get("in_channels") if isinstance(hparams, Mapping) else None
         num_classes = hparams.get("num_classes") if isinstance(hparams, Mapping) else None
         try:
-            predictor = load_quality_predictor(
-                self.predictor, in_channels=in_channels, num_classes=num_classes, map_location="cpu"
+            predictor = load_quality_predictors(
+                self.predictor_paths, in_channels=in_channels, num_classes=num_classes, map_location="cpu"
             )
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"Quality predictor checkpoint not found: '{self.predictor}' (config key `{_KEY}.predictor`)."
-            ) from None
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{err} (config key `{_KEY}.predictor`).") from None
         except ValueError as err:
             raise ValueError(
-                f"{_KEY}.predictor '{self.predictor}' cannot guide {type(pl_module).__name__} "
+                f"{_KEY}.predictor {self.predictor!r} cannot guide {type(pl_module).__name__} "
                 f"(module hparams: in_channels={in_channels}, num_classes={num_classes}): {err}"
             ) from None
         return predictor.eval().requires_grad_(False)

@@ -20,7 +20,13 @@ from qg_lightning.quality.corruptions import (
     get_corruption,
 )
 from qg_lightning.quality.datamodule import QUALITY_CATEGORIES, QualityDataModule
-from qg_lightning.quality.predictor import FlipTTA, QualityPredictor, load_quality_predictor
+from qg_lightning.quality.predictor import (
+    FlipTTA,
+    QualityEnsemble,
+    QualityPredictor,
+    load_quality_predictor,
+    load_quality_predictors,
+)
 from qg_lightning.quality.sampling import (
     CATEGORIES,
     CATEGORY_PROBS,
@@ -34,11 +40,13 @@ __all__ = [
     "FlipTTA",
     "QUALITY_CATEGORIES",
     "QualityDataModule",
+    "QualityEnsemble",
     "QualityPredictor",
     "SnapshotCallback",
     "find_snapshots",
     "fit_calibration",
     "load_quality_predictor",
+    "load_quality_predictors",
     "load_snapshot",
     "BLOB",
     "CATASTROPHIC",

@@ -1080,7 +1080,13 @@ def _build_parser() -> argparse.ArgumentParser:
             "per-candidate CSV."
         ),
     )
-    p.add_argument("--predictor", required=True, help="quality predictor checkpoint (.ckpt)")
+    p.add_argument(
+        "--predictor",
+        required=True,
+        nargs="+",
+        help="quality predictor checkpoint (.ckpt); several: their mean is evaluated (an ensemble, e.g. of "
+        "seeds), with the first one's recorded data settings",
+    )
     p.add_argument("--out", required=True, help="report JSON path; PNGs/CSV are written next to it")
     p.add_argument(
         "--data.root",
@@ -1146,7 +1152,7 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
     """``qg-lightning evaluate-predictor``: see ``--help``. Returns the exit code (0)."""
     from qg_lightning.data import SemiSupervisedDataModule, derive_seed
     from qg_lightning.quality.datamodule import load_resized
-    from qg_lightning.quality.predictor import FlipTTA, load_quality_predictor
+    from qg_lightning.quality.predictor import load_quality_predictors
 
     ns = _build_parser().parse_args(list(argv))
     if ns.all_images:
@@ -1155,7 +1161,7 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
         raise ValueError(f"`--candidates-per-image` must be >= 0, got {ns.candidates_per_image}.")
     if ns.candidates_per_image == 0 and not ns.segmenter:
         raise ValueError("Nothing to evaluate: --candidates-per-image is 0 and no --segmenter was given.")
-    missing = [f"--predictor '{ns.predictor}'"] if not Path(ns.predictor).is_file() else []
+    missing = [f"--predictor '{path}'" for path in ns.predictor if not Path(path).is_file()]
     missing += [f"--segmenter '{s}'" for s in ns.segmenter if not Path(s).is_file()]
     if ns.root is not None and not Path(ns.root).expanduser().is_dir():
         missing.append(f"--data.root '{ns.root}' (folder)")
@@ -1168,12 +1174,19 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
         raise ValueError(f"`--out` must be a .json file path, got '{ns.out}'.")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if ns.device == "auto" else ns.device
 
-    ctx = _checkpoint_context(ns.predictor)
-    predictor = load_quality_predictor(
-        ns.predictor, in_channels=ns.in_channels, num_classes=ns.num_classes, map_location=device
+    ctx = _checkpoint_context(ns.predictor[0])
+    if len(ns.predictor) > 1 and ns.image_size is None:
+        sizes = [ctx["data"].get("image_size")]
+        sizes += [_checkpoint_context(path)["data"].get("image_size") for path in ns.predictor[1:]]
+        if len(set(sizes)) > 1:
+            log.warning(
+                "The predictors were trained at different image sizes (%s); evaluating at the first one's. "
+                "Pass --data.image_size to choose.",
+                ", ".join(f"{path}: {size}" for path, size in zip(ns.predictor, sizes, strict=True)),
+            )
+    predictor = load_quality_predictors(
+        ns.predictor, in_channels=ns.in_channels, num_classes=ns.num_classes, map_location=device, tta=ns.tta
     )
-    if ns.tta:
-        predictor = FlipTTA(predictor)
     in_channels, num_classes = predictor.in_channels, predictor.num_classes
     segmenter_names = _segmenter_names(ns.segmenter)
     segmenters = {
@@ -1304,7 +1317,8 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
     )
     report = {
         **report,
-        "predictor": str(ns.predictor),
+        "predictor": str(ns.predictor[0]),
+        "predictors": [str(path) for path in ns.predictor],
         "data": {
             "root": str(index.root),
             "subset": subset,
@@ -1319,8 +1333,9 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(_json_safe(report), indent=2))
 
+    ensemble = f" with the mean of {len(ns.predictor)} predictors" if len(ns.predictor) > 1 else ""
     lines = [
-        f"Evaluated {report['n']} candidates on {n} images ({subset}) at {image_size} px.",
+        f"Evaluated {report['n']} candidates on {n} images ({subset}) at {image_size} px{ensemble}.",
         f"  all:       MAE {_fmt(report['mae'])}  Pearson {_fmt(report['pearson'])}  Spearman "
         f"{_fmt(report['spearman'])}  (constant baseline MAE {_fmt(report['constant_baseline_mae'])})",
     ]

@@ -185,7 +185,8 @@ def score_masks(
 
     Args:
         predictor: a :class:`~qg_lightning.quality.QualityPredictor` (uses its ``in_channels`` and
-            ``num_classes``), run in eval mode on its own device.
+            ``num_classes``), run in eval mode on its own device; or a
+            :class:`~qg_lightning.quality.QualityEnsemble`, whose members' disagreement is recorded too.
         image_paths: image files.
         mask_paths: mask files, one per image, same order.
         ids: one id per pair (default: the image file stems).
@@ -198,7 +199,8 @@ def score_masks(
         One dict per pair: ``id``, ``quality`` (mean over foreground classes), ``quality_class{k}`` per class
         for multi-class predictors, ``mask_fraction`` (share of foreground pixels at ``image_size``; 0 for an
         empty mask, which the predictor cannot judge well: it cannot know whether the image has a lesion),
-        ``image``, ``mask`` (paths) and ``error`` (``""`` unless skipped).
+        ``quality_spread`` for an ensemble of two or more (the members' standard deviation, averaged over
+        classes: high where they disagree), ``image``, ``mask`` (paths) and ``error`` (``""`` unless skipped).
 
     Raises:
         ValueError: mismatched lengths or bad arguments.
@@ -233,6 +235,7 @@ def score_masks(
     device = next((t.device for t in predictor.parameters()), torch.device("cpu"))
     was_training = predictor.training
     predictor.eval()
+    with_spread = callable(getattr(predictor, "forward_with_spread", None)) and len(predictor) > 1
     records: list[dict[str, Any]] = []
     try:
         with _progress(progress, len(ids)) as bar:
@@ -266,9 +269,15 @@ def score_masks(
                 if images:
                     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0).to(device)
                     labels = torch.from_numpy(np.stack(masks)).long().to(device)
-                    q = predictor(x, foreground_from_labels(labels, num_classes)).float().cpu().double()
-                    for rec, row in zip(ok, q.tolist(), strict=True):
+                    fg = foreground_from_labels(labels, num_classes)
+                    if with_spread:
+                        q, spread = (t.float().cpu().double() for t in predictor.forward_with_spread(x, fg))
+                    else:
+                        q, spread = predictor(x, fg).float().cpu().double(), None
+                    for j, (rec, row) in enumerate(zip(ok, q.tolist(), strict=True)):
                         rec["quality"] = float(np.mean(row))
+                        if spread is not None:
+                            rec["quality_spread"] = float(spread[j].mean())
                         if len(row) > 1:
                             for k, value in enumerate(row, start=1):
                                 rec[f"quality_class{k}"] = float(value)
@@ -289,8 +298,8 @@ def _sort_key(rec: dict[str, Any]) -> tuple[int, float, str]:
 def write_scores(records: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Write records of :func:`score_masks` as CSV, sorted worst (lowest quality) first.
 
-    Columns: ``id``, ``quality``, ``quality_class{k}`` (multi-class), ``mask_fraction`` (when the records have
-    it), ``image``, ``mask``, ``error``. Pairs that could not be read (``error`` set) come last with an empty
+    Columns: ``id``, ``quality``, ``quality_class{k}`` (multi-class), ``quality_spread`` and ``mask_fraction``
+    (when the records have them), ``image``, ``mask``, ``error``. Pairs that could not be read (``error`` set) come last with an empty
     quality.
 
     Example:
@@ -303,8 +312,8 @@ def write_scores(records: Sequence[dict[str, Any]], path: str | os.PathLike) -> 
     per_class = sorted(
         {k for r in records for k in r if k.startswith("quality_class")}, key=lambda k: int(k[13:])
     )
-    fraction = ["mask_fraction"] if any("mask_fraction" in r for r in records) else []
-    columns = ["id", "quality", *per_class, *fraction, "image", "mask", "error"]
+    extra = [k for k in ("quality_spread", "mask_fraction") if any(k in r for r in records)]
+    columns = ["id", "quality", *per_class, *extra, "image", "mask", "error"]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
@@ -356,15 +365,33 @@ def _recorded_image_size(path: str) -> int | None:
     return size if isinstance(size, int) else None
 
 
+def _ensemble_image_size(paths: Sequence[str]) -> int | None:
+    """The training size recorded in the first checkpoint; a warning when the others recorded another."""
+    sizes = [_recorded_image_size(path) for path in paths]
+    if len(set(sizes)) > 1:
+        log.warning(
+            "The predictors were trained at different image sizes (%s); scoring at the first one's. Pass "
+            "--image-size to choose.",
+            ", ".join(f"{path}: {size}" for path, size in zip(paths, sizes, strict=True)),
+        )
+    return sizes[0]
+
+
 def score_cli(argv: Sequence[str]) -> int:
     """``qg-lightning score``: see ``--help``. Returns the exit code (0)."""
-    from qg_lightning.quality.predictor import FlipTTA, load_quality_predictor
+    from qg_lightning.quality.predictor import load_quality_predictors
 
     parser = argparse.ArgumentParser(
         prog="qg-lightning score",
         description="Score every mask in a folder with a quality predictor (predicted Dice), worst first.",
     )
-    parser.add_argument("--predictor", required=True, help="quality predictor checkpoint (.ckpt)")
+    parser.add_argument(
+        "--predictor",
+        required=True,
+        nargs="+",
+        help="quality predictor checkpoint (.ckpt); several: their mean, and their disagreement as "
+        "quality_spread (an ensemble, e.g. of seeds)",
+    )
     parser.add_argument("--images", required=True, help="folder of images")
     parser.add_argument(
         "--masks", required=True, help="folder of masks, same ids (file names without extension)"
@@ -390,7 +417,7 @@ def score_cli(argv: Sequence[str]) -> int:
     parser.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda:0', ...")
     ns = parser.parse_args(list(argv))
 
-    missing = [f"--predictor '{ns.predictor}'"] if not Path(ns.predictor).is_file() else []
+    missing = [f"--predictor '{path}'" for path in ns.predictor if not Path(path).is_file()]
     missing += [
         f"{flag} '{v}' (folder)"
         for flag, v in (("--images", ns.images), ("--masks", ns.masks))
@@ -402,10 +429,8 @@ def score_cli(argv: Sequence[str]) -> int:
     if out.suffix.lower() != ".csv":
         raise ValueError(f"`--out` must be a .csv file path, got '{ns.out}'.")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if ns.device == "auto" else ns.device
-    predictor = load_quality_predictor(ns.predictor, map_location=device)
-    if ns.tta:
-        predictor = FlipTTA(predictor)
-    recorded = _recorded_image_size(ns.predictor)
+    predictor = load_quality_predictors(ns.predictor, map_location=device, tta=ns.tta)
+    recorded = None if ns.image_size else _ensemble_image_size(ns.predictor)
     image_size = ns.image_size or recorded or 128
     if ns.image_size is None and recorded is None:
         log.warning(
@@ -457,7 +482,8 @@ def score_cli(argv: Sequence[str]) -> int:
         )
     empty = [r["id"] for r in records if not r["error"] and r["mask_fraction"] == 0]
     meta = {
-        "predictor": str(ns.predictor),
+        "predictor": str(ns.predictor[0]),
+        "predictors": [str(path) for path in ns.predictor],
         "images": str(ns.images),
         "masks": str(ns.masks),
         "image_size": image_size,
@@ -475,7 +501,8 @@ def score_cli(argv: Sequence[str]) -> int:
     meta_path.write_text(json.dumps(meta, indent=2))
 
     scored = sorted((r for r in records if not r["error"]), key=_sort_key)
-    lines = [f"Scored {meta['n_scored']} mask(s) at {image_size} px -> {out} (worst first)"]
+    by = f" with the mean of {len(ns.predictor)} predictors" if len(ns.predictor) > 1 else ""
+    lines = [f"Scored {meta['n_scored']} mask(s) at {image_size} px{by} -> {out} (worst first)"]
     if scored:
         lines.append("  worst: " + ", ".join(f"{r['id']} {r['quality']:.3f}" for r in scored[:5]))
     if empty:

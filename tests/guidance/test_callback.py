@@ -217,6 +217,34 @@ def test_guided_fit_both_mechanisms(predictor_path: str, tmp_path: Path) -> None
     assert metrics["train/frac_q_above_tau"].item() == 1.0  # tau = 0
 
 
+def test_guided_fit_with_an_ensemble_of_predictors(predictor_path: str, tmp_path: Path) -> None:
+    from qg_lightning.quality.predictor import QualityEnsemble
+
+    torch.manual_seed(5)
+    other = QualityPredictor(backbone="resnet18")
+    second = tmp_path / "g2.ckpt"
+    torch.save({"state_dict": other.state_dict(), "hyper_parameters": dict(other.hparams)}, second)
+    cb = _both([predictor_path, str(second)])
+    assert cb.predictor == [predictor_path, str(second)] and cb.predictor_paths == cb.predictor
+    host = TinyHost()
+    trainer = _trainer(tmp_path, [cb], max_steps=3)
+    trainer.fit(host, _loader(n=6))
+    ensemble = cb.loaded_predictor
+    assert isinstance(ensemble, QualityEnsemble) and len(ensemble) == 2 and not ensemble.training
+    assert all(p.grad is None and not p.requires_grad for p in ensemble.parameters())
+    assert len(host.qar_grad_norms) == 2 and all(g > 0 for g in host.qar_grad_norms)
+    ids = {id(p) for p in ensemble.parameters()}
+    assert not ids & {id(p) for opt in trainer.optimizers for g in opt.param_groups for p in g["params"]}
+    with pytest.raises(FileNotFoundError, match=r"nope.ckpt.*QualityReweightCallback.predictor"):
+        QualityReweightCallback([predictor_path, str(tmp_path / "nope.ckpt")])
+    with pytest.raises(TypeError, match="non-empty list of paths"):
+        QualityReweightCallback([])
+    gray = _save_predictor(tmp_path / "gray.ckpt", in_channels=1)
+    with pytest.raises(ValueError, match="gray.ckpt.*in_channels=1.*QualityReweightCallback.predictor|"
+                       "QualityReweightCallback.predictor.*gray.ckpt.*in_channels=1"):  # fmt: skip
+        _trainer(tmp_path, [QualityReweightCallback([predictor_path, str(gray)])]).fit(TinyHost(), _loader())
+
+
 def test_missing_callback_raises_helpful_error(tmp_path: Path) -> None:
     class AlwaysGuided(TinyHost):
         def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -327,3 +327,23 @@ def test_cli_tta_is_recorded_and_changes_predictions(files: dict[str, Path], tmp
     tta = _run(files, tmp_path / "tta.json", "--tta")
     assert tta["tta"] is True and plain["tta"] is False
     assert tta["n"] == plain["n"] and tta["mean_true"] == plain["mean_true"]
+
+
+def test_cli_ensemble_is_the_mean_of_its_members(files: dict[str, Path], tmp_path: Path, capsys) -> None:
+    torch.manual_seed(3)
+    g = QualityPredictor(backbone="resnet18")
+    second = tmp_path / "g2.ckpt"
+    torch.save({"state_dict": g.state_dict(), "hyper_parameters": dict(g.hparams)}, second)
+    reports = [
+        _run(files, tmp_path / "one.json"),
+        _run({**files, "predictor": second}, tmp_path / "two.json"),
+    ]
+    both = _run(files, tmp_path / "both.json", "--predictor", str(files["predictor"]), str(second))
+    assert "with the mean of 2 predictors" in capsys.readouterr().out
+    assert both["predictors"] == [str(files["predictor"]), str(second)]
+    assert both["predictor"] == str(files["predictor"])
+    assert reports[0]["predictors"] == [str(files["predictor"])]
+    assert both["n"] == reports[0]["n"] and both["mean_true"] == reports[0]["mean_true"]
+    assert both["mean_pred"] == pytest.approx(
+        (reports[0]["mean_pred"] + reports[1]["mean_pred"]) / 2, abs=1e-6
+    )

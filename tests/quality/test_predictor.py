@@ -570,3 +570,64 @@ def test_flip_tta_averages_the_four_flips_and_keeps_the_mode() -> None:
     # flipping the input only permutes the four terms
     assert torch.allclose(tta(images.flip(-1), masks.flip(-1)), tta(images, masks), atol=1e-5)
     assert not g.training
+
+
+def test_quality_ensemble_mean_spread_and_gradients() -> None:
+    from qg_lightning.quality.predictor import FlipTTA, QualityEnsemble
+
+    torch.manual_seed(0)
+    a, b = QualityPredictor(num_classes=3).eval(), QualityPredictor(num_classes=3).eval()
+    ens = QualityEnsemble([a, FlipTTA(b)])
+    assert (len(ens), ens.in_channels, ens.num_classes, ens.num_foreground) == (2, 3, 3, 2)
+    gen = torch.Generator().manual_seed(2)
+    images = torch.rand(2, 3, 32, 32, generator=gen)
+    masks = (torch.rand(2, 2, 32, 32, generator=gen) > 0.5).float()
+    with torch.no_grad():
+        qa, qb = a(images, masks), FlipTTA(b)(images, masks)
+        mean, spread = ens.forward_with_spread(images, masks)
+    assert torch.allclose(ens(images, masks), (qa + qb) / 2, atol=1e-6)
+    assert torch.allclose(mean, (qa + qb) / 2, atol=1e-6)
+    assert torch.allclose(spread, (qa - qb).abs() / 2, atol=1e-6)
+    assert torch.equal(QualityEnsemble([a]).forward_with_spread(images, masks)[1], torch.zeros(2, 2))
+    # QAR back-propagates through every member of a frozen ensemble into the masks
+    ens.requires_grad_(False)
+    soft = masks.clone().requires_grad_(True)
+    ens(images, soft).sum().backward()
+    assert soft.grad is not None and soft.grad.abs().sum() > 0
+    assert all(p.grad is None for p in ens.parameters())
+
+
+def test_quality_ensemble_refuses_members_that_do_not_fit() -> None:
+    from qg_lightning.quality.predictor import QualityEnsemble
+
+    with pytest.raises(ValueError, match="at least one"):
+        QualityEnsemble([])
+    with pytest.raises(TypeError, match=r"predictors\[1\]"):
+        QualityEnsemble([QualityPredictor(), "g.ckpt"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"\[1\] in_channels=1, num_classes=2.*same task"):
+        QualityEnsemble([QualityPredictor(), QualityPredictor(in_channels=1)])
+
+
+def test_load_quality_predictors_one_or_several(tmp_path: Path) -> None:
+    from qg_lightning.quality.predictor import FlipTTA, QualityEnsemble, load_quality_predictors
+
+    paths = []
+    for name, kwargs in (("a", {}), ("b", {}), ("gray", {"in_channels": 1})):
+        g = QualityPredictor(**kwargs)
+        paths.append(tmp_path / f"{name}.ckpt")
+        torch.save({"state_dict": g.state_dict(), "hyper_parameters": dict(g.hparams)}, paths[-1])
+    assert type(load_quality_predictors(str(paths[0]))) is QualityPredictor
+    assert type(load_quality_predictors([paths[0]], tta=True)) is FlipTTA
+    ens = load_quality_predictors(paths[:2], tta=True)
+    assert isinstance(ens, QualityEnsemble) and not ens.training
+    assert all(isinstance(m, FlipTTA) for m in ens.members)
+    with pytest.raises(ValueError, match="at least one"):
+        load_quality_predictors([])
+    with pytest.raises(ValueError, match="'.*a.ckpt' is given twice"):
+        load_quality_predictors([paths[0], paths[1], tmp_path / "." / "a.ckpt"])
+    with pytest.raises(ValueError, match="'.*a.ckpt' .*in_channels=3.* and '.*gray.ckpt' .*in_channels=1"):
+        load_quality_predictors([paths[0], paths[2]])
+    with pytest.raises(ValueError, match="gray.ckpt' is incompatible"):
+        load_quality_predictors(paths[:3], in_channels=3)
+    with pytest.raises(FileNotFoundError):
+        load_quality_predictors([paths[0], tmp_path / "missing.ckpt"])

@@ -168,3 +168,63 @@ def test_score_cli_tta(folder: dict[str, Path], tmp_path: Path) -> None:
     assert main(args) == 0
     assert json.loads((tmp_path / "tta_meta.json").read_text())["tta"] is True
     assert len(list(csv.DictReader(out.open()))) == 5
+
+
+def test_score_masks_ensemble_records_the_spread(tmp_path: Path) -> None:
+    from qg_lightning.quality.predictor import QualityEnsemble
+
+    class Scaled(Coverage):
+        def __init__(self, factor: float) -> None:
+            super().__init__()
+            self.factor = factor
+
+        def forward(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+            return super().forward(images, masks) * self.factor
+
+    Image.new("RGB", (SIZE, SIZE), (120, 70, 60)).save(tmp_path / "a.png")
+    m = np.zeros((SIZE, SIZE), np.uint8)
+    m[:, : SIZE // 2] = 255
+    Image.fromarray(m).save(tmp_path / "a_mask.png")
+    rows = score_masks(QualityEnsemble([Scaled(1.0), Scaled(0.5)]), [tmp_path / "a.png"], [tmp_path / "a_mask.png"],
+                       image_size=SIZE)  # fmt: skip
+    assert rows[0]["quality"] == pytest.approx(0.375) and rows[0]["quality_spread"] == pytest.approx(0.125)
+    header = (write_scores(rows, tmp_path / "s.csv")).read_text().splitlines()[0]
+    assert header == "id,quality,quality_spread,mask_fraction,image,mask,error"
+    single = score_masks(Coverage(), [tmp_path / "a.png"], [tmp_path / "a_mask.png"], image_size=SIZE)
+    assert "quality_spread" not in single[0]
+
+
+def test_score_cli_ensemble_of_two_predictors(folder: dict[str, Path], tmp_path: Path, capsys) -> None:
+    second = tmp_path / "g2.ckpt"
+    torch.manual_seed(1)
+    g = QualityPredictor(backbone="resnet18")
+    torch.save({"state_dict": g.state_dict(), "hyper_parameters": dict(g.hparams)}, second)
+    out = tmp_path / "ens.csv"
+    rest = ["--images", str(folder["images"]), "--masks", str(folder["masks"]), "--image-size", str(SIZE),
+            "--worst", "0", "--no-progress"]  # fmt: skip
+    args = ["score", "--predictor", str(folder["predictor"]), str(second), "--out", str(out), *rest]
+    assert main(args) == 0
+    assert "with the mean of 2 predictors" in capsys.readouterr().out
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 5 and all(float(r["quality_spread"]) >= 0 for r in rows)
+    singles = []
+    for path in (folder["predictor"], second):
+        one = tmp_path / f"{path.stem}.csv"
+        assert main(["score", "--predictor", str(path), "--out", str(one), *rest]) == 0
+        singles.append({r["id"]: float(r["quality"]) for r in csv.DictReader(one.open())})
+    for r in rows:  # the mean of the two predictors, scored one at a time
+        assert float(r["quality"]) == pytest.approx((singles[0][r["id"]] + singles[1][r["id"]]) / 2, abs=2e-6)
+    meta = json.loads((tmp_path / "ens_meta.json").read_text())
+    assert meta["predictors"] == [str(folder["predictor"]), str(second)]
+    with pytest.raises(ValueError, match="given twice"):
+        main(
+            [
+                "score",
+                "--predictor",
+                str(folder["predictor"]),
+                str(folder["predictor"]),
+                "--out",
+                str(out),
+                *rest,
+            ]
+        )
