@@ -866,6 +866,8 @@ def evaluate_predictor(
         and ``baselines`` for real candidates with segmenter scores: ``predictor`` on the same candidates,
         ``max_probability``, ``entropy``); ``calibration_png``, ``worst_png``, ``candidates_csv`` (paths or
         None). Failure detection uses each candidate's mean quality over classes. NaN means undefined.
+        For a :class:`~qg_lightning.quality.QualityEnsemble` of two or more, also ``members``: per member,
+        ``all``, ``synthetic`` and ``real`` regression figures of that member alone on the same candidates.
 
     Example:
         >>> from qg_lightning.quality.predictor import QualityPredictor
@@ -907,7 +909,16 @@ def evaluate_predictor(
 
     aligned_truths = truths if index is None else truths[index]
     true = dice_target(candidates, aligned_truths).double().numpy()
-    pred = predict_quality(predictor, images, candidates, image_index=index, batch_size=batch_size)
+    members = getattr(predictor, "members", None)  # a QualityEnsemble: each member once, then their mean
+    if isinstance(members, nn.ModuleList) and len(members) > 1:
+        member_preds = [
+            predict_quality(member, images, candidates, image_index=index, batch_size=batch_size)
+            for member in members
+        ]
+        pred = np.mean(member_preds, axis=0)
+    else:
+        member_preds = []
+        pred = predict_quality(predictor, images, candidates, image_index=index, batch_size=batch_size)
     pred_mean, true_mean = _mean_over_classes(pred), _mean_over_classes(true)
 
     scores: dict[str, np.ndarray] = {}
@@ -925,6 +936,12 @@ def evaluate_predictor(
     for label, sel in ((SYNTHETIC, synthetic), ("real", real)):
         by_source[label] = _summary(pred[sel], true[sel], threshold, {})
     report["by_source"] = by_source
+    if member_preds:  # what each member alone scores on the same candidates, to set beside the mean
+        subsets = (("all", np.ones(m, bool)), (SYNTHETIC, synthetic), ("real", real))
+        report["members"] = [
+            {label: _with_counts(regression_metrics(p[sel], true[sel]), p[sel]) for label, sel in subsets}
+            for p in member_preds
+        ]
     report["by_segmenter"] = {}
     for name in sorted(set(src[real].tolist())):
         sel = src == name
@@ -1315,10 +1332,15 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
         n_worst=ns.worst,
         generator=torch.Generator().manual_seed(derive_seed(ns.seed, 23)),
     )
+    members = [
+        {"predictor": str(path), **figures}
+        for path, figures in zip(ns.predictor, report.get("members", []), strict=False)
+    ]
     report = {
         **report,
         "predictor": str(ns.predictor[0]),
         "predictors": [str(path) for path in ns.predictor],
+        **({"members": members} if members else {}),
         "data": {
             "root": str(index.root),
             "subset": subset,
@@ -1347,6 +1369,12 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
                 f"{_fmt(s['spearman'])}  (constant baseline MAE {_fmt(s['constant_baseline_mae'])}, "
                 f"n={s['n']})"
             )
+    for i, member in enumerate(report.get("members", [])):
+        figures = member["real"] if member["real"]["n"] else member["all"]
+        lines.append(
+            f"  member {i + 1} alone ({'real' if member['real']['n'] else 'all'}): MAE {_fmt(figures['mae'])}  "
+            f"Pearson {_fmt(figures['pearson'])}  Spearman {_fmt(figures['spearman'])}  ({member['predictor']})"
+        )
     dep = report["image_dependence"]
     lines.append(
         f"  image dependence: Pearson with blacked-out images {_fmt(dep['pearson_blackout'])}, shuffled "

@@ -339,11 +339,19 @@ def test_cli_ensemble_is_the_mean_of_its_members(files: dict[str, Path], tmp_pat
         _run({**files, "predictor": second}, tmp_path / "two.json"),
     ]
     both = _run(files, tmp_path / "both.json", "--predictor", str(files["predictor"]), str(second))
-    assert "with the mean of 2 predictors" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "with the mean of 2 predictors" in printed
     assert both["predictors"] == [str(files["predictor"]), str(second)]
     assert both["predictor"] == str(files["predictor"])
     assert reports[0]["predictors"] == [str(files["predictor"])]
     assert both["n"] == reports[0]["n"] and both["mean_true"] == reports[0]["mean_true"]
+    assert "member 2 alone (all)" in printed and "members" not in reports[0]
+    # each member's own figures, side by side with the mean's
+    for member, alone in zip(both["members"], reports, strict=True):
+        assert member["predictor"] == alone["predictors"][0]
+        for key in ("mae", "pearson", "mean_pred"):
+            assert member["all"][key] == pytest.approx(alone[key], abs=1e-6)
+        assert member["synthetic"]["n"] == alone["by_source"]["synthetic"]["n"] and member["real"]["n"] == 0
     assert both["mean_pred"] == pytest.approx(
         (reports[0]["mean_pred"] + reports[1]["mean_pred"]) / 2, abs=1e-6
     )
