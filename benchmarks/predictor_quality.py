@@ -26,7 +26,7 @@ variant for synthetic and real candidates and the constant-baseline MAE.
 
 Usage:
     python benchmarks/predictor_quality.py --root ../shared/data/kvasir_seg [--minutes 12] [--variants ours release]
-        [--p-weak 0.75] [--gamma 0.2 --channel-gain 0.1 [--snapshot-appearance 2]] [--split-file split.json]
+        [--p-weak 0.75] [--gamma 0.2 --channel-gain 0.1 [--snapshot-appearance 2]] [--snapshot-flips] [--split-file split.json]
 
 ``--split-file`` replaces the seeded split in every stage (snapshot folds, evaluation segmenters, predictor,
 calibration and evaluation), e.g. with ``acquisition_shift.py``'s split that keeps some acquisition systems
@@ -147,7 +147,7 @@ def train_predictor(args, out: Path, variant: str, snap_dirs: list[Path]) -> Pat
     dm = QualityDataModule(root=args.root, image_size=args.image_size, samples_per_image=args.samples_per_image,
                            batch_size=32, snapshots=[str(d) for d in snap_dirs], seed=seed, noise_reuse=args.noise_reuse,
                            image_padding=args.image_padding, gamma=args.gamma, channel_gain=args.channel_gain,
-                           snapshot_appearance=args.snapshot_appearance,
+                           snapshot_appearance=args.snapshot_appearance, snapshot_flips=args.snapshot_flips,
                            **split, **VARIANTS[variant]["data"])  # fmt: skip
     model = QualityPredictor(backbone="resnet18", pretrained=False, channels_last=args.channels_last,
                              **VARIANTS[variant]["model"])  # fmt: skip
@@ -181,6 +181,23 @@ def _evaluate(args, predictor: Path, report_path: Path, segmenters: list[Path], 
                                 *_split_args(args), "--subset", "test", "--segmenter", *map(str, segmenters),
                                 *extra])  # fmt: skip
     return json.loads(report_path.read_text())
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """A command line that reruns with ``args``: flags bare (``--no-x`` where one is off by default), unset
+    options left out."""
+    words = ["python benchmarks/predictor_quality.py"]
+    for action in parser._actions:
+        value, flag = getattr(args, action.dest, None), (action.option_strings or [""])[0]
+        if not flag.startswith("--") or value is None or value is False and action.default is False:
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            words.append(flag if value else f"--no-{flag[2:]}")
+        elif value is True:
+            words.append(flag)
+        else:
+            words += [flag, *(map(str, value) if isinstance(value, list) else [str(value)])]
+    return " ".join(words)
 
 
 def main() -> None:
@@ -248,6 +265,11 @@ def main() -> None:
         help="QualityDataModule(snapshot_appearance=...): colour-cast copies of each image that the snapshots "
         "also predict (needs --gamma or --channel-gain; 0, the default, is off)",
     )  # fmt: skip
+    parser.add_argument(
+        "--snapshot-flips", action="store_true",
+        help="QualityDataModule(snapshot_flips=True): the snapshots also predict three flips of each image "
+        "(flipped back), four test-time variants of every snapshot mask",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     try:
@@ -310,10 +332,7 @@ def main() -> None:
                 for src in ("synthetic", "real")
             }
     summary["wall_minutes"] = round((time.perf_counter() - t0) / 60, 1)
-    summary["command"] = "python benchmarks/predictor_quality.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items()
-    )
+    summary["command"] = _command(parser, args)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
 

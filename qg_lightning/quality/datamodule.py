@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 QUALITY_CATEGORIES: tuple[str, ...] = (*CATEGORIES, "snapshot")
 """Category names of quality samples: the corruption categories plus ``"snapshot"`` (a weak model's mask)."""
 _SNAPSHOT = len(CATEGORIES)
+#: ``snapshot_flips``: the dims flipped for each test-time variant of a snapshot prediction (none first)
+_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
 def load_resized(
@@ -201,6 +203,11 @@ class QualityDataModule(L.LightningDataModule):
             gets that copy's cast instead of a random one (the plain image: none). So a snapshot mask always
             shows the errors the snapshot makes on the very image the predictor sees, also under a cast. Costs
             ``1 + snapshot_appearance`` times the snapshot predictions at set-up and their memory.
+        snapshot_flips: every snapshot also predicts each training image (and each cast copy) flipped
+            horizontally, vertically and both ways, each prediction flipped back: test-time-augmented variants,
+            so one snapshot gives four slightly different masks of its own errors per image. A snapshot
+            candidate comes from one of them, uniformly. Costs 4 times the snapshot predictions at set-up and
+            their memory.
         category_probs: corruption category probabilities (default METHOD.md's).
         max_rotation: spatial augmentation rotation range in degrees (20).
         image_padding: what a rotated image shows outside its original frame: ``"zeros"`` (default) black,
@@ -249,6 +256,7 @@ class QualityDataModule(L.LightningDataModule):
         snapshot_policy: Literal["heldout", "all"] = "heldout",
         snapshot_threshold: float | list[float] | None = None,
         snapshot_appearance: int = 0,
+        snapshot_flips: bool = False,
         category_probs: dict[str, float] | None = None,
         max_rotation: float = 20.0,
         image_padding: Literal["zeros", "border"] = "zeros",
@@ -287,6 +295,13 @@ class QualityDataModule(L.LightningDataModule):
                 f"`photometric: true`, `gamma` or `channel_gain` above 0 (the ranges its casts are drawn from) and "
                 f"`p_weak` above 0; got photometric={photometric}, gamma={gamma}, channel_gain={channel_gain}, "
                 f"p_weak={p_weak}. Set those, or `snapshot_appearance: 0`."
+            )
+        if not isinstance(snapshot_flips, bool):
+            raise ValueError(f"`snapshot_flips` must be true or false, got {snapshot_flips!r}.")
+        if snapshot_flips and not p_weak > 0:
+            raise ValueError(
+                "`snapshot_flips: true` adds flipped variants of the snapshot masks, so it needs `p_weak` above 0 "
+                f"and `snapshots`; got p_weak={p_weak}. Set those, or `snapshot_flips: false`."
             )
         self._snapshot_range = _check_threshold(snapshot_threshold)
         if not 0 <= max_rotation <= 180:
@@ -369,6 +384,7 @@ class QualityDataModule(L.LightningDataModule):
             if hp.snapshot_appearance
             else ""
         )
+        casts += ", each also on 3 flips of the image" if hp.snapshot_flips else ""
         rank_zero_info(
             f"QualityDataModule: {len(train_ids)} training images x {hp.samples_per_image} candidates/epoch, "
             f"{len(split.val)} val and {len(split.test)} test images x {hp.eval_candidates_per_image} fixed "
@@ -390,22 +406,26 @@ class QualityDataModule(L.LightningDataModule):
             self._appearance = (torch.cat([torch.ones(n), exponent]).view(views, n),
                                 torch.cat([torch.ones(n, c), gain]).view(views, n, c))  # fmt: skip
         predict = predict_snapshot_masks if self._snapshot_range is None else predict_snapshot_probs
+        flips = _FLIPS if hp.snapshot_flips else ((),)
         for path in paths:
             snap = load_snapshot(path, in_channels=hp.in_channels, num_classes=hp.num_classes)
-            per_view = [predict(snap.net, x, hp.num_classes)]
-            for v in range(1, views):
-                cast = apply_appearance(x, self._appearance[0][v], self._appearance[1][v])
-                per_view.append(predict(snap.net, cast, hp.num_classes))
+            per_view = []  # view v * F + f: cast copy v (0: the plain image), flip f, flipped back
+            for v in range(views):
+                cast = x if v == 0 else apply_appearance(x, self._appearance[0][v], self._appearance[1][v])
+                for dims in flips:
+                    out = predict(snap.net, cast.flip(dims) if dims else cast, hp.num_classes)
+                    per_view.append(out.flip(dims) if dims else out)
             masks.append(torch.stack(per_view))
             if hp.snapshot_policy == "heldout":
                 allowed.append(torch.tensor([i not in snap.train_ids for i in train_ids]))
             else:
                 allowed.append(torch.ones(len(train_ids), dtype=torch.bool))
             self.snapshot_info.append({"path": str(path), "epoch": snap.epoch, "fold": snap.fold})
-        # (V * S, N, K-1, H, W) uint8 masks or probabilities, view v of snapshot s at v * S + s (V = views)
+        # (V * S, N, K-1, H, W) uint8 masks or probabilities, view v of snapshot s at v * S + s (V = views
+        # times flips; a cast copy's flips are consecutive views, so plane // (F * S) is the cast copy)
         self.train_data["snapshots"] = torch.stack(masks, dim=1).flatten(0, 1)
         allowed = torch.stack(allowed, dim=1)  # (N, S)
-        self.train_data["allowed"] = allowed.repeat(1, views)  # (N, V * S), the same columns as above
+        self.train_data["allowed"] = allowed.repeat(1, views * len(flips))  # (N, V * S), the columns above
         n_without = int((~allowed.any(1)).sum())
         if n_without == len(train_ids):
             raise ValueError(

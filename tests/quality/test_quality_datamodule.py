@@ -349,6 +349,45 @@ def test_snapshot_appearance_predicts_each_snapshot_on_fixed_cast_copies(root, o
     assert torch.equal(again._appearance[0], exponent) and torch.equal(again.train_data["snapshots"], snaps)
 
 
+def test_snapshot_flips_add_three_flipped_predictions_per_view(root, one_snapshot):
+    from qg_lightning.quality.augment import apply_appearance
+    from qg_lightning.quality.snapshots import predict_snapshot_probs
+
+    kw = dict(p_weak=1.0, snapshots=[one_snapshot], snapshot_policy="all", snapshot_threshold=[0.2, 0.8])
+    plain = _qdm(root, **kw)
+    plain.setup("fit")
+    qdm = _qdm(root, snapshot_flips=True, **kw)
+    qdm.setup("fit")
+    snaps, allowed = qdm.train_data["snapshots"], qdm.train_data["allowed"]
+    n = len(qdm.train_ids)
+    assert snaps.shape == (4, n, 1, 32, 32) and allowed.shape == (n, 4) and allowed.all()
+    assert torch.equal(snaps[0], plain.train_data["snapshots"][0])  # the unflipped prediction comes first
+    net = load_snapshot(find_snapshots(one_snapshot)[0]).net
+    x = qdm.train_data["images"].contiguous().float() / 255
+    for view, dims in ((1, [-1]), (2, [-2]), (3, [-2, -1])):  # predicted on the flipped image, flipped back
+        assert torch.equal(snaps[view], predict_snapshot_probs(net, x.flip(dims), 2).flip(dims))
+    assert not torch.equal(snaps[1], snaps[0])  # a real variant, not a copy
+    raw = next(iter(qdm.train_dataloader()))
+    batch = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(0))
+    assert (batch["category"] == QUALITY_CATEGORIES.index("snapshot")).all()
+    assert batch["candidate"].shape == (8, 1, 32, 32)
+    # with cast copies: the four flips of each copy are consecutive, so plane // (4 * S) names the copy
+    both = _qdm(root, snapshot_flips=True, snapshot_appearance=1, gamma=0.3, channel_gain=0.2, **kw)
+    both.setup("fit")
+    snaps = both.train_data["snapshots"]
+    assert snaps.shape == (8, n, 1, 32, 32) and both.train_data["allowed"].shape == (n, 8)
+    cast = apply_appearance(x, both._appearance[0][1], both._appearance[1][1])
+    assert torch.equal(snaps[4], predict_snapshot_probs(net, cast, 2))
+    assert torch.equal(snaps[5], predict_snapshot_probs(net, cast.flip(-1), 2).flip(-1))
+
+
+def test_snapshot_flips_need_snapshots(root):
+    with pytest.raises(ValueError, match="`snapshot_flips: true` .* needs `p_weak` above 0"):
+        _qdm(root, snapshot_flips=True)
+    with pytest.raises(ValueError, match="`snapshot_flips` must be true or false"):
+        _qdm(root, snapshot_flips="yes")
+
+
 def test_snapshot_candidates_get_the_cast_of_the_copy_they_were_predicted_on(root, one_snapshot, monkeypatch):
     """A snapshot mask from a cast copy comes with that copy's cast on the image; one from the plain image with
     none; synthetic candidates with a fresh random cast."""
