@@ -26,6 +26,7 @@ Targets on CPU at 128 px: PL-QW at most 1.15x its host, QAR at most 1.35x.
 Usage:
     python benchmarks/overhead.py       # CPU, 1 thread, 128 px, 4 labeled + 8 unlabeled, 20 timed steps
     python benchmarks/overhead.py --steps 10 --hosts pl mt
+    python benchmarks/overhead.py --predictors 2     # guided by the mean of two predictors
     python benchmarks/overhead.py --device cuda --bf16 --channels-last --batch-size 32 \
         --unlabeled-batch-size 64
 
@@ -60,7 +61,7 @@ from qg_lightning.methods import (
     QARSegmenter,
     SupervisedSegmenter,
 )
-from qg_lightning.quality.predictor import QualityPredictor
+from qg_lightning.quality.predictor import QualityEnsemble, QualityPredictor
 
 __all__ = ["Runner", "interleaved_medians", "main", "make_batches", "predictor_flops"]
 
@@ -223,8 +224,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=dtype)
 
-    torch.manual_seed(0)
-    predictor = QualityPredictor(backbone=args.predictor_backbone, in_channels=3, num_classes=2)
+    members = []  # several: their mean guides (a QualityEnsemble), as with a list of checkpoint paths
+    for seed in range(args.predictors):
+        torch.manual_seed(seed)
+        members.append(QualityPredictor(backbone=args.predictor_backbone, in_channels=3, num_classes=2))
+    predictor = members[0] if len(members) == 1 else QualityEnsemble(members)
     predictor = predictor.to(device).eval().requires_grad_(False)
     if args.channels_last:
         predictor.to(memory_format=torch.channels_last)
@@ -324,6 +328,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "unlabeled_batch_size": args.unlabeled_batch_size,
         "encoder": args.encoder,
         "predictor_backbone": args.predictor_backbone,
+        "predictors": args.predictors,
         "warmup_steps": args.warmup,
         "timed_steps": args.steps,
         "bf16": args.bf16,
@@ -362,12 +367,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--predictor-backbone", default="resnet18")
+    parser.add_argument(
+        "--predictors", type=int, default=1, help="guide with the mean of this many predictors (an ensemble)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--no-sup-qar", dest="sup_qar", action="store_false", help="skip QAR over supervised")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "overhead.json"))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.predictors < 1:
+        parser.error(f"--predictors must be >= 1, got {args.predictors}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
