@@ -22,9 +22,9 @@ Two steps:
 
 ``evaluate``
     Runs ``qg-lightning evaluate-predictor`` for one predictor (or the mean of several) on each test group
-    (same segmenters, same options; ``--tta`` passes through) and prints one JSON line with each group's real-candidate figures and
-    95% intervals from an image bootstrap, and the difference other - same with its interval (the groups
-    hold different images, so this bootstrap resamples each group on its own). A report already in
+    (same segmenters, same options; ``--tta`` passes through) and prints one JSON line with each group's
+    real-candidate figures and 95% intervals from an image bootstrap, and the difference other - same with
+    its interval (the groups hold different images, so this bootstrap resamples each group on its own). A report already in
     ``--out-dir`` is reused, not recomputed: use a new ``--out-dir`` for another predictor or segmenter set.
 
 Usage:

@@ -556,14 +556,14 @@ class QualityEnsemble(nn.Module):
     """The mean prediction of several quality predictors, e.g. trained with different seeds or backbones.
 
     Members must agree on ``in_channels`` and ``num_classes``; each may be calibrated
-    (``qg-lightning calibrate-predictor``) or wrapped in :class:`FlipTTA`, and is run as it is. The mean of
-    independently trained predictors ranks masks a little better than either alone (two seeds on Kvasir-SEG
-    real-model masks, calibrated: Pearson 0.669 and 0.690 alone, 0.700 together; see benchmarks/RESULTS.md),
-    at the cost of one forward pass per member. :meth:`forward_with_spread` also returns how much the members
-    disagree (``qg-lightning score`` writes it as ``quality_spread``). With two seeds on Kvasir-SEG that
-    disagreement did not single out the masks the mean misjudged, so read it as information, not as a
-    confidence. The ensemble is differentiable like its members (QAR back-propagates through every member);
-    freeze it with ``.eval().requires_grad_(False)``.
+    (``qg-lightning calibrate-predictor``) or wrapped in :class:`FlipTTA`, and is run as it is. On Kvasir-SEG
+    real-model masks the mean of predictors trained with different seeds ranked about as well as the better
+    member and up to 0.03 Pearson better than the weaker (calibrated: 0.669 and 0.690 alone, 0.700 together;
+    see benchmarks/RESULTS.md), at the cost of one forward pass per member. :meth:`forward_with_spread` also
+    returns how much the members disagree (``qg-lightning score`` writes it as ``quality_spread``). With two
+    or three seeds on Kvasir-SEG that disagreement did not single out the masks the mean misjudged, so read it
+    as information, not as a confidence. The ensemble is differentiable like its members (QAR back-propagates
+    through every member); freeze it with ``.eval().requires_grad_(False)``.
 
     Args:
         predictors: two or more (one is allowed) modules ``(images, masks) -> (B, K-1)`` with integer

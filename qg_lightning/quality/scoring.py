@@ -299,8 +299,8 @@ def write_scores(records: Sequence[dict[str, Any]], path: str | os.PathLike) -> 
     """Write records of :func:`score_masks` as CSV, sorted worst (lowest quality) first.
 
     Columns: ``id``, ``quality``, ``quality_class{k}`` (multi-class), ``quality_spread`` and ``mask_fraction``
-    (when the records have them), ``image``, ``mask``, ``error``. Pairs that could not be read (``error`` set) come last with an empty
-    quality.
+    (when the records have them), ``image``, ``mask``, ``error``. Pairs that could not be read (``error`` set)
+    come last with an empty quality.
 
     Example:
         >>> import tempfile
