@@ -26,7 +26,8 @@ variant for synthetic and real candidates and the constant-baseline MAE.
 
 Usage:
     python benchmarks/predictor_quality.py --root ../shared/data/kvasir_seg [--minutes 12] [--variants ours release]
-        [--p-weak 0.75] [--gamma 0.2 --channel-gain 0.1 [--snapshot-appearance 2]] [--snapshot-flips] [--split-file split.json]
+        [--p-weak 0.75] [--gamma 0.2 --channel-gain 0.1 [--snapshot-appearance 2]] [--snapshot-flips]
+        [--snapshot-label-fraction 0.33] [--split-file split.json]
 
 ``--split-file`` replaces the seeded split in every stage (snapshot folds, evaluation segmenters, predictor,
 calibration and evaluation), e.g. with ``acquisition_shift.py``'s split that keeps some acquisition systems
@@ -99,7 +100,8 @@ def weak_models(args, out: Path) -> list[Path]:
             L.seed_everything(100 + fold + 1000 * index, verbose=False)
             dm = SemiSupervisedDataModule(root=args.root, image_size=args.image_size, use_unlabeled=False,
                                           batch_size=16, seed=args.seed, fold=fold, n_folds=args.folds,
-                                          split_file=args.split_file)  # fmt: skip
+                                          split_file=args.split_file,
+                                          labeled_fraction=args.snapshot_label_fraction)  # fmt: skip
             model = SupervisedSegmenter(arch=arch, encoder_name=encoder, lr=1e-3)
             cb = SnapshotCallback(epochs=args.snapshot_epochs, dirpath=str(snap_dir))
             _trainer(out / f"weak_{name}", max_epochs=max(args.snapshot_epochs), limit_val_batches=0,
@@ -266,6 +268,11 @@ def main() -> None:
         "also predict (needs --gamma or --channel-gain; 0, the default, is off)",
     )  # fmt: skip
     parser.add_argument(
+        "--snapshot-label-fraction", type=float, default=None,
+        help="train the snapshot models on this share of the labeled images only (then on the other folds of "
+        "it); each snapshot may then serve every image it did not train on. Default: all labeled images",
+    )  # fmt: skip
+    parser.add_argument(
         "--snapshot-flips", action="store_true",
         help="QualityDataModule(snapshot_flips=True): the snapshots also predict three flips of each image "
         "(flipped back), four test-time variants of every snapshot mask",
@@ -282,6 +289,8 @@ def main() -> None:
             f"are drawn from), got --snapshot-appearance {args.snapshot_appearance} with --gamma {args.gamma} and "
             f"--channel-gain {args.channel_gain}."
         )
+    if args.snapshot_label_fraction is not None and not 0 < args.snapshot_label_fraction <= 1:
+        parser.error(f"--snapshot-label-fraction must be in (0, 1], got {args.snapshot_label_fraction}")
     if args.p_weak is not None:
         if not 0.0 <= args.p_weak <= 1.0:
             parser.error(f"--p-weak must be in [0, 1], got {args.p_weak}")
