@@ -186,8 +186,8 @@ def _evaluate(args, predictor: Path, report_path: Path, segmenters: list[Path], 
 
 
 def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
-    """A command line that reruns with ``args``: flags bare (``--no-x`` where one is off by default), unset
-    options left out."""
+    """A command line that reruns with ``args``: a flag that is on as itself, a default-on flag that is off as
+    ``--no-x``, options that are unset (``None``) or off left out."""
     words = ["python benchmarks/predictor_quality.py"]
     for action in parser._actions:
         value, flag = getattr(args, action.dest, None), (action.option_strings or [""])[0]
