@@ -9,8 +9,8 @@ Pipeline (every stage is cached in ``--out-dir`` and skipped when rerun):
 2. **Evaluation segmenters** the predictor never sees: an FPN (random-init ResNet-34) trained on half of the
    training split, saved after ``--eval-epochs``. Their predictions on the *test* images are the "real"
    candidates of the evaluation.
-3. **Predictors**, each trained for ``--max-epochs`` (at most ``--minutes``) on the training split (128 px, no
-   pretrained weights):
+3. **Predictors** (``--backbone``, ResNet-18 by default), each trained for ``--max-epochs`` (at most
+   ``--minutes``) on the training split (128 px, no pretrained weights):
    ``release``: p_weak 0.05, snapshots used on every image (as the authors' release);
    ``heldout``: p_weak 0.5, cross-fitted snapshots on held-out images only;
    ``ours``: as ``heldout``, each snapshot mask binarised at a threshold drawn uniformly from [0.2, 0.8];
@@ -27,7 +27,7 @@ variant for synthetic and real candidates and the constant-baseline MAE.
 Usage:
     python benchmarks/predictor_quality.py --root ../shared/data/kvasir_seg [--minutes 12] [--variants ours release]
         [--p-weak 0.75] [--gamma 0.2 --channel-gain 0.1 [--snapshot-appearance 2]] [--snapshot-flips]
-        [--snapshot-label-fraction 0.33] [--split-file split.json]
+        [--snapshot-label-fraction 0.33] [--split-file split.json] [--backbone mobilenetv3_large_100]
 
 ``--split-file`` replaces the seeded split in every stage (snapshot folds, evaluation segmenters, predictor,
 calibration and evaluation), e.g. with ``acquisition_shift.py``'s split that keeps some acquisition systems
@@ -48,6 +48,7 @@ import torch
 from qg_lightning.data import SemiSupervisedDataModule
 from qg_lightning.methods import SupervisedSegmenter
 from qg_lightning.quality.augment import check_appearance
+from qg_lightning.quality.backbones import BACKBONES
 from qg_lightning.quality.calibration import calibrate_cli
 from qg_lightning.quality.datamodule import QualityDataModule
 from qg_lightning.quality.evaluation import evaluate_predictor_cli
@@ -151,7 +152,7 @@ def train_predictor(args, out: Path, variant: str, snap_dirs: list[Path]) -> Pat
                            image_padding=args.image_padding, gamma=args.gamma, channel_gain=args.channel_gain,
                            snapshot_appearance=args.snapshot_appearance, snapshot_flips=args.snapshot_flips,
                            **split, **VARIANTS[variant]["data"])  # fmt: skip
-    model = QualityPredictor(backbone="resnet18", pretrained=False, channels_last=args.channels_last,
+    model = QualityPredictor(backbone=args.backbone, pretrained=False, channels_last=args.channels_last,
                              **VARIANTS[variant]["model"])  # fmt: skip
     ckpt = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=str(vdir), filename="best", monitor="val/loss", mode="min"
@@ -161,7 +162,7 @@ def train_predictor(args, out: Path, variant: str, snap_dirs: list[Path]) -> Pat
                        logger=L.pytorch.loggers.CSVLogger(str(vdir), name="log"))  # fmt: skip
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
-    info = {"variant": variant, **VARIANTS[variant], "samples_seen": trainer.global_step * 32,
+    info = {"variant": variant, "backbone": args.backbone, **VARIANTS[variant], "samples_seen": trainer.global_step * 32,
             "epochs": trainer.current_epoch, "minutes": round((time.perf_counter() - start) / 60, 1),
             "best_val_loss": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None}  # fmt: skip
     (vdir / "train_info.json").write_text(json.dumps(info, indent=2))
@@ -277,6 +278,10 @@ def main() -> None:
         help="QualityDataModule(snapshot_flips=True): the snapshots also predict three flips of each image "
         "(flipped back), four test-time variants of every snapshot mask",
     )  # fmt: skip
+    parser.add_argument(
+        "--backbone", default="resnet18", choices=sorted(BACKBONES),
+        help="QualityPredictor(backbone=...) of every predictor, random init (paper: resnet18)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     try:
@@ -304,7 +309,7 @@ def main() -> None:
     snap_dirs = weak_models(args, out)
     segmenters = eval_segmenters(args, out)
     summary: dict = {"benchmark": "predictor_quality", "root": args.root, "image_size": args.image_size,
-                     "pretrained": False, "folds": args.folds, "minutes_per_predictor": args.minutes,
+                     "backbone": args.backbone, "pretrained": False, "folds": args.folds, "minutes_per_predictor": args.minutes,
                      "segmenters": [p.name for p in segmenters], "variants": {}}  # fmt: skip
     for variant in args.variants:
         best = train_predictor(args, out, variant, snap_dirs)
