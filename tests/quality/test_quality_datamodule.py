@@ -263,6 +263,29 @@ def test_cross_fitted_snapshots_are_used_only_on_held_out_images(root, tmp_path)
         )
 
 
+def test_snapshots_on_a_smaller_label_budget_serve_every_image_they_did_not_train_on(root, tmp_path):
+    """README recipe: snapshot folds on a third of the predictor's labels (same seed, so the subsets nest)."""
+    snaps = tmp_path / "snaps"
+    for fold in range(2):
+        dm = SemiSupervisedDataModule(root=str(root), image_size=32, labeled_fraction=0.25, use_unlabeled=False,
+                                      batch_size=4, fold=fold, n_folds=2)  # fmt: skip
+        trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
+                            default_root_dir=str(tmp_path / f"run{fold}"),
+                            callbacks=[SnapshotCallback(epochs=[1], dirpath=str(snaps))], enable_checkpointing=False,
+                            enable_progress_bar=False, accelerator="cpu")  # fmt: skip
+        trainer.fit(SupervisedSegmenter(encoder_name="resnet18"), datamodule=dm)
+    qdm = _qdm(root, p_weak=1.0, snapshots=[str(snaps)], snapshot_policy="heldout")  # labeled_fraction 0.5
+    qdm.setup("fit")
+    trained = [load_snapshot(path).train_ids for path in find_snapshots(snaps)]
+    budget = frozenset().union(*trained)
+    assert budget < set(qdm.train_ids)  # nested: the budget's images are all labeled for the predictor
+    allowed = qdm.train_data["allowed"]
+    for i, image_id in enumerate(qdm.train_ids):
+        assert allowed[i].tolist() == [image_id not in ids for ids in trained]
+    outside = [i for i, image_id in enumerate(qdm.train_ids) if image_id not in budget]
+    assert outside and allowed[outside].all()  # images outside the budget get every snapshot
+
+
 @pytest.fixture(scope="module")
 def one_snapshot(root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("snap")
