@@ -28,6 +28,7 @@ Usage:
     python benchmarks/predictor_quality.py --root ../shared/data/kvasir_seg [--minutes 12] [--variants ours release]
         [--p-weak 0.75] [--gamma 0.2 --channel-gain 0.1 [--snapshot-appearance 2]] [--snapshot-flips]
         [--snapshot-label-fraction 0.33] [--split-file split.json] [--backbone mobilenetv3_large_100]
+        [--extra-snapshots OTHER_RUN/snapshots]
 
 ``--split-file`` replaces the seeded split in every stage (snapshot folds, evaluation segmenters, predictor,
 calibration and evaluation), e.g. with ``acquisition_shift.py``'s split that keeps some acquisition systems
@@ -279,6 +280,11 @@ def main() -> None:
         "(flipped back), four test-time variants of every snapshot mask",
     )  # fmt: skip
     parser.add_argument(
+        "--extra-snapshots", nargs="+", default=None, metavar="DIR",
+        help="also serve the snapshots in these folders (e.g. another run's, trained on another label budget); "
+        "the held-out policy applies to them too",
+    )  # fmt: skip
+    parser.add_argument(
         "--backbone", default="resnet18", choices=sorted(BACKBONES),
         help="QualityPredictor(backbone=...) of every predictor, random init (paper: resnet18)",
     )  # fmt: skip
@@ -301,12 +307,17 @@ def main() -> None:
             parser.error(f"--p-weak must be in [0, 1], got {args.p_weak}")
         for name in args.variants:
             VARIANTS[name] = {**VARIANTS[name], "data": {**VARIANTS[name]["data"], "p_weak": args.p_weak}}
+    for folder in args.extra_snapshots or []:
+        try:
+            find_snapshots(folder)
+        except FileNotFoundError as err:
+            parser.error(f"--extra-snapshots: {err}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    snap_dirs = weak_models(args, out)
+    snap_dirs = weak_models(args, out) + [Path(d) for d in args.extra_snapshots or []]
     segmenters = eval_segmenters(args, out)
     summary: dict = {"benchmark": "predictor_quality", "root": args.root, "image_size": args.image_size,
                      "backbone": args.backbone, "pretrained": False, "folds": args.folds, "minutes_per_predictor": args.minutes,
