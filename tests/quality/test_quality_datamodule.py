@@ -1,4 +1,5 @@
 import inspect
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -238,17 +239,23 @@ def test_snapshots_end_to_end(root, tmp_path):
     assert (batch["category"] == QUALITY_CATEGORIES.index("snapshot")).all()
 
 
-def test_cross_fitted_snapshots_are_used_only_on_held_out_images(root, tmp_path):
+def _fold_snapshots(root, tmp_path, labeled_fraction: float) -> Path:
+    """One weak model per fold (2 folds) of the labeled share, one snapshot each; returns their folder."""
     snaps = tmp_path / "snaps"
     for fold in range(2):
-        dm = SemiSupervisedDataModule(root=str(root), image_size=32, labeled_fraction=0.5, use_unlabeled=False,
-                                      batch_size=4, fold=fold, n_folds=2)  # fmt: skip
+        dm = SemiSupervisedDataModule(root=str(root), image_size=32, labeled_fraction=labeled_fraction,
+                                      use_unlabeled=False, batch_size=4, fold=fold, n_folds=2)  # fmt: skip
         trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
                             default_root_dir=str(tmp_path / f"run{fold}"),
                             callbacks=[SnapshotCallback(epochs=[1], dirpath=str(snaps))], enable_checkpointing=False,
                             enable_progress_bar=False, accelerator="cpu")  # fmt: skip
         trainer.fit(SupervisedSegmenter(encoder_name="resnet18"), datamodule=dm)
         assert set(dm.training_labeled_ids) < set(dm.split.labeled)
+    return snaps
+
+
+def test_cross_fitted_snapshots_are_used_only_on_held_out_images(root, tmp_path):
+    snaps = _fold_snapshots(root, tmp_path, labeled_fraction=0.5)
     files = find_snapshots(snaps)
     assert [f.name for f in files] == ["snapshot_fold0_epoch001.pt", "snapshot_fold1_epoch001.pt"]
     qdm = _qdm(root, p_weak=1.0, snapshots=[str(snaps)], snapshot_policy="heldout")
@@ -265,15 +272,7 @@ def test_cross_fitted_snapshots_are_used_only_on_held_out_images(root, tmp_path)
 
 def test_snapshots_on_a_smaller_label_budget_serve_every_image_they_did_not_train_on(root, tmp_path):
     """README recipe: snapshot folds on a third of the predictor's labels (same seed, so the subsets nest)."""
-    snaps = tmp_path / "snaps"
-    for fold in range(2):
-        dm = SemiSupervisedDataModule(root=str(root), image_size=32, labeled_fraction=0.25, use_unlabeled=False,
-                                      batch_size=4, fold=fold, n_folds=2)  # fmt: skip
-        trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
-                            default_root_dir=str(tmp_path / f"run{fold}"),
-                            callbacks=[SnapshotCallback(epochs=[1], dirpath=str(snaps))], enable_checkpointing=False,
-                            enable_progress_bar=False, accelerator="cpu")  # fmt: skip
-        trainer.fit(SupervisedSegmenter(encoder_name="resnet18"), datamodule=dm)
+    snaps = _fold_snapshots(root, tmp_path, labeled_fraction=0.25)
     qdm = _qdm(root, p_weak=1.0, snapshots=[str(snaps)], snapshot_policy="heldout")  # labeled_fraction 0.5
     qdm.setup("fit")
     trained = [load_snapshot(path).train_ids for path in find_snapshots(snaps)]
