@@ -5,7 +5,7 @@ Pipeline (every stage is cached in ``--out-dir`` and skipped when rerun):
 1. **Cross-fitted weak models** (snapshot masks): the training split is cut into ``--folds`` folds; for each fold a
    U-Net (random-init ResNet-18; ``--snapshot-archs`` adds other architectures) trains on the other folds and
    saves snapshots after ``--snapshot-epochs``. Its masks on the held-out fold carry honest errors, not
-   memorised ones.
+   memorised ones. ``--extra-snapshots`` adds another run's snapshot folders (held-out policy too).
 2. **Evaluation segmenters** the predictor never sees: an FPN (random-init ResNet-34) trained on half of the
    training split, saved after ``--eval-epochs``. Their predictions on the *test* images are the "real"
    candidates of the evaluation.
@@ -163,8 +163,9 @@ def train_predictor(args, out: Path, variant: str, snap_dirs: list[Path]) -> Pat
                        logger=L.pytorch.loggers.CSVLogger(str(vdir), name="log"))  # fmt: skip
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
-    info = {"variant": variant, "backbone": args.backbone, **VARIANTS[variant], "samples_seen": trainer.global_step * 32,
-            "epochs": trainer.current_epoch, "minutes": round((time.perf_counter() - start) / 60, 1),
+    info = {"variant": variant, "backbone": args.backbone, **VARIANTS[variant],
+            "samples_seen": trainer.global_step * 32, "epochs": trainer.current_epoch,
+            "minutes": round((time.perf_counter() - start) / 60, 1),
             "best_val_loss": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None}  # fmt: skip
     (vdir / "train_info.json").write_text(json.dumps(info, indent=2))
     if not ckpt.best_model_path:
@@ -320,7 +321,8 @@ def main() -> None:
     snap_dirs = weak_models(args, out) + [Path(d) for d in args.extra_snapshots or []]
     segmenters = eval_segmenters(args, out)
     summary: dict = {"benchmark": "predictor_quality", "root": args.root, "image_size": args.image_size,
-                     "backbone": args.backbone, "pretrained": False, "folds": args.folds, "minutes_per_predictor": args.minutes,
+                     "backbone": args.backbone, "pretrained": False, "folds": args.folds,
+                     "minutes_per_predictor": args.minutes, "extra_snapshots": args.extra_snapshots,
                      "segmenters": [p.name for p in segmenters], "variants": {}}  # fmt: skip
     for variant in args.variants:
         best = train_predictor(args, out, variant, snap_dirs)
