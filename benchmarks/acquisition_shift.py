@@ -24,8 +24,9 @@ Two steps:
     Runs ``qg-lightning evaluate-predictor`` for one predictor (or the mean of several) on each test group
     (same segmenters, same options; ``--tta`` passes through) and prints one JSON line with each group's
     real-candidate figures and 95% intervals from an image bootstrap, and the difference other - same with
-    its interval (the groups hold different images, so this bootstrap resamples each group on its own). A report already in
-    ``--out-dir`` is reused, not recomputed: use a new ``--out-dir`` for another predictor or segmenter set.
+    its interval (the groups hold different images, so this bootstrap resamples each group on its own). A
+    report already in ``--out-dir`` is reused, not recomputed: use a new ``--out-dir`` for another predictor
+    or segmenter set.
 
 Usage:
     python benchmarks/acquisition_shift.py splits --root ../shared/data/kvasir_seg --out-dir /tmp/acq
