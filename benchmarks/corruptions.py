@@ -11,13 +11,17 @@ mix, is timed on alternating batches in the same process, so both see the same m
 machine is shared; absolute numbers move by 2-3x with the load, the ratio much less). For reference, such an
 implementation was measured at about 2,200 masks/s at 224 px and 5,100 at 128 px on a quieter machine.
 
+``--device cuda`` times the batched torch path on a GPU instead (the path training takes there: the quality
+data module corrupts masks on the training device); the masks and the generator live on the device, each
+timed call ends with a synchronisation, and the per-sample baseline still runs on the CPU beside it.
+
 ``--per-corruption`` adds a table (stderr) and a JSON entry with the time of every registry corruption on one
 batch; ``--call-cost`` splits each corruption's call into a fixed cost and a per-mask cost (calls on 1 and 8
 masks). The last line printed is one JSON object, also written to ``benchmarks/results/corruptions.json``.
 
 Usage:
     python benchmarks/corruptions.py [--kvasir ROOT] [--batch-size 64] [--per-corruption] [--call-cost]
-        [--no-baseline] [--sizes 64 128 224] [--datasets synthetic kvasir_seg]
+        [--no-baseline] [--sizes 64 128 224] [--datasets synthetic kvasir_seg] [--device cuda]
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from qg_lightning.quality import (
 )
 
 REFERENCE_MASKS_PER_S = {"224": 2200.0, "128": 5100.0}
+CPU = torch.device("cpu")
 
 
 def _default_kvasir() -> Path:
@@ -300,23 +305,37 @@ class NumpyOpenCVBaseline:
         return torch.from_numpy(np.stack(outs)).float().unsqueeze(1), torch.tensor(quality)
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timer around a call measures the call."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _throughput(
-    masks: torch.Tensor, batch_size: int, min_seconds: float, seed: int, baseline: bool
+    masks: torch.Tensor,
+    batch_size: int,
+    min_seconds: float,
+    seed: int,
+    baseline: bool,
+    device: torch.device = CPU,
 ) -> tuple[float, float | None]:
-    """Masks per second of the sampler and (optionally) of the baseline, timed on alternating batches so that
-    both see the same machine load."""
+    """Masks per second of the sampler (on ``device``) and (optionally) of the baseline (on the CPU), timed on
+    alternating batches so that both see the same machine load."""
     sampler = CorruptionSampler()
     reference = NumpyOpenCVBaseline(seed) if baseline else None
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     batches = [masks[i : i + batch_size] for i in range(0, len(masks) - batch_size + 1, batch_size)]
-    sampler(batches[0], generator=generator)  # warm-up
+    on_device = [batch.to(device) for batch in batches]
+    sampler(on_device[0], generator=generator)  # warm-up
+    _sync(device)
     if reference is not None:
         reference(batches[0])
     done, ours, theirs = 0, 0.0, 0.0
     while ours + theirs < min_seconds or done == 0:
-        for batch in batches:
+        for batch, batch_on_device in zip(batches, on_device, strict=True):
             start = time.perf_counter()
-            sampler(batch, generator=generator)
+            sampler(batch_on_device, generator=generator)
+            _sync(device)
             ours += time.perf_counter() - start
             if reference is not None:
                 start = time.perf_counter()
@@ -331,16 +350,20 @@ def _binary_specs() -> dict:
     return {**MAIN, **HEAVY, **CATASTROPHIC, **BLOB}
 
 
-def _per_corruption(masks: torch.Tensor, batch_size: int, repeats: int, seed: int) -> dict[str, float]:
+def _per_corruption(
+    masks: torch.Tensor, batch_size: int, repeats: int, seed: int, device: torch.device = CPU
+) -> dict[str, float]:
     """Microseconds per mask of every registry corruption on one uint8 batch (as the sampler calls them)."""
-    batch = (masks[:batch_size] > 0.5).to(torch.uint8)
-    generator = torch.Generator().manual_seed(seed)
+    batch = (masks[:batch_size] > 0.5).to(torch.uint8).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
     result = {}
     for name, spec in _binary_specs().items():
         spec(batch, generator=generator)
+        _sync(device)
         start = time.perf_counter()
         for _ in range(repeats):
             spec(batch, generator=generator)
+        _sync(device)
         result[name] = (time.perf_counter() - start) / repeats / len(batch) * 1e6
     return result
 
@@ -397,9 +420,22 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--device",
+        default="cpu",
+        help="device of the sampler's masks: cpu (OpenCV / NumPy per mask) or e.g. cuda (the batched torch path)",
+    )
+    parser.add_argument(
         "--output", type=Path, default=Path(__file__).resolve().parent / "results" / "corruptions.json"
     )
     args = parser.parse_args(argv)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as error:
+        parser.error(f"--device {args.device!r} is not a torch device ({error}); use e.g. cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA device on this machine; use --device cpu")
+    if args.call_cost and device.type != "cpu":
+        parser.error("--call-cost splits CPU call overheads; run it with --device cpu")
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -428,7 +464,9 @@ def main(argv: list[str] | None = None) -> dict:
     for name, by_size in datasets.items():
         results[name], baseline[name], speedup[name] = {}, {}, {}
         for size, masks in by_size.items():
-            rate, ref = _throughput(masks, args.batch_size, args.min_seconds, args.seed, not args.no_baseline)
+            rate, ref = _throughput(
+                masks, args.batch_size, args.min_seconds, args.seed, not args.no_baseline, device
+            )
             results[name][str(size)] = round(rate, 1)
             line = f"{name:>11s} {size:4d} px: {rate:9.1f} masks/s"
             if ref is not None:
@@ -440,6 +478,7 @@ def main(argv: list[str] | None = None) -> dict:
     report: dict = {
         "benchmark": "corruptions",
         "what": "CorruptionSampler (full METHOD.md mix + Dice targets), float32 masks, masks/second",
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
         "masks_per_second": results,
@@ -465,7 +504,9 @@ def main(argv: list[str] | None = None) -> dict:
         source = "kvasir_seg" if "kvasir_seg" in datasets else "synthetic"
         table = {}
         for size in args.sizes:
-            timings = _per_corruption(datasets[source][size], args.batch_size, args.repeats, args.seed)
+            timings = _per_corruption(
+                datasets[source][size], args.batch_size, args.repeats, args.seed, device
+            )
             table[str(size)] = {k: round(v, 1) for k, v in timings.items()}
         report["per_corruption_us_per_mask"] = {"masks": source, **table}
         header = f"{'corruption':<22s}" + "".join(f"{s:>9d}px" for s in args.sizes)

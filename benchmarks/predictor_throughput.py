@@ -16,13 +16,18 @@ pipeline, :class:`PerSamplePipeline`, on alternating batches in the same process
 only that the lead does not depend on the machine's load; the 900 target stays an absolute figure. The machine's
 load average is recorded with the results.
 
+``--device cuda`` runs the data module's batch work where a GPU fit runs it, on the training device (the loader
+still gathers the cached ``uint8`` images on the CPU; warps, corruptions, snapshots and jitter run on the GPU), and
+the end-to-end step there too, with ``--precision bf16-mixed`` or ``16-mixed`` (autocast) and
+``--channels-last``. Every timed batch ends with a synchronisation. The per-sample pipeline stays on the CPU.
+
 ``--repeats N`` times the data side N times in one invocation and reports the median (every run is kept under
 ``runs``). The last line printed is one JSON object, also written to
 ``benchmarks/results/predictor_throughput.json``.
 
 Usage:
     python benchmarks/predictor_throughput.py [--root ../shared/data/kvasir_seg] [--sizes 128 224] [--repeats 5]
-        [--no-baseline]
+        [--no-baseline] [--device cuda --precision bf16-mixed --channels-last]
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from corruptions import NumpyOpenCVBaseline  # the sibling script's per-sample c
 
 from qg_lightning.quality import QualityDataModule, QualityPredictor
 
+CPU = torch.device("cpu")
 REFERENCE_SAMPLES_PER_S_224 = 300.0
 TARGET_DATA_SAMPLES_PER_S_224 = 900.0
 
@@ -52,13 +58,26 @@ def _default_kvasir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "kvasir_seg"
 
 
-def _batches(dm: QualityDataModule) -> Iterator[dict[str, torch.Tensor]]:
-    """Training batches forever (the loader restarts at the end of an epoch), seeded like a fit."""
-    g = torch.Generator().manual_seed(0)
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timer around a step measures the step."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _batches(dm: QualityDataModule, device: torch.device = CPU) -> Iterator[dict[str, torch.Tensor]]:
+    """Training batches forever (the loader restarts at the end of an epoch), seeded like a fit: the loader's
+    ``uint8`` batch is moved to ``device`` and made into a training batch there, as in a fit on that device."""
+    g = torch.Generator(device=device).manual_seed(0)
     loader = dm.train_dataloader()
     while True:
         for index, raw in enumerate(loader):  # the index schedules the noise bank, as in a fit
-            yield dm.make_training_batch(raw, generator=g, batch_index=index)
+            if device.type != "cpu":
+                raw = {
+                    k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in raw.items()
+                }
+            batch = dm.make_training_batch(raw, generator=g, batch_index=index)
+            _sync(device)
+            yield batch
 
 
 def _samples_per_s(step: Callable[[], int], n_steps: int) -> float:
@@ -139,12 +158,15 @@ class PerSamplePipeline:
 
 
 def _data_side(
-    dms: dict[str, QualityDataModule], n_batches: int, baseline: PerSamplePipeline | None = None
+    dms: dict[str, QualityDataModule],
+    n_batches: int,
+    baseline: PerSamplePipeline | None = None,
+    device: torch.device = CPU,
 ) -> tuple[dict[str, float], dict[str, float | None]]:
     """Samples per second of each data module's batches (and of ``baseline``'s, as ``"baseline"``), timed on
     alternating batches (same machine load), and the minor page faults per batch (fresh memory the C
     allocator had to map: a sign that it handed freed batch buffers back to the system)."""
-    streams: dict = {name: _batches(dm) for name, dm in dms.items()}
+    streams: dict = {name: _batches(dm, device) for name, dm in dms.items()}
     if baseline is not None:
         streams["baseline"] = iter(baseline, None)
     cv_threads = cv2.getNumThreads()
@@ -169,21 +191,43 @@ def _data_side(
     return {name: samples[name] / seconds[name] for name in streams}, per_batch
 
 
-def _end_to_end(dm: QualityDataModule, n_batches: int, threads: int) -> float:
+AUTOCAST = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def _end_to_end(
+    dm: QualityDataModule,
+    n_batches: int,
+    threads: int,
+    device: torch.device = CPU,
+    precision: str = "32",
+    channels_last: bool = False,
+) -> float:
+    """Samples per second of whole training steps: the data module's batch, then the predictor's forward and
+    backward (autocast at ``precision``; fp16 with a gradient scaler, as Lightning's ``16-mixed``) and an AdamW
+    step, on ``device``."""
     torch.set_num_threads(threads)
     model = QualityPredictor(
-        backbone="resnet18", in_channels=dm.hparams.in_channels, num_classes=dm.hparams.num_classes
-    )
+        backbone="resnet18",
+        in_channels=dm.hparams.in_channels,
+        num_classes=dm.hparams.num_classes,
+        channels_last=channels_last,
+    ).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    dtype = AUTOCAST[precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     model.train()
-    batches = _batches(dm)
+    batches = _batches(dm, device)
 
     def step() -> int:
         batch = next(batches)
-        loss = torch.nn.functional.smooth_l1_loss(model(batch["image"], batch["candidate"]), batch["quality"])
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            q = model(batch["image"], batch["candidate"])
+        loss = torch.nn.functional.smooth_l1_loss(q.float(), batch["quality"])
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        _sync(device)
         return batch["image"].shape[0]
 
     return _samples_per_s(step, n_batches)
@@ -211,6 +255,17 @@ def main() -> None:
         "--image-padding", default="zeros", choices=["zeros", "border"],
         help="QualityDataModule(image_padding=...); before session 7 the only choice was border",
     )  # fmt: skip
+    parser.add_argument(
+        "--device", default="cpu",
+        help="where the data module's batch work and the end-to-end step run: cpu, or e.g. cuda (as in a GPU fit)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--precision", default="32", choices=sorted(AUTOCAST),
+        help="autocast of the end-to-end step (Lightning's names; 16-mixed uses a gradient scaler)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--channels-last", action="store_true", help="channels-last predictor in the end-to-end step"
+    )
     parser.add_argument("--snapshots", nargs="*", default=None, help="snapshot files/folders (p_weak 0.5)")
     parser.add_argument(
         "--no-baseline",
@@ -221,6 +276,14 @@ def main() -> None:
         "--out", default=str(Path(__file__).resolve().parent / "results" / "predictor_throughput.json")
     )
     args = parser.parse_args()
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as error:
+        parser.error(f"--device {args.device!r} is not a torch device ({error}); use e.g. cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA device on this machine; use --device cpu")
+    if args.precision == "16-mixed" and device.type == "cpu":
+        parser.error("--precision 16-mixed needs a GPU (--device cuda); on the CPU use 32 or bf16-mixed")
 
     datasets = {"synthetic": None}
     if Path(args.root, "images").is_dir():
@@ -247,8 +310,12 @@ def main() -> None:
                     size,
                     args.batch_size,
                 )
-            runs = [_data_side(dms, args.data_batches, baseline) for _ in range(max(1, args.repeats))]
-            e2e = _end_to_end(dm, args.e2e_batches, args.threads) if args.e2e_batches > 0 else None
+            runs = [_data_side(dms, args.data_batches, baseline, device) for _ in range(max(1, args.repeats))]
+            e2e = None
+            if args.e2e_batches > 0:
+                e2e = _end_to_end(
+                    dm, args.e2e_batches, args.threads, device, args.precision, args.channels_last
+                )
 
             faults = [f[args.noise_reuse] for _, f in runs]
 
@@ -274,6 +341,9 @@ def main() -> None:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     report = {
         "benchmark": "predictor_throughput",
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "end_to_end_precision": args.precision,
+        "end_to_end_channels_last": args.channels_last,
         "data_side_threads": 1,
         "end_to_end_threads": args.threads,
         "batch_size": args.batch_size,
