@@ -21,6 +21,8 @@ from qg_lightning.data import SemiSupervisedDataModule, generate_synthetic_datas
 from qg_lightning.guidance import QualityReweightCallback
 from qg_lightning.methods import PseudoLabelSegmenter, SupervisedSegmenter
 from qg_lightning.quality import CorruptionSampler
+from qg_lightning.quality.corruptions import functional
+from qg_lightning.quality.corruptions.registry import BLOB, CATASTROPHIC, HEAVY, MAIN, MULTICLASS
 from qg_lightning.quality.datamodule import QUALITY_CATEGORIES, QualityDataModule
 from qg_lightning.quality.predictor import QualityPredictor
 from qg_lightning.quality.sampling import dice_target
@@ -77,18 +79,22 @@ def _trainer(device: str, precision: str, tmp_path: Path, callbacks: list | None
 
 
 # -------------------------------------------------------------------------------- corruption recipe
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("classes", [1, 2], ids=["binary", "two-class"])
-def test_corruption_sampler_keeps_its_contract_on_the_device(device: str, classes: int) -> None:
-    """Seeded, on the masks' device, binary, and the targets are the Dice of what it returns."""
-    g = torch.Generator().manual_seed(0)
-    masks = torch.zeros(48, classes, SIZE, SIZE, dtype=torch.uint8)
-    for i in range(len(masks)):  # rectangles of many sizes, some samples empty
+def _rectangles(n: int, classes: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(n, classes, SIZE, SIZE, dtype=torch.uint8)
+    for i in range(n):
         for c in range(classes):
             y, x = torch.randint(0, SIZE // 2, (2,), generator=g).tolist()
             h, w = torch.randint(0, SIZE // 2, (2,), generator=g).tolist()
             masks[i, c, y : y + h, x : x + w] = 1
-    masks = masks.to(device)
+    return masks
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("classes", [1, 2], ids=["binary", "two-class"])
+def test_corruption_sampler_keeps_its_contract_on_the_device(device: str, classes: int) -> None:
+    """Seeded, on the masks' device, binary, and the targets are the Dice of what it returns."""
+    masks = _rectangles(48, classes).to(device)  # rectangles of many sizes, some samples empty
     sampler = CorruptionSampler()
     first = sampler(masks, generator=torch.Generator(device=device).manual_seed(3))
     again = sampler(masks, generator=torch.Generator(device=device).manual_seed(3))
@@ -98,6 +104,43 @@ def test_corruption_sampler_keeps_its_contract_on_the_device(device: str, classe
     assert set(first.masks.unique().tolist()) <= {0, 1}
     assert torch.allclose(first.quality, dice_target(first.masks.float(), masks.float()), atol=1e-6)
     assert len(set(first.name)) > 5  # a real mix, not one corruption
+
+
+@pytest.fixture
+def meta_default_device():
+    """torch's default device set to ``meta`` for the test: a tensor made without ``device=`` lands there and the
+    first operation that mixes it with the inputs' tensors fails."""
+    previous = torch.get_default_device()
+    torch.set_default_device("meta")
+    yield
+    torch.set_default_device(previous)
+
+
+@pytest.mark.parametrize("opencv", [True, False], ids=["opencv-path", "torch-path"])
+def test_every_tensor_is_made_on_the_inputs_device(opencv: bool, root: Path, snapshots: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   request: pytest.FixtureRequest) -> None:  # fmt: skip
+    """No tensor of the recipe or of a training batch is made on torch's default device instead of the inputs'.
+    On a GPU such a tensor would be a CPU tensor mixed into CUDA work; here the default device is ``meta``, so
+    the CPU checks it: every corruption of every registry, the sampler, and training batches with snapshots."""
+    monkeypatch.setattr(functional, "_OPENCV_CPU", opencv)
+    binary, two = _rectangles(12, 1), _rectangles(12, 2)
+    qdm = _qdm(root, snapshots)
+    qdm.setup("fit")
+    raw = next(iter(qdm.train_dataloader()))
+    request.getfixturevalue("meta_default_device")
+    for registry, masks in ((MAIN, binary), (HEAVY, binary), (CATASTROPHIC, binary), (BLOB, binary),
+                            (MULTICLASS, two)):  # fmt: skip
+        for name, spec in registry.items():
+            out = spec(masks, generator=torch.Generator(device="cpu").manual_seed(0))
+            assert out.device.type == "cpu", name
+    for masks in (binary, two):
+        result = CorruptionSampler()(masks, generator=torch.Generator(device="cpu").manual_seed(1))
+        assert result.masks.device.type == result.quality.device.type == "cpu"
+    for index in range(3):
+        batch = qdm.make_training_batch(raw, generator=torch.Generator(device="cpu").manual_seed(index),
+                                        batch_index=index)  # fmt: skip
+        assert all(value.device.type == "cpu" for value in batch.values())
 
 
 # -------------------------------------------------------------------------------- quality data module

@@ -605,7 +605,7 @@ def quantized_normal_(out: Tensor, *, generator: torch.Generator | None = None) 
     n = out.numel()
     flat = out.detach().view(-1).numpy()  # shares memory with `out`
     levels = _normal_levels()
-    words = torch.empty(-(-min(n, _LUT_CHUNK) // 8), dtype=torch.int64)
+    words = torch.empty(-(-min(n, _LUT_CHUNK) // 8), dtype=torch.int64, device=out.device)
     for start in range(0, n, _LUT_CHUNK):
         m = min(_LUT_CHUNK, n - start)
         draw = words[: -(-m // 8)].random_(-(2**63), None, generator=generator)  # all 64 bits uniform

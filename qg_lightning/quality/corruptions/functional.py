@@ -521,7 +521,7 @@ def _np_random_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_random_points` of uint8 ``(N, H, W)`` CPU masks (the same draws) as float32 NumPy arrays."""
     n, h, w = a.shape
-    un = torch.rand((n, count, 2), generator=generator).numpy().astype(np.float64)
+    un = torch.rand((n, count, 2), generator=generator, device="cpu").numpy().astype(np.float64)
     rows = cv2.reduce(a.reshape(n * h, w), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F).astype(np.float64)
     rows = rows.reshape(n, h)
     rows += rows.sum(1, keepdims=True) == 0  # an empty mask draws from every row
@@ -1531,7 +1531,7 @@ path uses exactly the torch path's values)."""
 
 def _hull_trig() -> tuple[np.ndarray, np.ndarray]:
     if not _HULL_TRIG:
-        theta = (torch.arange(_HULL_DIRECTIONS) + 0.5) * (2 * math.pi / _HULL_DIRECTIONS)
+        theta = (torch.arange(_HULL_DIRECTIONS, device="cpu") + 0.5) * (2 * math.pi / _HULL_DIRECTIONS)
         _HULL_TRIG.append((torch.cos(theta)[:, None].numpy(), torch.sin(theta)[:, None].numpy()))
     return _HULL_TRIG[0]
 
