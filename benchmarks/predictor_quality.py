@@ -258,6 +258,10 @@ def main() -> None:
         help="override the share of snapshot masks (p_weak) of every chosen variant, e.g. 0.75",
     )  # fmt: skip
     parser.add_argument(
+        "--error-map-weight", type=float, default=None,
+        help="override QualityPredictor(error_map_weight=...) of every chosen variant, e.g. 3 (ours_errmap: 1)",
+    )  # fmt: skip
+    parser.add_argument(
         "--gamma", type=float, default=0.0,
         help="QualityDataModule(gamma=...): random image exponent in [1/(1+x), 1+x] (0, the default, is off)",
     )  # fmt: skip
@@ -308,6 +312,12 @@ def main() -> None:
             parser.error(f"--p-weak must be in [0, 1], got {args.p_weak}")
         for name in args.variants:
             VARIANTS[name] = {**VARIANTS[name], "data": {**VARIANTS[name]["data"], "p_weak": args.p_weak}}
+    if args.error_map_weight is not None:
+        if args.error_map_weight < 0:
+            parser.error(f"--error-map-weight must be >= 0, got {args.error_map_weight}")
+        for name in args.variants:
+            model = {**VARIANTS[name]["model"], "error_map_weight": args.error_map_weight}
+            VARIANTS[name] = {**VARIANTS[name], "model": model}
     for folder in args.extra_snapshots or []:
         try:
             find_snapshots(folder)
