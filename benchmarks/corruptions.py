@@ -305,10 +305,22 @@ class NumpyOpenCVBaseline:
         return torch.from_numpy(np.stack(outs)).float().unsqueeze(1), torch.tensor(quality)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     """Wait for the device's queued work, so that a timer around a call measures the call."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def parse_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
+    """``--device NAME`` as a torch device; a name torch does not know, or cuda on a machine without a GPU,
+    stops the script with a parser error before any work."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        parser.error(f"--device {name!r} is not a torch device ({error}); use e.g. cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {name}: torch sees no CUDA device on this machine; use --device cpu")
+    return device
 
 
 def _throughput(
@@ -327,7 +339,7 @@ def _throughput(
     batches = [masks[i : i + batch_size] for i in range(0, len(masks) - batch_size + 1, batch_size)]
     on_device = [batch.to(device) for batch in batches]
     sampler(on_device[0], generator=generator)  # warm-up
-    _sync(device)
+    sync(device)
     if reference is not None:
         reference(batches[0])
     done, ours, theirs = 0, 0.0, 0.0
@@ -335,7 +347,7 @@ def _throughput(
         for batch, batch_on_device in zip(batches, on_device, strict=True):
             start = time.perf_counter()
             sampler(batch_on_device, generator=generator)
-            _sync(device)
+            sync(device)
             ours += time.perf_counter() - start
             if reference is not None:
                 start = time.perf_counter()
@@ -359,11 +371,11 @@ def _per_corruption(
     result = {}
     for name, spec in _binary_specs().items():
         spec(batch, generator=generator)
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for _ in range(repeats):
             spec(batch, generator=generator)
-        _sync(device)
+        sync(device)
         result[name] = (time.perf_counter() - start) / repeats / len(batch) * 1e6
     return result
 
@@ -428,12 +440,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--output", type=Path, default=Path(__file__).resolve().parent / "results" / "corruptions.json"
     )
     args = parser.parse_args(argv)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as error:
-        parser.error(f"--device {args.device!r} is not a torch device ({error}); use e.g. cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: torch sees no CUDA device on this machine; use --device cpu")
+    device = parse_device(parser, args.device)
     if args.call_cost and device.type != "cpu":
         parser.error("--call-cost splits CPU call overheads; run it with --device cpu")
 

@@ -45,7 +45,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from corruptions import NumpyOpenCVBaseline  # the sibling script's per-sample corruption recipe
+from corruptions import NumpyOpenCVBaseline, parse_device, sync  # the sibling script's helpers
 
 from qg_lightning.quality import QualityDataModule, QualityPredictor
 
@@ -56,12 +56,6 @@ TARGET_DATA_SAMPLES_PER_S_224 = 900.0
 
 def _default_kvasir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "kvasir_seg"
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for the device's queued work, so that a timer around a step measures the step."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _batches(dm: QualityDataModule, device: torch.device = CPU) -> Iterator[dict[str, torch.Tensor]]:
@@ -76,7 +70,7 @@ def _batches(dm: QualityDataModule, device: torch.device = CPU) -> Iterator[dict
                     k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in raw.items()
                 }
             batch = dm.make_training_batch(raw, generator=g, batch_index=index)
-            _sync(device)
+            sync(device)
             yield batch
 
 
@@ -227,7 +221,7 @@ def _end_to_end(
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-        _sync(device)
+        sync(device)
         return batch["image"].shape[0]
 
     return _samples_per_s(step, n_batches)
@@ -276,12 +270,7 @@ def main() -> None:
         "--out", default=str(Path(__file__).resolve().parent / "results" / "predictor_throughput.json")
     )
     args = parser.parse_args()
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as error:
-        parser.error(f"--device {args.device!r} is not a torch device ({error}); use e.g. cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: torch sees no CUDA device on this machine; use --device cpu")
+    device = parse_device(parser, args.device)
     if args.precision == "16-mixed" and device.type == "cpu":
         parser.error("--precision 16-mixed needs a GPU (--device cuda); on the CPU use 32 or bf16-mixed")
 
