@@ -63,12 +63,12 @@ def snapshots(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _qdm(root: Path, snapshots: Path | None = None) -> QualityDataModule:
-    extra = {}
+    extra: dict = {"p_weak": 0.0}
     if snapshots is not None:
         extra = {"p_weak": 0.5, "snapshots": [str(snapshots)], "snapshot_policy": "all",
                  "snapshot_threshold": [0.2, 0.8]}  # fmt: skip
     return QualityDataModule(root=str(root), image_size=SIZE, samples_per_image=3, batch_size=8,
-                             labeled_fraction=0.5, seed=0, **{"p_weak": 0.0, **extra})  # fmt: skip
+                             labeled_fraction=0.5, seed=0, **extra)  # fmt: skip
 
 
 def _trainer(device: str, precision: str, tmp_path: Path, callbacks: list | None = None) -> L.Trainer:
