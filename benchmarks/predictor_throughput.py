@@ -46,6 +46,7 @@ import cv2
 import numpy as np
 import torch
 from corruptions import NumpyOpenCVBaseline, parse_device, sync  # the sibling script's helpers
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from qg_lightning.quality import QualityDataModule, QualityPredictor
 
@@ -65,10 +66,7 @@ def _batches(dm: QualityDataModule, device: torch.device = CPU) -> Iterator[dict
     loader = dm.train_dataloader()
     while True:
         for index, raw in enumerate(loader):  # the index schedules the noise bank, as in a fit
-            if device.type != "cpu":
-                raw = {
-                    k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in raw.items()
-                }
+            raw = move_data_to_device(raw, device)  # as Lightning moves it in a fit; a no-op on the CPU
             batch = dm.make_training_batch(raw, generator=g, batch_index=index)
             sync(device)
             yield batch

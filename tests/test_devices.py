@@ -9,7 +9,9 @@ runs on the CPU everywhere and again on CUDA where a GPU is present (the CUDA ca
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -106,20 +108,20 @@ def test_corruption_sampler_keeps_its_contract_on_the_device(device: str, classe
     assert len(set(first.name)) > 5  # a real mix, not one corruption
 
 
-@pytest.fixture
-def meta_default_device():
-    """torch's default device set to ``meta`` for the test: a tensor made without ``device=`` lands there and the
-    first operation that mixes it with the inputs' tensors fails."""
+@contextlib.contextmanager
+def _default_device(device: str) -> Iterator[None]:
+    """torch's default device (where a tensor made without ``device=`` lands) set to ``device`` inside."""
     previous = torch.get_default_device()
-    torch.set_default_device("meta")
-    yield
-    torch.set_default_device(previous)
+    torch.set_default_device(device)
+    try:
+        yield
+    finally:
+        torch.set_default_device(previous)
 
 
 @pytest.mark.parametrize("opencv", [True, False], ids=["opencv-path", "torch-path"])
 def test_every_tensor_is_made_on_the_inputs_device(opencv: bool, root: Path, snapshots: Path,
-                                                   monkeypatch: pytest.MonkeyPatch,
-                                                   request: pytest.FixtureRequest) -> None:  # fmt: skip
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """No tensor of the recipe or of a training batch is made on torch's default device instead of the inputs'.
     On a GPU such a tensor would be a CPU tensor mixed into CUDA work; here the default device is ``meta``, so
     the CPU checks it: every corruption of every registry, the sampler, and training batches with snapshots."""
@@ -128,19 +130,19 @@ def test_every_tensor_is_made_on_the_inputs_device(opencv: bool, root: Path, sna
     qdm = _qdm(root, snapshots)
     qdm.setup("fit")
     raw = next(iter(qdm.train_dataloader()))
-    request.getfixturevalue("meta_default_device")
-    for registry, masks in ((MAIN, binary), (HEAVY, binary), (CATASTROPHIC, binary), (BLOB, binary),
-                            (MULTICLASS, two)):  # fmt: skip
-        for name, spec in registry.items():
-            out = spec(masks, generator=torch.Generator(device="cpu").manual_seed(0))
-            assert out.device.type == "cpu", name
-    for masks in (binary, two):
-        result = CorruptionSampler()(masks, generator=torch.Generator(device="cpu").manual_seed(1))
-        assert result.masks.device.type == result.quality.device.type == "cpu"
-    for index in range(3):
-        batch = qdm.make_training_batch(raw, generator=torch.Generator(device="cpu").manual_seed(index),
-                                        batch_index=index)  # fmt: skip
-        assert all(value.device.type == "cpu" for value in batch.values())
+    with _default_device("meta"):  # a tensor made without `device=` lands there; mixing it with ours fails
+        for registry, masks in ((MAIN, binary), (HEAVY, binary), (CATASTROPHIC, binary), (BLOB, binary),
+                                (MULTICLASS, two)):  # fmt: skip
+            for name, spec in registry.items():
+                out = spec(masks, generator=torch.Generator(device="cpu").manual_seed(0))
+                assert out.device.type == "cpu", name
+        for masks in (binary, two):
+            result = CorruptionSampler()(masks, generator=torch.Generator(device="cpu").manual_seed(1))
+            assert result.masks.device.type == result.quality.device.type == "cpu"
+        for index in range(3):
+            batch = qdm.make_training_batch(raw, generator=torch.Generator(device="cpu").manual_seed(index),
+                                            batch_index=index)  # fmt: skip
+            assert all(value.device.type == "cpu" for value in batch.values())
 
 
 # -------------------------------------------------------------------------------- quality data module
