@@ -1,0 +1,138 @@
+"""``StudyConfig``: everything that defines one study (data, labels, seeds, preset, methods)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qg_lightning.study.methods import DEFAULT_METHODS
+from qg_lightning.study.presets import PRESETS, StudyPreset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything that defines a study.
+
+    Attributes:
+        out: results folder (created; reused to resume).
+        root: dataset folder in the standard layout, or ``None`` for the embedded synthetic data.
+        n_labeled: labeled training images (not with ``labeled_fraction``).
+        labeled_fraction: labeled fraction of the training split; with neither set,
+            ``preset.default_labeled_fraction``.
+        seeds: run seeds; seed ``k`` sets model initialisation, data order and augmentation of every method.
+        preset: the :class:`StudyPreset` (or its name).
+        methods: method names from the registry, run in this order.
+        split_seed: seed of the split, the snapshot folds and the predictor data (the same for every run).
+        val_fraction, test_fraction: fractions of a generated split.
+        in_channels, num_classes: image channels and classes (K, background included).
+        encoder_weights: segmenter encoder weights (``None`` = random init, the default; e.g.
+            ``"imagenet"`` if cached). The predictor backbone is pretrained exactly when this is set.
+        predictor: an existing quality predictor checkpoint to use instead of training one (skips snapshots,
+            predictor training and its evaluation).
+        accelerator: Lightning accelerator (``"auto"``, ``"cpu"``, ``"gpu"``).
+        num_workers: DataLoader workers of the segmentation runs.
+        keep_checkpoints: keep each run's ``checkpoints/`` (best and last; large) after testing.
+    """
+
+    out: str
+    root: str | None = None
+    n_labeled: int | None = None
+    labeled_fraction: float | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
+    preset: StudyPreset | str = "cpu"
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    split_seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    in_channels: int = 3
+    num_classes: int = 2
+    encoder_weights: str | None = None
+    predictor: str | None = None
+    accelerator: str = "auto"
+    num_workers: int = 0
+    keep_checkpoints: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.preset, str):
+            if self.preset not in PRESETS:
+                raise ValueError(
+                    f"`preset` must be one of {sorted(PRESETS)} or a StudyPreset, got {self.preset!r}."
+                )
+            object.__setattr__(self, "preset", PRESETS[self.preset])
+        elif not isinstance(self.preset, StudyPreset):
+            raise TypeError(
+                f"`preset` must be a preset name or a StudyPreset, got {type(self.preset).__name__}."
+            )
+        if self.n_labeled is not None and self.labeled_fraction is not None:
+            raise ValueError(
+                f"Set only one of `n_labeled` ({self.n_labeled}) and `labeled_fraction` "
+                f"({self.labeled_fraction})."
+            )
+        if self.n_labeled is not None and (
+            isinstance(self.n_labeled, bool) or not isinstance(self.n_labeled, int) or self.n_labeled < 1
+        ):
+            raise ValueError(f"`n_labeled` must be an integer >= 1, got {self.n_labeled!r}.")
+        if self.labeled_fraction is not None and not 0 < self.labeled_fraction <= 1:
+            raise ValueError(f"`labeled_fraction` must be in (0, 1], got {self.labeled_fraction!r}.")
+        seeds = tuple(self.seeds)
+        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+            raise ValueError(f"`seeds` must be a non-empty list of integers, got {self.seeds!r}.")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"`seeds` has duplicates: {list(seeds)}.")
+        object.__setattr__(self, "seeds", seeds)
+        methods = tuple(self.methods)
+        if not methods or len(set(methods)) != len(methods):
+            raise ValueError(f"`methods` must be a non-empty list without duplicates, got {list(methods)}.")
+        object.__setattr__(self, "methods", methods)
+        if self.root is not None and not Path(self.root).expanduser().is_dir():
+            raise FileNotFoundError(
+                f"Dataset folder `root`='{self.root}' does not exist. Pass a folder in the standard layout "
+                "(images/, masks/) or use the embedded synthetic data (root=None / --synthetic)."
+            )
+        if self.predictor is not None and not Path(self.predictor).is_file():
+            raise FileNotFoundError(
+                f"Quality predictor checkpoint `predictor`='{self.predictor}' does not exist."
+            )
+
+    @property
+    def study_preset(self) -> StudyPreset:
+        """The resolved preset."""
+        assert isinstance(self.preset, StudyPreset)  # resolved in __post_init__
+        return self.preset
+
+    @property
+    def labeled(self) -> dict[str, Any]:
+        """``{"n_labeled": ..., "labeled_fraction": ...}`` as used for the split."""
+        if self.n_labeled is None and self.labeled_fraction is None:
+            return {"n_labeled": None, "labeled_fraction": self.study_preset.default_labeled_fraction}
+        return {"n_labeled": self.n_labeled, "labeled_fraction": self.labeled_fraction}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Settings that must not change when a study is resumed (seeds and methods may grow)."""
+        return {
+            "root": str(Path(self.root).expanduser().resolve()) if self.root is not None else None,
+            **self.labeled,
+            "split_seed": self.split_seed,
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "encoder_weights": self.encoder_weights,
+            "predictor": str(Path(self.predictor).resolve()) if self.predictor is not None else None,
+            "preset": self.study_preset.to_dict(),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (what ``OUT/study.json`` holds)."""
+        return {
+            "fingerprint": self.fingerprint(),
+            "seeds": list(self.seeds),
+            "methods": list(self.methods),
+            "accelerator": self.accelerator,
+            "num_workers": self.num_workers,
+            "keep_checkpoints": self.keep_checkpoints,
+        }

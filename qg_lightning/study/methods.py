@@ -1,0 +1,158 @@
+"""The study's method registry: each method is a reference host plus optional quality guidance."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, get_args
+
+log = logging.getLogger(__name__)
+
+Guidance = Literal["qw", "qar"]
+Views = Literal["weak", "weak_strong"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How one method of the study is built: a host from :mod:`qg_lightning.methods`, its settings, and the
+    quality guidance (if any) attached through :class:`~qg_lightning.guidance.QualityReweightCallback`.
+
+    Attributes:
+        name: the method's name in tables (``"PL-QW"``).
+        host: class name in :mod:`qg_lightning.methods` (``"PseudoLabelSegmenter"``).
+        host_kwargs: host arguments specific to the method (e.g. ``{"weighting": "confidence"}``); the study
+            adds the shared ones (architecture, optimiser, schedules).
+        guidance: ``None`` (plain), ``"qw"`` (quality-weighted unsupervised loss) or ``"qar"`` (QAR).
+        use_unlabeled: ``False`` for the supervised-only floor.
+        unlabeled_views: ``"weak"`` or ``"weak_strong"`` (FixMatch / Mean Teacher students see a strong view).
+        description: one line for the results.
+    """
+
+    name: str
+    host: str
+    host_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    guidance: Guidance | None = None
+    use_unlabeled: bool = True
+    unlabeled_views: Views = "weak"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.guidance not in (None, *get_args(Guidance)):
+            raise ValueError(
+                f"`guidance` of method {self.name!r} must be None, 'qw' or 'qar', got {self.guidance!r}."
+            )
+        if self.unlabeled_views not in get_args(Views):
+            raise ValueError(
+                f"`unlabeled_views` of method {self.name!r} must be 'weak' or 'weak_strong', "
+                f"got {self.unlabeled_views!r}."
+            )
+
+
+def _spec(
+    name: str,
+    host: str,
+    description: str,
+    guidance: Guidance | None = None,
+    views: Views = "weak",
+    use_unlabeled: bool = True,
+    **host_kwargs: Any,
+) -> MethodSpec:
+    return MethodSpec(
+        name, host, MappingProxyType(dict(host_kwargs)), guidance, use_unlabeled, views, description
+    )
+
+
+#: The method registry (read-only). Pass your own mapping to :func:`run_study` to add methods.
+METHODS: Mapping[str, MethodSpec] = MappingProxyType(
+    {
+        "SUP": _spec(
+            "SUP", "SupervisedSegmenter", "supervised only (labeled images), the floor", use_unlabeled=False
+        ),
+        "PL": _spec(
+            "PL",
+            "PseudoLabelSegmenter",
+            "EMA-teacher pseudolabels, every pseudolabel counts",
+            weighting="none",
+        ),
+        "PL-T": _spec(
+            "PL-T",
+            "PseudoLabelSegmenter",
+            "pseudolabels, pixels with teacher confidence >= 0.9",
+            weighting="threshold",
+        ),
+        "PL-C": _spec(
+            "PL-C",
+            "PseudoLabelSegmenter",
+            "pseudolabels weighted by mean teacher confidence",
+            weighting="confidence",
+        ),
+        "PL-QW": _spec(
+            "PL-QW",
+            "PseudoLabelSegmenter",
+            "pseudolabels weighted by predicted quality (the method)",
+            guidance="qw",
+            weighting="none",
+        ),
+        "QAR": _spec(
+            "QAR",
+            "QARSegmenter",
+            "supervised + quality-aware regularisation on unlabeled images",
+            guidance="qar",
+            unsup_weight=0.0,
+        ),
+        "MT": _spec(
+            "MT",
+            "MeanTeacherSegmenter",
+            "Mean Teacher consistency (weak -> strong view)",
+            views="weak_strong",
+        ),
+        "MT-QW": _spec(
+            "MT-QW",
+            "MeanTeacherSegmenter",
+            "Mean Teacher, consistency weighted by predicted quality",
+            guidance="qw",
+            views="weak_strong",
+        ),
+        "FixMatch": _spec(
+            "FixMatch", "FixMatchSegmenter", "FixMatch weak-to-strong pseudolabels", views="weak_strong"
+        ),
+        "FixMatch-QW": _spec(
+            "FixMatch-QW",
+            "FixMatchSegmenter",
+            "FixMatch, pseudolabels weighted by predicted quality",
+            guidance="qw",
+            views="weak_strong",
+        ),
+        "CPS": _spec("CPS", "CPSSegmenter", "cross pseudo supervision (two networks)"),
+        "CPS-QW": _spec(
+            "CPS-QW", "CPSSegmenter", "CPS, pseudolabels weighted by predicted quality", guidance="qw"
+        ),
+    }
+)
+
+#: The default method set of the study (issue 5): the floor, three pseudo-labelling baselines, the two
+#: mechanisms, and two more hosts with and without quality weights.
+DEFAULT_METHODS: tuple[str, ...] = (
+    "SUP",
+    "PL-T",
+    "PL-C",
+    "PL-QW",
+    "QAR",
+    "MT",
+    "MT-QW",
+    "FixMatch",
+    "FixMatch-QW",
+)
+
+#: ``(plain host, guided variant)`` pairs compared over seeds; PL-C -> PL-QW is the key comparison.
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("PL-C", "PL-QW"),
+    ("PL-T", "PL-QW"),
+    ("PL", "PL-QW"),
+    ("SUP", "QAR"),
+    ("MT", "MT-QW"),
+    ("FixMatch", "FixMatch-QW"),
+    ("CPS", "CPS-QW"),
+)

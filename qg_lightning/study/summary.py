@@ -1,0 +1,377 @@
+"""The study's summary: per-method statistics over seeds, paired comparisons, ``results.md``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qg_lightning.study._common import SUMMARY_FORMAT, _fmt_duration, _now, _read_json, _write_json
+from qg_lightning.study.methods import PAIRS
+from qg_lightning.study.plots import plot_study
+
+log = logging.getLogger(__name__)
+
+
+def format_mean_std(mean: float | None, std: float | None, digits: int = 3) -> str:
+    """``"0.812 ± 0.011"``; the std is ``n/a`` when undefined (one seed), the mean ``n/a`` when missing.
+
+    Example:
+        >>> format_mean_std(0.81234, 0.0111), format_mean_std(12.345, None, digits=1)
+        ('0.812 ± 0.011', '12.3 ± n/a')
+    """
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    s = "n/a" if std is None or not math.isfinite(std) else f"{std:.{digits}f}"
+    return f"{mean:.{digits}f} ± {s}"
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    n = int(arr.size)
+    return {
+        "mean": float(arr.mean()) if n else None,
+        "std": float(arr.std(ddof=1)) if n > 1 else None,
+        "n": n,
+        "values": [float(v) for v in arr],
+    }
+
+
+def paired_comparison(guided: Mapping[int, float], plain: Mapping[int, float]) -> dict[str, Any]:
+    """Paired comparison over the seeds both methods finished: guided minus plain.
+
+    Returns ``seeds``, ``diffs`` (per seed), ``mean_diff``, ``std_diff``, ``p_value`` (two-sided paired
+    t-test, ``scipy.stats.ttest_rel``; None with fewer than 2 seeds or zero variance), ``better`` /
+    ``worse`` / ``ties`` (sign count).
+
+    Example:
+        >>> r = paired_comparison({0: 0.80, 1: 0.82, 2: 0.79}, {0: 0.78, 1: 0.80, 2: 0.80})
+        >>> round(r["mean_diff"], 4), r["better"], r["worse"], r["p_value"] is not None
+        (0.01, 2, 1, True)
+    """
+    seeds = sorted(set(guided) & set(plain))
+    diffs = [float(guided[s] - plain[s]) for s in seeds]
+    p_value = None
+    if len(seeds) >= 2:
+        from scipy.stats import ttest_rel
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = ttest_rel([guided[s] for s in seeds], [plain[s] for s in seeds])
+        p = float(result.pvalue)
+        p_value = p if math.isfinite(p) else None
+    return {
+        "seeds": seeds,
+        "diffs": diffs,
+        "mean_diff": float(np.mean(diffs)) if diffs else None,
+        "std_diff": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None,
+        "p_value": p_value,
+        "better": sum(d > 0 for d in diffs),
+        "worse": sum(d < 0 for d in diffs),
+        "ties": sum(d == 0 for d in diffs),
+    }
+
+
+def _metric(result: Mapping[str, Any], which: str, name: str) -> float | None:
+    block = result.get(which) or {}
+    value = (block.get(name) or {}).get("mean")
+    return float(value) if value is not None else None
+
+
+def _load_results(out: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    for path in sorted((out / "runs").glob("*/seed*/result.json")):
+        result = _read_json(path)
+        if result.get("status") != "done":
+            continue
+        results.setdefault(result["method"], {})[int(result["seed"])] = result
+    return results
+
+
+def _mean_curve(curves: Sequence[Mapping[str, list] | None]) -> dict[str, list] | None:
+    """Mean over seeds at the steps every seed logged."""
+    curves = [c for c in curves if c and c.get("step")]
+    if not curves:
+        return None
+    maps = [dict(zip(c["step"], c["value"], strict=True)) for c in curves]
+    steps = sorted(set.intersection(*(set(m) for m in maps)))
+    return {
+        "step": steps,
+        "value": [float(np.mean([m[s] for m in maps])) for s in steps],
+        "n_seeds": len(maps),
+    }
+
+
+def summarize_study(
+    out: str | os.PathLike,
+    *,
+    methods: Sequence[str] | None = None,
+    pairs: Sequence[tuple[str, str]] = PAIRS,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Aggregate the finished runs of a study folder into ``summary.json``, ``results.md`` and plots.
+
+    Per method (in ``methods`` order, then any other method found): Dice / IoU / HD95 of the best-validation
+    checkpoint and of the last weights, as mean +- std over seeds of the per-run test means; mean validation
+    Dice and kept-fraction curves; wall time. Per pair ``(plain, guided)`` with both present: the paired
+    comparison of test Dice (best-validation checkpoint) over common seeds.
+
+    Args:
+        out: the study folder.
+        methods: method order of the table (default: ``study.json``'s, else alphabetical).
+        pairs: ``(plain, guided)`` pairs to compare.
+        plots: also write the PNG plots.
+
+    Returns:
+        The summary dict (also written to ``OUT/summary.json``).
+    """
+    out = Path(out).expanduser()
+    study = _read_json(out / "study.json") if (out / "study.json").is_file() else {}
+    results = _load_results(out)
+    order = list(methods) if methods is not None else list(study.get("methods", []))
+    order += sorted(m for m in results if m not in order)
+    rows = []
+    for name in order:
+        runs = results.get(name, {})
+        row: dict[str, Any] = {"method": name, "seeds": sorted(runs), "n_seeds": len(runs)}
+        for which, tag in (("test_best", "best"), ("test_last", "last")):
+            for metric in ("dice", "iou", "hd95"):
+                row[f"{metric}_{tag}"] = _stats([_metric(r, which, metric) for r in runs.values()])
+        any_run = next(iter(runs.values()), None)
+        row["guided"] = bool(any_run and any_run.get("guidance"))
+        row["host"] = any_run.get("host") if any_run else None
+        row["wall_time_s"] = _stats([r.get("wall_time_s") for r in runs.values()])
+        row["steps"] = _stats([r.get("steps") for r in runs.values()])
+        row["val_dice_curve"] = _mean_curve([r.get("val_dice_curve") for r in runs.values()])
+        row["kept_fraction_curve"] = _mean_curve([r.get("kept_fraction_curve") for r in runs.values()])
+        row["best_val_dice"] = _stats([(r.get("best") or {}).get("val_dice") for r in runs.values()])
+        rows.append(row)
+    present = {r["method"] for r in rows if r["n_seeds"]}
+    comparisons = []
+    for plain, guided in pairs:
+        if plain not in present or guided not in present:
+            continue
+        for which in ("test_best", "test_last"):
+            g = {s: _metric(r, which, "dice") for s, r in results[guided].items()}
+            p = {s: _metric(r, which, "dice") for s, r in results[plain].items()}
+            g = {s: v for s, v in g.items() if v is not None}
+            p = {s: v for s, v in p.items() if v is not None}
+            comparisons.append(
+                {
+                    "guided": guided,
+                    "plain": plain,
+                    "checkpoint": which.split("_")[1],
+                    "metric": "dice",
+                    **paired_comparison(g, p),
+                }
+            )
+    all_results = [r for runs in results.values() for r in runs.values()]
+    ssl_results = [r for r in all_results if (r.get("data") or {}).get("use_unlabeled")]
+    any_result = (ssl_results or all_results or [None])[0]
+    stage_times = [r.get("wall_time_s") or 0.0 for r in all_results]
+    stage_times += [
+        _read_json(p).get("wall_time_s") or 0.0 for p in sorted((out / "snapshots").glob("fold*/done.json"))
+    ]
+    predictor = (
+        _read_json(out / "predictor" / "predictor.json")
+        if (out / "predictor" / "predictor.json").is_file()
+        else None
+    )
+    evaluation = (
+        _read_json(out / "predictor" / "evaluation_status.json")
+        if (out / "predictor" / "evaluation_status.json").is_file()
+        else None
+    )
+    summary = {
+        "format": SUMMARY_FORMAT,
+        "out": str(out),
+        "study": study,
+        "data": {
+            k: v
+            for k, v in (any_result or {}).get("data", {}).items()
+            if k.startswith("n_") or k in ("root", "label_ratio", "split")
+        },
+        "schedule": (any_result or {}).get("schedule"),
+        "pretrained": bool((study.get("fingerprint") or {}).get("encoder_weights")),
+        "methods": rows,
+        "comparisons": comparisons,
+        "predictor": predictor,
+        "predictor_evaluation": evaluation,
+        "compute_time_s": float(
+            sum(stage_times)
+            + ((predictor or {}).get("wall_time_s") or 0.0)
+            + ((evaluation or {}).get("wall_time_s") or 0.0)
+        ),
+        "failed_runs": sorted(
+            str(p.parent.relative_to(out))
+            for p in (out / "runs").glob("*/seed*/error.json")
+            if not (p.parent / "result.json").is_file()
+        ),
+        "updated_at": _now(),
+    }
+    if plots:
+        summary["plots"] = plot_study(out, summary)
+    write_results_markdown(out / "results.md", summary)
+    _write_json(out / "summary.json", summary)
+    return summary
+
+
+def _comparison_cell(comparisons: Sequence[Mapping[str, Any]], method: str) -> str:
+    parts = []
+    for c in comparisons:
+        if c["guided"] != method or c["checkpoint"] != "best" or c["mean_diff"] is None:
+            continue
+        p = f"p={c['p_value']:.2f}" if c["p_value"] is not None else "p n/a"
+        parts.append(f"{c['mean_diff']:+.3f} vs {c['plain']} ({p}; {c['better']}↑ {c['worse']}↓)")
+    return "<br>".join(parts)
+
+
+def write_results_markdown(path: str | os.PathLike, summary: Mapping[str, Any]) -> Path:
+    """Write ``results.md``: the table (first column the method, second its mean test Dice) and the paired
+    comparisons.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    fp = (summary.get("study") or {}).get("fingerprint") or {}
+    preset = fp.get("preset") or {}
+    data = summary.get("data") or {}
+    sched = summary.get("schedule") or {}
+    lines = ["# Quality-guidance study: results", ""]
+    root = fp.get("root") or "embedded synthetic data"
+    lines.append(
+        f"- **Data**: {root}; {data.get('n_train', '?')} train images ({data.get('n_labeled', '?')} labeled, "
+        f"{data.get('n_unlabeled_used', '?')} unlabeled used), {data.get('n_val', '?')} validation, "
+        f"{data.get('n_test', '?')} test; split `split.json` (seed {fp.get('split_seed', '?')})."
+    )
+    lines.append(
+        f"- **Preset**: `{preset.get('name', '?')}` ({preset.get('description', '')}): "
+        f"{preset.get('image_size')} px, {preset.get('arch')}/{preset.get('encoder_name')}, "
+        f"{sched.get('max_steps', '?')} optimizer steps per run (batch {preset.get('batch_size')} labeled + "
+        f"{preset.get('unlabeled_batch_size')} unlabeled), validation every {sched.get('val_every', '?')} "
+        "steps."
+    )
+    weights = fp.get("encoder_weights")
+    lines.append(
+        "- **Encoders**: "
+        + (
+            f"pretrained (`{weights}`)."
+            if weights
+            else "randomly initialised (no pretrained weights; the paper "
+            "uses ImageNet weights, so absolute numbers are lower than published)."
+        )
+    )
+    seeds = sorted({s for r in summary.get("methods", []) for s in r.get("seeds", [])})
+    lines.append(
+        f"- **Seeds**: {', '.join(map(str, seeds)) or 'none'}. Test figures: per-image mean over the test "
+        "split for each run, then mean ± std over seeds. Model selection (best checkpoint) on validation "
+        "Dice only."
+    )
+    study = summary.get("study") or {}
+    env = study.get("environment") or {}
+    if env:
+        lines.append(
+            f"- **Machine**: {env.get('platform')}, {env.get('cpu_count')} CPUs ({env.get('torch_threads')} "
+            f"torch threads), GPU: {env.get('cuda') or 'none'}; torch {env.get('torch')}, lightning "
+            f"{env.get('lightning')}."
+        )
+    if study.get("command"):
+        lines.append(f"- **Command**: `{study['command']}`")
+    lines.append(
+        f"- **Compute time** (sum of all stages, resumed sessions included): "
+        f"{_fmt_duration(summary.get('compute_time_s'))}."
+    )
+    predictor = summary.get("predictor")
+    if predictor:
+        t = predictor.get("test_synthetic") or {}
+        lines.append(
+            f"- **Quality predictor**: {predictor.get('backbone')}, {predictor.get('epochs')} epochs on the "
+            f"labeled split; test on synthetic candidates: MAE {t.get('mae', math.nan):.3f}, Pearson "
+            f"{t.get('pearson', math.nan):.3f}, Spearman {t.get('spearman', math.nan):.3f}."
+        )
+    evaluation = summary.get("predictor_evaluation") or {}
+    if evaluation.get("status") == "done":
+        s = evaluation.get("summary") or {}
+        real, syn = s.get("real") or {}, s.get("synthetic") or {}
+
+        def fig(block: Mapping[str, Any], key: str) -> str:
+            value = block.get(key)
+            return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+
+        lines.append(
+            f"- **Predictor evaluation** (test split): synthetic candidates MAE {fig(syn, 'mae')}, Spearman "
+            f"{fig(syn, 'spearman')}; weak-model (real) candidates MAE {fig(real, 'mae')}, Spearman "
+            f"{fig(real, 'spearman')} (constant-guess MAE {fig(real, 'constant_baseline_mae')})."
+        )
+    elif evaluation:
+        lines.append(
+            f"- **Predictor evaluation**: {evaluation.get('status')} ({evaluation.get('reason', '')})."
+        )
+    lines += [
+        "",
+        "| Method | Dice | IoU | HD95 (px) | Dice (last) | IoU (last) | HD95 (last) | Guided − plain host "
+        "(Dice, paired over seeds) | Seeds | Time per run |",
+        "|" + "---|" * 10,
+    ]
+    comparisons = summary.get("comparisons", [])
+    for row in summary.get("methods", []):
+        if not row["n_seeds"]:
+            continue
+
+        def cell(key: str, digits: int = 3, row: Mapping[str, Any] = row) -> str:
+            return format_mean_std(row[key]["mean"], row[key]["std"], digits)
+
+        lines.append(
+            f"| {row['method']} | {cell('dice_best')} | {cell('iou_best')} | {cell('hd95_best', 1)} | "
+            f"{cell('dice_last')} | {cell('iou_last')} | {cell('hd95_last', 1)} | "
+            f"{_comparison_cell(comparisons, row['method'])} | {row['n_seeds']} | "
+            f"{_fmt_duration(row['wall_time_s']['mean'])} |"
+        )
+    best = [c for c in comparisons if c["checkpoint"] == "best"]
+    if best:
+        lines += [
+            "",
+            "## Paired comparisons (test Dice, best-validation checkpoint)",
+            "",
+            "| Guided | Plain host | Mean difference | Per-seed differences | Paired t-test p | "
+            "Guided better / worse / tied | Mean difference, last weights |",
+            "|" + "---|" * 7,
+        ]
+        last = {(c["guided"], c["plain"]): c for c in comparisons if c["checkpoint"] == "last"}
+        for c in best:
+            diffs = ", ".join(f"{d:+.3f}" for d in c["diffs"])
+            p = f"{c['p_value']:.3f}" if c["p_value"] is not None else "n/a (< 2 seeds)"
+            lc = last.get((c["guided"], c["plain"]))
+            ld = f"{lc['mean_diff']:+.3f}" if lc and lc["mean_diff"] is not None else "n/a"
+            md = f"{c['mean_diff']:+.3f}" if c["mean_diff"] is not None else "n/a"
+            lines.append(
+                f"| {c['guided']} | {c['plain']} | {md} | {diffs} | {p} | {c['better']} / {c['worse']} / "
+                f"{c['ties']} | {ld} |"
+            )
+    plots = summary.get("plots") or {}
+    if plots:
+        lines += ["", "## Plots", ""]
+        for key, title in (
+            ("dice", "Test Dice per method"),
+            ("quality", "Predicted vs true quality"),
+            ("val_curves", "Validation Dice during training"),
+            ("kept_fraction", "Unlabeled samples kept (q >= tau)"),
+        ):
+            if plots.get(key):
+                lines.append(f"![{title}]({Path(plots[key]).name})")
+    failed = summary.get("failed_runs") or []
+    if failed:
+        lines += [
+            "",
+            f"**Failed runs** (see their error.json; rerun the command to retry): {', '.join(failed)}",
+        ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
