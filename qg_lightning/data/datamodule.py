@@ -5,7 +5,9 @@ Batches (images ``float32`` in ``[0, 1]``, ``C = in_channels``):
 * labeled: ``{"image": (B, C, H, W), "mask": long (B, H, W) in 0..K-1, "id": list[str]}``
 * unlabeled: ``{"image": (B, C, H, W) weak view, "id": list[str]}`` plus ``"image_strong"`` (same
   geometry, strong photometric changes) when ``unlabeled_views="weak_strong"``. Masks of unlabeled images are
-  never returned.
+  not returned, except for analysis with ``unlabeled_true_masks=True``: then ``"true_mask"`` (same geometry as
+  the weak view) carries the hidden mask of each unlabeled image, which only PL-oracle's weights and the
+  pseudolabel diagnostics read (no training loss of any other method does).
 
 ``train_dataloader()`` always returns a lightning ``CombinedLoader`` in ``max_size_cycle`` mode, so a host
 reads ``batch["labeled"]`` (and ``batch["unlabeled"]`` when there is unlabeled data and ``use_unlabeled``):
@@ -59,7 +61,14 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from qg_lightning.data.folder import FolderIndex, read_image, read_mask, scan_folder
+from qg_lightning.data.folder import (
+    DataValidationError,
+    FolderIndex,
+    read_image,
+    read_mask,
+    scan_folder,
+    scan_image_folder,
+)
 from qg_lightning.data.splits import Split, assign_folds, load_split, make_split
 from qg_lightning.data.synthetic import default_synthetic_root, generate_synthetic_dataset
 from qg_lightning.data.transforms import (
@@ -276,6 +285,8 @@ class SegmentationDataset(Dataset):
         cache: optional dict ``str(path) -> decoded array`` used (and filled) as an in-memory cache, e.g.
             ``FolderIndex.decoded``.
         seed: seed for plain integer indexing (``derive_seed(seed, index)``).
+        mask_key: the item key of the mask (``"mask"``; the data module stores the hidden masks of unlabeled
+            images under ``"true_mask"``, which no training loss reads).
 
     Index with an ``int`` or with an ``(index, sample_seed)`` pair from :class:`SeededSampler`.
 
@@ -302,6 +313,7 @@ class SegmentationDataset(Dataset):
         strong_transform: A.Compose | None = None,
         cache: MutableMapping[str, np.ndarray] | None = None,
         seed: int = 0,
+        mask_key: str = "mask",
     ) -> None:
         self.image_paths = [Path(p) for p in image_paths]
         self.mask_paths = None if mask_paths is None else [Path(p) for p in mask_paths]
@@ -323,6 +335,7 @@ class SegmentationDataset(Dataset):
         self.strong_transform = strong_transform
         self.cache = cache
         self.seed = int(seed)
+        self.mask_key = str(mask_key)
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -357,7 +370,9 @@ class SegmentationDataset(Dataset):
         if "image_strong" in out:
             item["image_strong"] = _to_image_tensor(out["image_strong"])
         if mask is not None:
-            item["mask"] = torch.from_numpy(np.array(out["mask"], dtype=np.int64, order="C", copy=True))
+            item[self.mask_key] = torch.from_numpy(
+                np.array(out["mask"], dtype=np.int64, order="C", copy=True)
+            )
         return item
 
 
@@ -403,6 +418,13 @@ class SemiSupervisedDataModule(L.LightningDataModule):
         fold: train on the labeled images *outside* this fold only (cross-fitted snapshot models, see
             :func:`~qg_lightning.data.splits.assign_folds`); ``None`` = all labeled images.
         n_folds: number of folds of the labeled set when ``fold`` is set.
+        mask_dir: mask sub-folder of ``root`` (default ``masks``), e.g. ``masks_3class`` to train on a second
+            set of masks of the same images without copying files.
+        unlabeled_root: a folder of extra unlabeled images (no masks), e.g. another source's images as in the
+            paper's protocol; added to the unlabeled set beside the train split's unlabeled part and
+            ``ROOT/unlabeled``. Ids must not clash with the dataset's.
+        unlabeled_true_masks: for analysis only: add each unlabeled image's hidden mask as ``"true_mask"``
+            (needs every unlabeled image to come from the labeled folder's train split).
 
     Attributes:
         split: the :class:`~qg_lightning.data.splits.Split` in use (after ``setup``); also written as
@@ -441,6 +463,9 @@ class SemiSupervisedDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         fold: int | None = None,
         n_folds: int = 5,
+        mask_dir: str = "masks",
+        unlabeled_root: str | None = None,
+        unlabeled_true_masks: bool = False,
     ) -> None:
         super().__init__()
         if root is not None and not isinstance(root, (str, os.PathLike)):
@@ -483,6 +508,21 @@ class SemiSupervisedDataModule(L.LightningDataModule):
         ):
             raise ValueError(f"`fold` must be None or an integer in [0, n_folds={n_folds}), got {fold!r}.")
         _check_choice(labeled_augment, "labeled_augment", get_args(AugmentName))
+        if not isinstance(mask_dir, str) or not mask_dir or Path(mask_dir).name != mask_dir:
+            raise ValueError(
+                f"`mask_dir` must be the name of a mask folder inside `root` (e.g. 'masks_3class'), got "
+                f"{mask_dir!r}."
+            )
+        if unlabeled_root is not None:
+            if not isinstance(unlabeled_root, (str, os.PathLike)):
+                raise ValueError(f"`unlabeled_root` must be a folder path or None, got {unlabeled_root!r}.")
+            if not Path(unlabeled_root).expanduser().is_dir():
+                raise FileNotFoundError(
+                    f"`unlabeled_root`='{unlabeled_root}' does not exist or is not a folder. Pass a folder of "
+                    "images without masks (e.g. another source's images), or leave it unset."
+                )
+        if not isinstance(unlabeled_true_masks, bool):
+            raise ValueError(f"`unlabeled_true_masks` must be true or false, got {unlabeled_true_masks!r}.")
         _check_choice(unlabeled_views, "unlabeled_views", get_args(UnlabeledViews))
         if root is None and num_classes != 2:
             rank_zero_warn(
@@ -498,6 +538,7 @@ class SemiSupervisedDataModule(L.LightningDataModule):
         self._cache: dict[str, np.ndarray] | None = None
         self._samplers: dict[str, SeededSampler] = {}
         self._resume_progress: dict[str, int] | None = None
+        self.external_unlabeled: dict[str, Path] = {}
 
     # ------------------------------------------------------------------ paths and preparation
     @property
@@ -549,8 +590,11 @@ class SemiSupervisedDataModule(L.LightningDataModule):
             check=True,
             skip_bad=hp.skip_bad,
             keep_decoded=hp.cache_images,
+            mask_dir=hp.mask_dir,
         )
         self._cache = self.index.decoded if hp.cache_images else None
+        if hp.unlabeled_root is not None:
+            self._scan_external_unlabeled()
         split_path = Path(hp.split_file).expanduser() if hp.split_file is not None else root / SPLIT_FILE_NAME
         if hp.split_file is not None or split_path.is_file():
             # With skip_bad, ids of skipped files are tolerated in the file and dropped from the split.
@@ -582,6 +626,34 @@ class SemiSupervisedDataModule(L.LightningDataModule):
         self._build_datasets()
         rank_zero_info(f"SemiSupervisedDataModule: {self.describe()}")
 
+    def _scan_external_unlabeled(self) -> None:
+        """Index ``unlabeled_root`` (images without masks from another source) and check its ids."""
+        hp, index = self.hparams, self.index
+        assert index is not None
+        paths, decoded = scan_image_folder(
+            hp.unlabeled_root, in_channels=hp.in_channels, skip_bad=hp.skip_bad, keep_decoded=hp.cache_images
+        )
+        clash = sorted((set(paths) & set(index.ids)) | (set(paths) & set(index.unlabeled_paths)))
+        if clash:
+            raise DataValidationError(
+                f"`unlabeled_root`='{hp.unlabeled_root}' has {len(clash)} image id(s) that also name images of "
+                f"'{index.root}' (e.g. {clash[:3]}). Ids must be unique across the dataset and its unlabeled "
+                "images: rename them, or remove the duplicates from one folder.",
+                root=Path(hp.unlabeled_root),
+            )
+        self.external_unlabeled = paths
+        if self._cache is not None:
+            self._cache.update(decoded)
+
+    @property
+    def unlabeled_have_masks(self) -> bool:
+        """Whether every unlabeled training image has a (hidden) mask: true when all of them were carved out
+        of the labeled folder's train split, false when ``ROOT/unlabeled`` or ``unlabeled_root`` add images
+        without masks. PL-oracle and the pseudolabel diagnostics need it (``unlabeled_true_masks``)."""
+        split = self._require_setup()
+        assert self.index is not None
+        return bool(split.unlabeled) and not self.index.unlabeled_paths and not self.external_unlabeled
+
     def _build_datasets(self) -> None:
         hp = self.hparams
         index, split = self.index, self.split
@@ -606,10 +678,24 @@ class SemiSupervisedDataModule(L.LightningDataModule):
             "val": labeled(split.val, "none"),
             "test": labeled(split.test, "none"),
         }
-        unlabeled_ids = list(split.unlabeled) + sorted(index.unlabeled_paths)
+        external = self.external_unlabeled
+        unlabeled_ids = list(split.unlabeled) + sorted(index.unlabeled_paths) + sorted(external)
         if hp.use_unlabeled and unlabeled_ids:
             paths = [index.image_paths[i] for i in split.unlabeled]
             paths += [index.unlabeled_paths[i] for i in sorted(index.unlabeled_paths)]
+            paths += [external[i] for i in sorted(external)]
+            true_masks = None
+            if hp.unlabeled_true_masks:
+                without = len(index.unlabeled_paths) + len(external)
+                if without:
+                    raise ValueError(
+                        f"`unlabeled_true_masks=True` needs the mask of every unlabeled image, but {without} "
+                        f"unlabeled image(s) come without one (ROOT/unlabeled: {len(index.unlabeled_paths)}, "
+                        f"unlabeled_root: {len(external)}). PL-oracle and the pseudolabel diagnostics work "
+                        "only when the unlabeled images are carved out of a labeled split (set "
+                        "`labeled_fraction` or `n_labeled`); turn `unlabeled_true_masks` off otherwise."
+                    )
+                true_masks = [index.mask_paths[i] for i in split.unlabeled]
             strong = (
                 build_strong_photometric(hp.image_size, in_channels=hp.in_channels)
                 if hp.unlabeled_views == "weak_strong"
@@ -617,7 +703,6 @@ class SemiSupervisedDataModule(L.LightningDataModule):
             )
             self.datasets["unlabeled"] = SegmentationDataset(
                 paths,
-                None,
                 ids=unlabeled_ids,
                 in_channels=hp.in_channels,
                 num_classes=hp.num_classes,
@@ -625,6 +710,8 @@ class SemiSupervisedDataModule(L.LightningDataModule):
                 strong_transform=strong,
                 cache=self._cache,
                 seed=hp.seed,
+                mask_paths=true_masks,
+                mask_key="true_mask",
             )
 
     @property
@@ -657,7 +744,8 @@ class SemiSupervisedDataModule(L.LightningDataModule):
 
         Keys: ``root``, ``split_source``, ``n_pairs`` (valid pairs in the folder), ``n_train``, ``n_val``,
         ``n_test``, ``n_labeled``, ``n_unlabeled_train`` (train images whose masks are hidden),
-        ``n_unlabeled_extra`` (``ROOT/unlabeled``), ``n_unlabeled_used`` (0 when ``use_unlabeled`` is False),
+        ``n_unlabeled_extra`` (``ROOT/unlabeled``), ``n_unlabeled_external`` (``unlabeled_root``),
+        ``unlabeled_root``, ``mask_dir``, ``n_unlabeled_used`` (0 when ``use_unlabeled`` is False),
         ``label_ratio``, ``n_skipped`` (bad files skipped).
         """
         split = self._require_setup()
@@ -673,6 +761,9 @@ class SemiSupervisedDataModule(L.LightningDataModule):
             "n_labeled": len(split.labeled),
             "n_unlabeled_train": len(split.unlabeled),
             "n_unlabeled_extra": len(self.index.unlabeled_paths),
+            "n_unlabeled_external": len(self.external_unlabeled),
+            "unlabeled_root": str(self.hparams.unlabeled_root) if self.hparams.unlabeled_root else None,
+            "mask_dir": self.hparams.mask_dir,
             "n_unlabeled_used": len(unlabeled) if unlabeled is not None else 0,
             "label_ratio": round(self.label_ratio, 4),
             "n_skipped": len(self.index.skipped),

@@ -44,6 +44,7 @@ __all__ = [
     "read_image",
     "read_mask",
     "scan_folder",
+    "scan_image_folder",
 ]
 
 log = logging.getLogger(__name__)
@@ -332,6 +333,86 @@ def _check_image(path: Path, in_channels: int, keep: bool):
     return {}, ({str(path): image} if keep else {})
 
 
+def _check_mask_dir(mask_dir: str) -> None:
+    if (
+        not isinstance(mask_dir, str)
+        or not mask_dir
+        or Path(mask_dir).name != mask_dir
+        or mask_dir in (".", "..", "images", "unlabeled")
+    ):
+        raise ValueError(
+            f"`mask_dir` must be the name of a mask folder inside the dataset root (e.g. 'masks' or "
+            f"'masks_3class'), not a path or 'images'/'unlabeled'; got {mask_dir!r}."
+        )
+
+
+def scan_image_folder(
+    folder: str | os.PathLike,
+    *,
+    in_channels: int = 3,
+    check: bool = True,
+    skip_bad: bool = False,
+    keep_decoded: bool = False,
+    num_threads: int | None = None,
+) -> tuple[dict[str, Path], dict[str, np.ndarray]]:
+    """Index (and by default decode and validate) a folder of images without masks, e.g. an external set of
+    unlabeled images from another source (``SemiSupervisedDataModule(unlabeled_root=...)``).
+
+    Args:
+        folder: the folder; its image files (any of :data:`IMAGE_EXTENSIONS`) are used, sub-folders ignored.
+        in_channels: 1 or 3; images are converted to this many channels.
+        check: decode every image once to find unreadable, truncated or unsupported files.
+        skip_bad: drop bad files with a warning instead of raising.
+        keep_decoded: also return the decoded arrays (needs ``check``).
+        num_threads: decoding threads (default ``min(8, os.cpu_count())``).
+
+    Returns:
+        ``(paths, decoded)``: id -> image file, and ``str(path)`` -> decoded array (empty unless
+        ``keep_decoded``).
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        DataValidationError: no images, or bad files (unless ``skip_bad``); every problem is listed.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     Image.new("RGB", (4, 4)).save(f"{tmp}/a.png")
+        ...     paths, _ = scan_image_folder(tmp)
+        ...     sorted(paths)
+        ['a']
+    """
+    _check_channels(in_channels)
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Image folder '{folder}' does not exist or is not a folder.")
+    problems: dict[str, str] = {}
+    images = _list_files(folder, IMAGE_EXTENSIONS, problems, folder, "images")
+    if not images and not problems:
+        raise DataValidationError(f"Image folder '{folder}' has no images ({', '.join(IMAGE_EXTENSIONS)}).",
+                                  root=folder)  # fmt: skip
+    decoded: dict[str, np.ndarray] = {}
+    if check:
+        threads = num_threads or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for found, arrays in pool.map(
+                lambda i: _check_image(images[i], in_channels, keep_decoded), images
+            ):
+                for path, reason in found.items():
+                    problems[path.relative_to(folder).as_posix()] = reason
+                decoded.update(arrays)
+    good = {i: p for i, p in images.items() if p.relative_to(folder).as_posix() not in problems}
+    if problems:
+        if not skip_bad:
+            _raise_problems(folder, problems, header=f"Found {len(problems)} problem(s)")
+        listed = "\n".join(f"  - {rel}: {reason}" for rel, reason in sorted(problems.items()))
+        log.warning("Skipping %d bad file(s) in '%s' (skip_bad=True):\n%s", len(problems), folder, listed)
+    if not good:
+        raise DataValidationError(f"Image folder '{folder}' has no valid images left.", root=folder,
+                                  problems=dict(sorted(problems.items())))  # fmt: skip
+    return good, decoded
+
+
 def _raise_problems(root: Path, problems: dict[str, str], *, header: str) -> None:
     lines = [f"  - {rel}: {reason}" for rel, reason in sorted(problems.items())]
     raise DataValidationError(
@@ -352,6 +433,7 @@ def scan_folder(
     skip_bad: bool = False,
     keep_decoded: bool = False,
     num_threads: int | None = None,
+    mask_dir: str = "masks",
 ) -> FolderIndex:
     """Index (and by default fully validate) a dataset folder in the standard layout.
 
@@ -367,6 +449,8 @@ def scan_folder(
         skip_bad: drop bad files with a warning instead of raising.
         keep_decoded: keep decoded arrays in ``FolderIndex.decoded`` (an in-memory cache; needs ``check``).
         num_threads: decoding threads (default ``min(8, os.cpu_count())``).
+        mask_dir: name of the mask sub-folder (default ``masks``), e.g. ``masks_3class`` for a second set of
+            masks of the same images; a plain folder name inside ``root``.
 
     Returns:
         The :class:`FolderIndex` of valid files.
@@ -391,7 +475,8 @@ def scan_folder(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"Dataset root '{root}' (argument `root`) does not exist or is not a folder.")
-    missing = [name for name in ("images", "masks") if not (root / name).is_dir()]
+    _check_mask_dir(mask_dir)
+    missing = [name for name in ("images", mask_dir) if not (root / name).is_dir()]
     if missing:
         raise DataValidationError(
             f"Dataset folder '{root}' has no {' or '.join(n + '/' for n in missing)} sub-folder; {LAYOUT}.",
@@ -400,7 +485,7 @@ def scan_folder(
 
     problems: dict[str, str] = {}
     images = _list_files(root / "images", IMAGE_EXTENSIONS, problems, root, "images")
-    masks = _list_files(root / "masks", MASK_EXTENSIONS, problems, root, "masks")
+    masks = _list_files(root / mask_dir, MASK_EXTENSIONS, problems, root, "masks")
     unlabeled = (
         _list_files(root / "unlabeled", IMAGE_EXTENSIONS, problems, root, "unlabeled images")
         if (root / "unlabeled").is_dir()
@@ -408,12 +493,12 @@ def scan_folder(
     )
     if not images and not masks:
         raise DataValidationError(
-            f"Dataset folder '{root}' has no image/mask pairs (images/ and masks/ are empty); {LAYOUT}.",
+            f"Dataset folder '{root}' has no image/mask pairs (images/ and {mask_dir}/ are empty); {LAYOUT}.",
             root=root,
         )
     for id_ in sorted(set(images) - set(masks)):
         problems[images[id_].relative_to(root).as_posix()] = (
-            f"image has no mask: expected masks/{id_}.png. Add the mask, or move the image to unlabeled/."
+            f"image has no mask: expected {mask_dir}/{id_}.png. Add the mask, or move the image to unlabeled/."
         )
     for id_ in sorted(set(masks) - set(images)):
         problems[masks[id_].relative_to(root).as_posix()] = (

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from torch import Tensor
 
+from qg_lightning.guidance.diagnostics import PseudolabelDiagnostics, pseudolabel_dice
+from qg_lightning.guidance.functional import reduce_class_quality
 from qg_lightning.guidance.mixin import QualityGuidedMixin
 from qg_lightning.guidance.schedules import RampSchedule
 from qg_lightning.losses import weighted_mean
@@ -29,7 +31,13 @@ class SemiSupervisedSegmenter(QualityGuidedMixin, SupervisedSegmenter):
     * scales that by the host's own ramp ``unsup_weight`` (0 for ``unsup_warmup``, then linear over
       ``unsup_ramp`` epochs or steps), the same for the plain and the guided variant, so they differ only by
       the quality weights;
-    * adds ``qar_lambda * QAR`` on the student's soft probabilities when the callback enables ``"qar"``.
+    * adds ``qar_lambda * QAR`` on the student's soft probabilities when the callback enables ``"qar"``;
+    * when unlabeled batches carry the hidden masks of their images (``"true_mask"``, from
+      ``SemiSupervisedDataModule(unlabeled_true_masks=True)``, analysis only), records the true Dice of every
+      pseudolabel beside the scores that weighted it (predicted quality, teacher confidence) and logs, at every
+      validation, ``diag/true_dice_mean`` and ``diag/<score>/<statistic>`` (Pearson, Spearman, kept fraction,
+      mean true Dice of kept and dropped pseudolabels; see :mod:`qg_lightning.guidance.diagnostics`). The
+      masks never enter a loss here.
 
     Args (in addition to :class:`~qg_lightning.methods.SupervisedSegmenter`'s):
         unsup_weight: final weight of the unsupervised term.
@@ -99,12 +107,59 @@ class SemiSupervisedSegmenter(QualityGuidedMixin, SupervisedSegmenter):
         raise NotImplementedError
 
     def sample_weights(self, terms: Mapping[str, Any]) -> Tensor | None:
-        """The method's own weights times, in guided "-QW" mode, the quality weights of its pseudolabels."""
+        """The method's own weights times, in guided "-QW" mode, the quality weights of its pseudolabels.
+
+        In "-QW" mode the per-sample quality the weights came from is also stored as ``terms["quality"]``
+        (when ``terms`` is a dict) for the pseudolabel diagnostics.
+        """
         weights = terms.get("weights")
         if self.guidance_uses("qw") and terms.get("pseudo") is not None:
-            qw, _ = self.quality_weights(terms["quality_images"], terms["pseudo"])
+            qw, quality = self.quality_weights(terms["quality_images"], terms["pseudo"])
             weights = qw if weights is None else weights * qw
+            if isinstance(terms, dict):
+                reduction = self.quality_guidance_settings.class_reduction
+                terms["quality"] = reduce_class_quality(quality, reduction).detach()  # type: ignore[arg-type]
         return weights
+
+    # ------------------------------------------------------------------------------------ diagnostics
+    @property
+    def pseudolabel_diagnostics(self) -> PseudolabelDiagnostics:
+        """The accumulator of pseudolabel diagnostics (filled only when batches carry ``"true_mask"``)."""
+        diag = self.__dict__.get("_pl_diagnostics")
+        if diag is None:
+            diag = PseudolabelDiagnostics()
+            object.__setattr__(self, "_pl_diagnostics", diag)
+        return diag
+
+    def record_pseudolabel_diagnostics(self, terms: Mapping[str, Any], truth: Tensor) -> None:
+        """Record the true Dice of this step's pseudolabels with the scores that weighted them (analysis only:
+        ``truth`` reaches no loss)."""
+        pseudo = terms.get("pseudo")
+        if pseudo is None:
+            return
+        n, b = pseudo.shape[0], truth.shape[0]
+        if truth.shape[1:] == pseudo.shape[1:] and n != b and b > 0 and n % b == 0:
+            truth = truth.repeat(n // b, 1, 1)  # several pseudolabels per image (e.g. CPS: one per network)
+        if truth.shape != pseudo.shape:
+            raise ValueError(
+                f"Unlabeled `true_mask` {tuple(truth.shape)} does not match the pseudolabels "
+                f"{tuple(pseudo.shape)}; the data module must give each unlabeled image's mask in the geometry "
+                "of its weak view."
+            )
+        dice = pseudolabel_dice(pseudo, truth, self.num_classes)
+        scores: dict[str, tuple[Tensor, float]] = {}
+        if terms.get("quality") is not None:
+            scores["quality"] = (terms["quality"], self.quality_guidance_settings.tau)
+        if terms.get("confidence") is not None:
+            scores["confidence"] = (terms["confidence"], float(self.hparams.get("conf_tau", 0.5)))
+        self.pseudolabel_diagnostics.update(dice, scores)
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self.trainer.sanity_checking:
+            return
+        for name, value in self.pseudolabel_diagnostics.compute().items():
+            self.log(f"diag/{name}", value, sync_dist=True)
 
     def training_loss(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         """Checked, logged ``L_sup + unsup_lambda * L_unsup (+ qar_lambda * QAR)`` of one training batch.
@@ -130,6 +185,8 @@ class SemiSupervisedSegmenter(QualityGuidedMixin, SupervisedSegmenter):
             terms = self.unsupervised_terms(unlabeled)
             terms.setdefault("quality_images", terms["images"])
             weights = self.sample_weights(terms) if lam > 0 else None
+            if unlabeled.get("true_mask") is not None:
+                self.record_pseudolabel_diagnostics(terms, unlabeled["true_mask"])
             losses = terms["losses"]
             loss_u = losses.mean() if weights is None else weighted_mean(losses, weights)
             loss = loss + lam * loss_u

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from qg_lightning.guidance.diagnostics import oracle_weights
 from qg_lightning.guidance.functional import confidence_pixel_mask, confidence_weights
 from qg_lightning.losses import segmentation_loss_per_image
 from qg_lightning.masks import labels_from_logits, probs_from_logits
@@ -28,6 +29,10 @@ class PseudoLabelSegmenter(SemiSupervisedSegmenter):
     * ``"threshold"`` (**PL-T**): only pixels whose teacher confidence is >= ``conf_threshold`` count.
     * ``"confidence"`` (**PL-C**): per-sample weights ``c**T * 1[c >= tau]`` from the mean teacher confidence
       ``c``, the same form as the quality weights (``conf_tau``, ``conf_temperature``).
+    * ``"oracle"`` (**PL-oracle**, analysis only): the same form with ``c`` replaced by the *true* Dice of each
+      pseudolabel against the hidden mask of its unlabeled image (``batch["unlabeled"]["true_mask"]``, from
+      ``SemiSupervisedDataModule(unlabeled_true_masks=True)``): the ceiling of what any quality predictor can
+      buy through this weighting. Refused, with the fix, when the batch has no masks.
 
     The student sees the strong view when the DataModule gives one (``unlabeled_views: weak_strong``), else the
     same weak view as the teacher.
@@ -50,7 +55,7 @@ class PseudoLabelSegmenter(SemiSupervisedSegmenter):
         unsup_warmup: float = 15.0,
         unsup_ramp: float = 30.0,
         schedule_unit: Literal["epoch", "step"] = "epoch",
-        weighting: Literal["none", "threshold", "confidence"] = "none",
+        weighting: Literal["none", "threshold", "confidence", "oracle"] = "none",
         conf_threshold: float = 0.9,
         conf_tau: float = 0.5,
         conf_temperature: float = 2.0,
@@ -64,8 +69,10 @@ class PseudoLabelSegmenter(SemiSupervisedSegmenter):
             val_hd95=val_hd95, nonfinite=nonfinite, unsup_weight=unsup_weight, unsup_warmup=unsup_warmup,
             unsup_ramp=unsup_ramp, schedule_unit=schedule_unit,
         )  # fmt: skip
-        if weighting not in ("none", "threshold", "confidence"):
-            raise ValueError(f"`weighting` must be 'none', 'threshold' or 'confidence', got {weighting!r}.")
+        if weighting not in ("none", "threshold", "confidence", "oracle"):
+            raise ValueError(
+                f"`weighting` must be 'none', 'threshold', 'confidence' or 'oracle', got {weighting!r}."
+            )
         if not 0.0 <= conf_threshold <= 1.0:
             raise ValueError(f"`conf_threshold` must be in [0, 1], got {conf_threshold}.")
         if not 0.0 <= conf_tau <= 1.0:
@@ -87,9 +94,22 @@ class PseudoLabelSegmenter(SemiSupervisedSegmenter):
         pixel_weights = (
             confidence_pixel_mask(teacher_probs, hp.conf_threshold) if hp.weighting == "threshold" else None
         )
-        weights = None
-        if hp.weighting == "confidence":
-            weights, _ = confidence_weights(teacher_probs, tau=hp.conf_tau, temperature=hp.conf_temperature)
+        conf_weights, confidence = confidence_weights(
+            teacher_probs, tau=hp.conf_tau, temperature=hp.conf_temperature
+        )
+        weights = conf_weights if hp.weighting == "confidence" else None
+        if hp.weighting == "oracle":
+            truth = unlabeled.get("true_mask")
+            if truth is None:
+                raise ValueError(
+                    "PseudoLabelSegmenter(weighting='oracle') (PL-oracle) weights each pseudolabel by its true "
+                    "Dice, but the unlabeled batch has no `true_mask`. It needs unlabeled images with known "
+                    "masks: SemiSupervisedDataModule(labeled_fraction=... or n_labeled=..., "
+                    "unlabeled_true_masks=True), without ROOT/unlabeled or unlabeled_root images."
+                )
+            weights, _ = oracle_weights(
+                pseudo, truth, self.num_classes, tau=hp.conf_tau, temperature=hp.conf_temperature
+            )
         logits = self(student_view)
         losses = segmentation_loss_per_image(logits, pseudo, self.num_classes, pixel_weights=pixel_weights)
         return {
@@ -99,6 +119,7 @@ class PseudoLabelSegmenter(SemiSupervisedSegmenter):
             "images": student_view,
             "quality_images": weak,
             "logits": logits,
+            "confidence": confidence,
         }
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
