@@ -166,7 +166,9 @@ def describe_schedule(
     start_text, start_step = at(start)
     full_text, full_step = at(full)
     value = f"{schedule.max_value:g}"
-    if start == full:
+    if start == full == 0:
+        line = f"{name} is {value} from the start"
+    elif start == full:
         line = f"{name} is 0 until {start_text}, then {value}"
     else:
         line = f"{name} is 0 until {start_text}, then rises to {value} at {full_text}"
