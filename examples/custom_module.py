@@ -12,10 +12,16 @@ the same class made quality-guided; the whole difference is
 plus ``QualityReweightCallback(predictor=...)`` in the Trainer's callbacks, which loads, freezes and attaches
 the predictor, schedules ``qar_lambda`` and logs what the guidance did.
 
+Images reach guidance in [0, 1] here (the module normalises inside ``forward``). If your ``Dataset`` normalises
+instead, add a ``quality_images(self, images)`` method that un-normalises them (guidance raises otherwise); for
+tuple validation batches, a ``quality_alignment_batch(self, batch, outputs)`` method feeds the alignment check
+(see :class:`~qg_lightning.guidance.QualityGuidedMixin`).
+
 Run it on the embedded synthetic data (generated on first use; nothing is downloaded)::
 
     python examples/custom_module.py --max-steps 50                       # plain
     python examples/custom_module.py --predictor runs/predictor/quality_predictor.ckpt --max-steps 50
+    # (that path is what `python examples/fit.py fit --config examples/configs/predictor/quickstart.yaml` writes)
     python examples/custom_module.py --predictor PATH --qar --max-steps 50
 """
 
@@ -168,9 +174,10 @@ def build_trainer(
     model = MyWeakToStrong() if predictor is None else MyWeakToStrongQG()
     callbacks = []
     if predictor is not None:
-        # qw_weight only sets the logged train/lambda_qw here: this module keeps its own unsup_weight.
+        # This module keeps its own unsup_weight and never reads qw_lambda (the log shows train/qw_applied,
+        # not train/lambda_qw); qw_* only shape the schedule the callback states at the start.
         # The QAR weight follows the callback's schedule (paper: 0 for 30 epochs, ramp over 40 to 0.01);
-        # compressed to optimizer steps so that a short run reaches it.
+        # compressed to optimizer steps so that a short run reaches it (the start of fit says when).
         callbacks.append(
             QualityReweightCallback(
                 predictor=predictor,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
+import os
 import random
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -77,8 +80,82 @@ class ModelCheckpoint(_LightningModelCheckpoint):
       the same ``<save_dir>/<name>`` and resumes from the newest ``last*.ckpt`` there (the resumed run still
       logs to its own new version).
 
-    Same arguments as Lightning's; our configs use it.
+    * ``copy_best_to``: after every new best checkpoint, a copy of it at this fixed path (e.g.
+      ``runs/predictor/quality_predictor.ckpt``), so later commands can name the best weights without the
+      version folder or the epoch in the file name. Written atomically (a temporary file, then renamed) by
+      the global-zero process; the latest best wins across runs.
+
+    Otherwise the same arguments as Lightning's; our configs use it.
+
+    Example:
+        >>> ModelCheckpoint(monitor="val/loss", copy_best_to="runs/predictor/quality_predictor.ckpt").copy_best_to
+        'runs/predictor/quality_predictor.ckpt'
     """
+
+    def __init__(
+        self,
+        dirpath: str | Path | None = None,
+        filename: str | None = None,
+        monitor: str | None = None,
+        verbose: bool = False,
+        save_last: bool | Literal["link"] | None = None,
+        save_top_k: int = 1,
+        save_on_exception: bool = False,
+        save_weights_only: bool = False,
+        mode: str = "min",
+        auto_insert_metric_name: bool = True,
+        every_n_train_steps: int | None = None,
+        train_time_interval: datetime.timedelta | None = None,
+        every_n_epochs: int | None = None,
+        save_on_train_epoch_end: bool | None = None,
+        enable_version_counter: bool = True,
+        copy_best_to: str | None = None,
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            monitor=monitor,
+            verbose=verbose,
+            save_last=save_last,
+            save_top_k=save_top_k,
+            save_on_exception=save_on_exception,
+            save_weights_only=save_weights_only,
+            mode=mode,
+            auto_insert_metric_name=auto_insert_metric_name,
+            every_n_train_steps=every_n_train_steps,
+            train_time_interval=train_time_interval,
+            every_n_epochs=every_n_epochs,
+            save_on_train_epoch_end=save_on_train_epoch_end,
+            enable_version_counter=enable_version_counter,
+        )
+        if copy_best_to is not None and (not isinstance(copy_best_to, str) or not copy_best_to.strip()):
+            raise ValueError(f"`copy_best_to` must be a file path or null, got {copy_best_to!r}.")
+        if copy_best_to is not None and monitor is None:
+            raise ValueError(
+                f"`copy_best_to={copy_best_to!r}` needs a `monitor` (without one there is no best checkpoint). "
+                "Set e.g. `monitor: val/loss` and `mode: min`."
+            )
+        self.copy_best_to = copy_best_to
+        self._copied_from = ""
+
+    def _update_best_and_save(
+        self, current: torch.Tensor, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]
+    ) -> None:
+        super()._update_best_and_save(current, trainer, monitor_candidates)
+        best = self.best_model_path
+        if self.copy_best_to is None or not best or best == self._copied_from:
+            return
+        self._copied_from = best
+        if trainer.is_global_zero:
+            self._copy_best(Path(best), Path(self.copy_best_to))
+
+    @staticmethod
+    def _copy_best(source: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+        log.info("Best checkpoint %s copied to %s", source, target)
 
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
         super()._save_topk_checkpoint(trainer, monitor_candidates)

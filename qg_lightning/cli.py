@@ -13,8 +13,10 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -24,6 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from qg_lightning.callbacks import ExactResume
 from qg_lightning.checkpoint import AtomicCheckpointIO, UnsafeCheckpointError
+from qg_lightning.data.folder import ROOT_ARGUMENT, SKIP_BAD_FIX
 from qg_lightning.runs import run_dir
 
 __all__ = ["QGLightningCLI", "check_compatible", "cli_main", "console_main", "main"]
@@ -55,7 +58,26 @@ class QGLightningCLI(LightningCLI):
     * Fault tolerance by default: :class:`~qg_lightning.callbacks.ExactResume` (exact ``--ckpt_path last``
       resume, ``last.ckpt`` on SIGTERM) and :class:`~qg_lightning.checkpoint.AtomicCheckpointIO` (a kill while
       a checkpoint is written never truncates it).
+    * The end of every ``fit`` prints the run folder, the best (and last) checkpoint and the test figures of
+      the last and the best weights as a small table (global rank 0, on stdout).
+    * A ``fit`` that fails before it wrote anything removes the logger's empty ``version_N`` folder (one
+      holding nothing but ``config.yaml`` / ``hparams.yaml``), so the next run does not skip a version.
+    * Errors from the data modules spell their fix as command-line flags (``--data.skip_bad true``,
+      ``--data.root``) instead of Python arguments.
     """
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        self._test_results: dict[str, dict[str, float]] = {}
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException as err:
+            if subcommand == "fit" and not isinstance(err, (SIGTERMException, KeyboardInterrupt)):
+                _remove_empty_run_dir(getattr(self, "trainer", None))
+            if isinstance(err, (FileNotFoundError, ValueError)):
+                respelled = _cli_spelling(err)
+                if respelled is not err:
+                    raise respelled.with_traceback(err.__traceback__) from None
+            raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -100,6 +122,11 @@ class QGLightningCLI(LightningCLI):
         self._check()
 
     def after_fit(self) -> None:
+        checkpoints = checkpoint_rows(self.trainer.checkpoint_callback)  # before testing restores its state
+        self._test_after_fit()
+        self._print_fit_summary(checkpoints)
+
+    def _test_after_fit(self) -> None:
         cfg = self.config.get(self.subcommand, {})
         trainer = self.trainer
         if not cfg.get("test_after_fit", True) or trainer.interrupted or trainer.fast_dev_run:
@@ -109,6 +136,7 @@ class QGLightningCLI(LightningCLI):
         self.model.test_tag = "last"
         results = trainer.test(self.model, datamodule=self.datamodule, verbose=False)
         _write_test_results(trainer, results, "last", None)
+        self._test_results["last"] = _flat_metrics(results)
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if best:
             self.model.test_tag = "best"
@@ -116,7 +144,15 @@ class QGLightningCLI(LightningCLI):
                 self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False, weights_only=True
             )
             _write_test_results(trainer, results, "best", best)
+            self._test_results["best"] = _flat_metrics(results)
         self.model.test_tag = ""
+
+    def _print_fit_summary(self, checkpoints: list[tuple[str, str]]) -> None:
+        """Print :func:`fit_summary` (global rank 0)."""
+        trainer = self.trainer
+        folder = run_dir(trainer)  # collective under DDP: every rank calls it
+        if trainer.is_global_zero:
+            sys.stdout.write(fit_summary(folder, checkpoints, self._test_results))
 
 
 def _write_test_results(
@@ -137,6 +173,126 @@ def _write_test_results(
     report = {"metrics": metrics, "checkpoint": ckpt, "tag": tag}
     path.write_text(json.dumps(report, indent=2))
     log.info("Test metrics written to %s", path)
+
+
+def _flat_metrics(results: list[dict[str, float]]) -> dict[str, float]:
+    """``trainer.test`` results as ``{name: value}`` without the ``test/`` prefix."""
+    return {key.removeprefix("test/"): float(v) for loader in results for key, v in loader.items()}
+
+
+def checkpoint_rows(checkpoint: Any) -> list[tuple[str, str]]:
+    """``(label, text)`` rows for the best and last checkpoint of a checkpoint callback (``None``: no rows).
+
+    Example:
+        >>> checkpoint_rows(None)
+        []
+    """
+    rows = []
+    best = getattr(checkpoint, "best_model_path", "") or ""
+    if best:
+        score = getattr(checkpoint, "best_model_score", None)
+        monitor = getattr(checkpoint, "monitor", None)
+        text = best if score is None or monitor is None else f"{best} ({monitor} {float(score):.4g})"
+        rows.append(("Best checkpoint", text))
+        copy = getattr(checkpoint, "copy_best_to", None)
+        if copy:
+            rows.append(("Best copied to", str(copy)))
+    last = getattr(checkpoint, "last_model_path", "") or ""
+    if last:
+        rows.append(("Last checkpoint", last))
+    return rows
+
+
+def fit_summary(
+    folder: str | os.PathLike,
+    checkpoints: Sequence[tuple[str, str]],
+    tests: Mapping[str, Mapping[str, float]],
+) -> str:
+    """The lines printed at the end of ``fit``: run folder, checkpoints and a table of test figures.
+
+    Args:
+        folder: the run folder.
+        checkpoints: rows from :func:`checkpoint_rows`.
+        tests: ``{"last": {metric: value}, "best": {...}}`` (either may be missing).
+
+    Example:
+        >>> rows = [("Best checkpoint", "runs/x/version_0/checkpoints/best.ckpt")]
+        >>> tests = {"last": {"dice": 0.81234, "loss": 0.2}, "best": {"dice": 0.83}}
+        >>> print(fit_summary("runs/x/version_0", rows, tests), end="")
+        Run folder       runs/x/version_0
+        Best checkpoint  runs/x/version_0/checkpoints/best.ckpt
+        Test             last       best
+          dice           0.8123     0.83
+          loss           0.2
+    """
+    rows = [("Run folder", str(folder)), *checkpoints]
+    lines = [f"{name:<16} {value}" for name, value in rows]
+    tags = [tag for tag in ("last", "best") if tests.get(tag)]
+    if tags:
+        names = sorted({name for tag in tags for name in tests[tag]})
+        lines.append(f"{'Test':<16} " + " ".join(f"{tag:<10}" for tag in tags).rstrip())
+        for name in names:
+            cells = [tests[tag].get(name) for tag in tags]
+            text = " ".join(f"{'' if v is None else f'{v:.4g}':<10}" for v in cells).rstrip()
+            lines.append(f"  {name:<14} {text}")
+    return "\n".join(lines) + "\n"
+
+
+def _remove_empty_run_dir(trainer: L.Trainer | None) -> None:
+    """After a failed ``fit``: remove the logger's version folder if the run left nothing in it but its
+    configuration (``config.yaml``, ``hparams.yaml``), then the folders above it that are now empty, up to
+    the logger's ``save_dir``. Never touches ``default_root_dir`` itself or a folder with anything else in it.
+    Rank 0 only; no collectives."""
+    if trainer is None or not trainer.is_global_zero or not trainer.loggers:
+        return
+    logger = trainer.loggers[0]
+    try:
+        log_dir = logger.log_dir  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 (a logger without a folder, or one that cannot say)
+        return
+    if not isinstance(log_dir, (str, os.PathLike)):
+        return
+    folder = Path(log_dir)
+    if not folder.is_dir() or folder.resolve() == Path(trainer.default_root_dir).resolve():
+        return
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    if any(p.parent != folder or p.name not in ("config.yaml", "hparams.yaml") for p in files):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    log.info("The failed run left nothing in %s: removed it.", folder)
+    save_dir = getattr(logger, "save_dir", None)
+    if not isinstance(save_dir, (str, os.PathLike)):
+        return
+    top = Path(save_dir).resolve()
+    parent = folder.parent.resolve()
+    # then the logger's now-empty name / save folders, never above its save_dir
+    while parent.is_dir() and not any(parent.iterdir()) and parent.is_relative_to(top):
+        parent.rmdir()
+        if parent == top:
+            break
+        parent = parent.parent
+
+
+#: Python spellings in library errors -> the command line's (see qg_lightning.data.folder).
+_CLI_SPELLINGS = {
+    SKIP_BAD_FIX: "pass `--data.skip_bad true` (in a config: `data.init_args.skip_bad: true`)",
+    ROOT_ARGUMENT: "`--data.root`",
+}
+
+
+def _cli_spelling(err: BaseException) -> BaseException:
+    """``err`` with its fix spelled as command-line flags, or ``err`` itself when nothing needs rewriting."""
+    message = str(err.args[0]) if err.args and isinstance(err.args[0], str) else None
+    if message is None or not any(key in message for key in _CLI_SPELLINGS):
+        return err
+    for key, value in _CLI_SPELLINGS.items():
+        message = message.replace(key, value)
+    try:
+        if hasattr(err, "problems") and hasattr(err, "root"):
+            return type(err)(message, root=err.root, problems=err.problems)  # type: ignore[call-arg]
+        return type(err)(message)
+    except TypeError:  # an exception type with another constructor: keep the original
+        return err
 
 
 def _configured_checkpoint_io(plugins: Any) -> bool:

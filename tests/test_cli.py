@@ -43,3 +43,55 @@ def test_lightning_commands_keep_their_traceback(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(cli, "main", failing_main)
     with pytest.raises(ValueError, match="boom"):
         _run(monkeypatch, "fit", "--config", "x.yaml")
+
+
+# ------------------------------------------------------------------ the end of a fit, and a failed fit
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "configs"
+
+
+def _tiny(config: Path, *extra: str) -> list[str]:
+    return [
+        "fit", "--config", str(config), "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.val_check_interval", "2", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar",
+        "false", "--trainer.enable_model_summary", "false", "--data.synthetic_images", "24",
+        "--data.synthetic_size", "32", "--data.image_size", "32", *extra,
+    ]  # fmt: skip
+
+
+def test_fit_prints_run_folder_checkpoints_and_test_table(
+    isolated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The predictor quickstart: the summary names what was written, and the best weights get the fixed name
+    that the guided configs load."""
+    from qg_lightning.quality import load_quality_predictor
+
+    config = EXAMPLES / "predictor" / "quickstart.yaml"
+    cli.cli_main(_tiny(config, "--data.samples_per_image", "2", "--data.batch_size", "4"))
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "Run folder       runs/predictor/quickstart/version_0" in lines
+    best = next(line for line in lines if line.startswith("Best checkpoint"))
+    assert "runs/predictor/quickstart/version_0/checkpoints/best-epoch=000.ckpt (val/loss " in best
+    assert "Best copied to   runs/predictor/quality_predictor.ckpt" in lines
+    assert "Last checkpoint  runs/predictor/quickstart/version_0/checkpoints/last.ckpt" in lines
+    header = lines.index("Test             last       best")
+    assert [line.split()[0] for line in lines[header + 1 :]] == ["loss", "mae", "pearson", "spearman"]
+    stable = isolated / "runs" / "predictor" / "quality_predictor.ckpt"
+    assert load_quality_predictor(str(stable), in_channels=3, num_classes=2).num_foreground == 1
+    guided = (EXAMPLES / "ssl" / "pl_qw.yaml").read_text()
+    assert "predictor: runs/predictor/quality_predictor.ckpt" in guided  # what the guided config loads
+
+
+def test_failed_fit_leaves_no_empty_run_folder_and_spells_cli_flags(isolated: Path) -> None:
+    from qg_lightning.data import DataValidationError, generate_synthetic_dataset
+
+    root = generate_synthetic_dataset(isolated / "data", n_images=12, image_size=32, seed=0)
+    sorted((root / "masks").iterdir())[0].write_bytes(b"not a png")
+    args = _tiny(EXAMPLES / "quickstart.yaml", "--data.root", str(root))
+    with pytest.raises(DataValidationError, match="masks/syn_00000.png") as info:
+        cli.cli_main(args)
+    message = str(info.value)
+    assert "`--data.skip_bad true`" in message and "skip_bad=True" not in message
+    assert info.value.problems and "masks/syn_00000.png" in info.value.problems
+    assert not list((isolated / "runs").rglob("version_*")), sorted((isolated / "runs").rglob("*"))
+    assert not (isolated / "runs" / "quickstart").exists()

@@ -274,5 +274,6 @@ def test_missing_data_path_is_named_before_training(key: str, predictor_ckpt: st
     ]
     with pytest.raises(FileNotFoundError) as info:
         cli_main(args)
-    assert missing.rstrip("/") in str(info.value) and f"`{key}`" in str(info.value)
+    message = str(info.value)
+    assert missing.rstrip("/") in message and (f"`{key}`" in message or f"`--data.{key}`" in message)
     assert not list(isolated.rglob("*.ckpt")) and not list(isolated.rglob("metrics.csv"))

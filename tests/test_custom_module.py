@@ -111,6 +111,8 @@ def test_guided_module_uses_weights_and_qar(
     ):
         assert key in logged, f"{key} missing from {sorted(logged)}"
     assert float(logged["train/lambda_qar"]) == pytest.approx(0.01)  # the compressed ramp ends at once here
+    # the module keeps its own unsup_weight: no train/lambda_qw that could read as "guidance off"
+    assert float(logged["train/qw_applied"]) == 1.0 and "train/lambda_qw" not in logged
     predictor = model.quality_predictor
     assert predictor is not None and not any(p.requires_grad for p in predictor.parameters())
     assert not any(p is q for p in model.parameters() for q in predictor.parameters())

@@ -60,6 +60,12 @@ _MASK_MODES = "8-bit single channel (L, P or 1-bit), or RGB with three equal cha
 _MAX_LISTED = 12
 
 
+#: How the errors below spell their fix and name their argument, in Python terms; the command line
+#: (:mod:`qg_lightning.cli`) rewrites these into its flags (``--data.skip_bad true``, ``--data.root``).
+SKIP_BAD_FIX = "pass skip_bad=True"
+ROOT_ARGUMENT = "argument `root`"
+
+
 class DataValidationError(ValueError):
     """A dataset folder has problems; the message lists every bad file, the reason and the fix.
 
@@ -418,7 +424,7 @@ def _raise_problems(root: Path, problems: dict[str, str], *, header: str) -> Non
     raise DataValidationError(
         f"{header} in dataset folder '{root}' ({LAYOUT}):\n"
         + "\n".join(lines)
-        + "\nFix these files, or pass skip_bad=True to skip them with a warning.",
+        + f"\nFix these files, or {SKIP_BAD_FIX} to skip them with a warning.",
         root=root,
         problems=dict(sorted(problems.items())),
     )
@@ -474,7 +480,7 @@ def scan_folder(
     _check_channels(in_channels)
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"Dataset root '{root}' (argument `root`) does not exist or is not a folder.")
+        raise FileNotFoundError(f"Dataset root '{root}' ({ROOT_ARGUMENT}) does not exist or is not a folder.")
     _check_mask_dir(mask_dir)
     missing = [name for name in ("images", mask_dir) if not (root / name).is_dir()]
     if missing:

@@ -9,10 +9,13 @@ The callback is the Trainer-side half of quality guidance; the host side is
   rank loads its own copy);
 * checks at ``on_fit_start`` that it is frozen: eval mode, ``requires_grad=False``, in no optimizer, not a
   parameter of the module;
+* states at the start of training, in optimizer steps of this run's budget, when each mechanism starts and
+  reaches full strength, and warns when one would never become active;
 * sets the scheduled loss weights ``qw_lambda`` / ``qar_lambda`` on the module before each training batch
   (:class:`~qg_lightning.guidance.schedules.RampSchedule` over epochs or optimizer steps);
-* logs, after each training batch, ``train/lambda_qw``, ``train/lambda_qar`` and, when the host used them,
-  ``train/q_mean``, ``train/w_mean``, ``train/frac_q_above_tau``, ``train/loss_qar`` (via
+* logs, after each training batch, ``train/qw_applied`` / ``train/qar_applied``, the lambdas the host read
+  (``train/lambda_qw``, ``train/lambda_qar``) and, when the host used them, ``train/q_mean``,
+  ``train/w_mean``, ``train/frac_q_above_tau``, ``train/loss_qar`` (via
   :meth:`QualityGuidedMixin.log_quality_stats`, the single place these keys are logged);
 * optionally logs an image grid of weighted pseudolabels to TensorBoard / W&B;
 * per validation epoch, logs how well the predictor's quality matches the true Dice of the host's predictions
@@ -23,6 +26,7 @@ The callback is the Trainer-side half of quality guidance; the host side is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -32,15 +36,16 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
+from qg_lightning.checkpoint import load_checkpoint
 from qg_lightning.guidance import functional as F
+from qg_lightning.guidance import guards
 from qg_lightning.guidance.mixin import GuidanceSettings, QualityGuidedMixin
-from qg_lightning.guidance.schedules import RampSchedule
+from qg_lightning.guidance.schedules import RampSchedule, describe_schedule
 from qg_lightning.guidance.visualize import quality_grid
-from qg_lightning.masks import labels_from_logits
 from qg_lightning.metrics.functional import dice_score
 from qg_lightning.quality.predictor import load_quality_predictors
 from qg_lightning.runs import stop_other_ranks
@@ -95,19 +100,33 @@ class QualityReweightCallback(Callback):
         temperature: exponent T of ``w = q ** T`` (paper: 2).
         class_reduction: multi-class only: how per-class qualities become one sample quality before the
             threshold and power: ``"mean"`` (default), ``"min"`` or ``"product"``.
-        qw_weight: final PL-QW loss weight (paper: 0.25).
+        qw_weight: final PL-QW loss weight (paper: 0.25); must be > 0 when "qw" is enabled. Hosts that keep
+            their own unsupervised weight (the reference hosts, ``examples/custom_module.py``) never read it.
         qw_warmup: PL-QW weight is 0 before this time (paper: 15 epochs).
-        qw_ramp: then rises linearly over this time (paper: 30 epochs).
-        qar_weight: final QAR loss weight (paper: 0.01; keep it small, f can learn to fool g).
+        qw_ramp: then rises linearly over this time (paper: 30 epochs); 0 = a step change to ``qw_weight``
+            at ``qw_warmup``.
+        qar_weight: final QAR loss weight (paper: 0.01; keep it small, f can learn to fool g); must be > 0
+            when "qar" is enabled.
         qar_warmup: QAR weight is 0 before this time (paper: 30 epochs).
-        qar_ramp: then rises linearly over this time (paper: 40 epochs).
+        qar_ramp: then rises linearly over this time (paper: 40 epochs); 0 = a step change at ``qar_warmup``.
         schedule_unit: ``"epoch"`` (``trainer.current_epoch``; constant within an epoch) or ``"step"``
-            (``trainer.global_step``, optimizer steps).
+            (``trainer.global_step``, optimizer steps). The paper's schedules are in epochs: in a short or
+            step-budgeted run use ``"step"`` with step values. At the start of training the callback states
+            when each mechanism starts and reaches full strength, in steps, and warns when one never starts.
         log_images_every_n_steps: log a grid of weighted pseudolabels every this many optimizer steps to each
             TensorBoard / W&B logger (0 = never).
         n_log_images: images in that grid.
         check_alignment: log ``val/quality_alignment`` (Pearson r of predicted vs true Dice of the host's
-            validation predictions), ``val/quality_pred_mean`` and ``val/quality_true_mean``.
+            validation predictions), ``val/quality_pred_mean`` and ``val/quality_true_mean``; the batches come
+            from the module's :meth:`~qg_lightning.guidance.QualityGuidedMixin.quality_alignment_batch`.
+        input_range: images handed to the predictor must be in ``[0, 1]``. ``"error"`` (default): clearly
+            other ranges (normalised, 0..255) raise with the fix, slight excursions (noise augmentation) warn
+            once; ``"warn"``: both only warn once; ``"off"``: no check. To feed normalised data, override the
+            module's :meth:`~qg_lightning.guidance.QualityGuidedMixin.quality_images` instead.
+        size_mismatch: when images differ from the predictor's training size (recorded in its checkpoint by
+            the data module, ``datamodule_hyper_parameters.image_size``): ``"resize"`` (default) resizes
+            images and masks to it before the predictor (bilinear; nearest for hard masks) and says so once,
+            ``"error"`` refuses, ``"keep"`` passes them as they are. Without a recorded size nothing is resized.
 
     Raises:
         ValueError: an argument is out of range (the message names it).
@@ -141,6 +160,8 @@ class QualityReweightCallback(Callback):
         log_images_every_n_steps: int = 0,
         n_log_images: int = 8,
         check_alignment: bool = True,
+        input_range: Literal["error", "warn", "off"] = "error",
+        size_mismatch: Literal["resize", "error", "keep"] = "resize",
     ) -> None:
         super().__init__()
         self.mechanisms = _check_mechanisms(mechanisms)
@@ -161,9 +182,26 @@ class QualityReweightCallback(Callback):
             _check_nonnegative(qar_warmup, "qar_warmup", hint),
             _check_nonnegative(qar_ramp, "qar_ramp", hint),
         )
+        for name, schedule in (("qw", self.qw_schedule), ("qar", self.qar_schedule)):
+            if name in self.mechanisms and schedule.max_value == 0:
+                raise ValueError(
+                    f"`{name}_weight` is 0 while '{name}' is in `mechanisms`, so its weight would stay 0 for the "
+                    f"whole run. Set {name}_weight > 0 (paper: {0.25 if name == 'qw' else 0.01}) or remove "
+                    f"'{name}' from `mechanisms`. {hint}"
+                )
         if schedule_unit not in ("epoch", "step"):
             raise ValueError(f"`schedule_unit` must be 'epoch' or 'step', got {schedule_unit!r}.")
         self.schedule_unit = schedule_unit
+        if input_range not in guards.INPUT_RANGE_POLICIES:
+            raise ValueError(
+                f"`input_range` must be one of {list(guards.INPUT_RANGE_POLICIES)}, got {input_range!r}. {hint}"
+            )
+        if size_mismatch not in guards.SIZE_POLICIES:
+            raise ValueError(
+                f"`size_mismatch` must be one of {list(guards.SIZE_POLICIES)}, got {size_mismatch!r}. {hint}"
+            )
+        self.input_range = input_range
+        self.size_mismatch = size_mismatch
         for name, value, low in (
             ("log_images_every_n_steps", log_images_every_n_steps, 0),
             ("n_log_images", n_log_images, 1),
@@ -206,6 +244,9 @@ class QualityReweightCallback(Callback):
         self._restored = False
         self._moments: Tensor | None = None
         self._warned_alignment = False
+        self._verify_alignment = True
+        self._image_size: int | None = None
+        self._said_qw_unread = False
 
     # -----------------------------------------------------------------------------------------------
     # identity and state
@@ -229,6 +270,10 @@ class QualityReweightCallback(Callback):
             class_reduction=self.class_reduction,
             mechanisms=frozenset(self.mechanisms),
             n_keep_images=self.n_log_images if self.log_images_every_n_steps > 0 else 0,
+            input_range=self.input_range,
+            size_mismatch=self.size_mismatch,
+            image_size=self._image_size,
+            source=repr(self.predictor),
         )
 
     @override
@@ -308,7 +353,39 @@ class QualityReweightCallback(Callback):
                 f"{_KEY}.predictor {self.predictor!r} cannot guide {type(pl_module).__name__} "
                 f"(module hparams: in_channels={in_channels}, num_classes={num_classes}): {err}"
             ) from None
+        missing = [k for k, v in (("in_channels", in_channels), ("num_classes", num_classes)) if v is None]
+        if missing:
+            rank_zero_info(
+                f"{_KEY}: {type(pl_module).__name__}'s hyper-parameters do not name {' or '.join(missing)}, so "
+                f"the predictor (in_channels={getattr(predictor, 'in_channels', '?')}, "
+                f"num_classes={getattr(predictor, 'num_classes', '?')}) is checked against every batch instead "
+                "(image channels, class indices of label maps). Add them to `save_hyperparameters()` to check at "
+                "setup."
+            )
+        self._image_size = self._training_image_size()
         return predictor.eval().requires_grad_(False)
+
+    def _training_image_size(self) -> int | None:
+        """The image size the (first) predictor was trained at, as its data module recorded it, or None."""
+        sizes = []
+        for path in self.predictor_paths:
+            hparams = load_checkpoint(path, what="quality predictor checkpoint").get(
+                "datamodule_hyper_parameters"
+            )
+            size = hparams.get("image_size") if isinstance(hparams, Mapping) else None
+            sizes.append(size if isinstance(size, int) and not isinstance(size, bool) else None)
+        if len(set(sizes)) > 1:
+            rank_zero_warn(
+                f"{_KEY}: the predictors were trained at different image sizes "
+                f"({', '.join(f'{p}: {s}' for p, s in zip(self.predictor_paths, sizes, strict=True))}); "
+                f"guidance uses the first one's ({sizes[0]})."
+            )
+        if sizes[0] is None and self.size_mismatch != "keep":
+            rank_zero_info(
+                f"{_KEY}: {self.predictor!r} does not record its training image size "
+                "(`datamodule_hyper_parameters.image_size`); images reach the predictor at their own size."
+            )
+        return sizes[0]
 
     def _place(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._predictor is None:
@@ -388,6 +465,49 @@ class QualityReweightCallback(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # the loops' epoch/step counters are restored by now (after on_fit_start)
         self._update_lambdas(trainer, pl_module)  # type: ignore[arg-type]
+        self.describe_schedules(trainer)
+
+    def describe_schedules(self, trainer: pl.Trainer) -> list[str]:
+        """State (``rank_zero_info``) when each enabled mechanism starts and reaches full strength, in optimizer
+        steps of this run's budget; warn (``rank_zero_warn``) for one that never becomes active.
+
+        Returns:
+            The lines said (the warnings included).
+        """
+        total = trainer.estimated_stepping_batches
+        total_steps = int(total) if isinstance(total, (int, float)) and math.isfinite(total) else None
+        accumulate = max(int(getattr(trainer, "accumulate_grad_batches", 1) or 1), 1)
+        batches = trainer.num_training_batches
+        steps_per_epoch = (
+            max(int(batches) // accumulate, 1)
+            if isinstance(batches, (int, float)) and math.isfinite(batches)
+            else None
+        )
+        lines, warnings = [], []
+        for name, schedule in (("qw", self.qw_schedule), ("qar", self.qar_schedule)):
+            if name not in self.mechanisms:
+                continue
+            line, never = describe_schedule(
+                schedule,
+                unit=self.schedule_unit,
+                total_steps=total_steps,
+                steps_per_epoch=steps_per_epoch,
+                name=f"{name}_lambda",
+            )
+            lines.append(f"  {name}: {line}")
+            if never:
+                warnings.append(
+                    f"{_KEY}: '{name}' never becomes active in this run: {line}. Lower `{name}_warmup` (and "
+                    f"`{name}_ramp`) or raise the budget; for a step-budgeted run use `schedule_unit: step` with "
+                    "values in optimizer steps."
+                )
+        budget = f"{total_steps} optimizer steps" if total_steps is not None else "no step limit"
+        per_epoch = f", {steps_per_epoch} per epoch" if steps_per_epoch is not None else ""
+        header = f"{_KEY} schedules (schedule_unit={self.schedule_unit!r}; this run: {budget}{per_epoch}):"
+        rank_zero_info("\n".join([header, *lines]))
+        for warning in warnings:
+            rank_zero_warn(warning)
+        return [header, *lines, *warnings]
 
     @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -410,6 +530,14 @@ class QualityReweightCallback(Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        stats = pl_module._qg_stats()  # type: ignore[attr-defined]
+        if stats.n and not stats.qw_read and not self._said_qw_unread:
+            self._said_qw_unread = True
+            rank_zero_info(
+                f"{_KEY}: {type(pl_module).__name__} applies quality weights without reading `qw_lambda` (it "
+                "keeps its own unsupervised weight), so `train/lambda_qw` is not logged; `train/qw_applied` and "
+                "`train/w_mean` show the guidance at work."
+            )
         pl_module.log_quality_stats()  # type: ignore[attr-defined]
         samples = pl_module.pop_quality_samples()  # type: ignore[attr-defined]
         every = self.log_images_every_n_steps
@@ -443,6 +571,7 @@ class QualityReweightCallback(Callback):
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._moments = None
+        self._verify_alignment = True  # the guards check the first alignment batch of every epoch
 
     @override
     def on_validation_batch_end(
@@ -456,25 +585,26 @@ class QualityReweightCallback(Callback):
     ) -> None:
         if not self.check_alignment or trainer.sanity_checking or self._predictor is None:
             return
-        images = batch.get("image") if isinstance(batch, Mapping) else None
-        target = batch.get("mask") if isinstance(batch, Mapping) else None
-        if not isinstance(images, Tensor) or not isinstance(target, Tensor) or target.ndim != 3:
+        parts = pl_module.quality_alignment_batch(batch, outputs)  # type: ignore[attr-defined]
+        if parts is None:
             if not self._warned_alignment:
                 rank_zero_warn(
-                    f"{_KEY}(check_alignment=True) expects validation batches as dicts with 'image' "
-                    "(B, C, H, W) and 'mask' (B, H, W) label maps; skipping the alignment check. Set "
-                    "check_alignment=False to silence this."
+                    f"{_KEY}(check_alignment=True): {type(pl_module).__name__}.quality_alignment_batch() returned "
+                    "None for a validation batch; the default reads dict batches with 'image' (B, C, H, W) and "
+                    "'mask' (B, H, W) label maps. Override `quality_alignment_batch(self, batch, outputs)` to "
+                    "return (images, true label maps, predicted label maps) from your batch format, or set "
+                    "check_alignment=False to skip the check."
                 )
                 self._warned_alignment = True
             return
+        images, target, preds = parts
         num_classes = self._predictor.num_foreground + 1  # type: ignore[operator]
-        if isinstance(outputs, Mapping) and isinstance(outputs.get("preds"), Tensor):
-            preds = outputs["preds"]
-        else:
-            preds = labels_from_logits(pl_module(images), num_classes)
-        preds = preds.long()
-        _, quality = F.quality_weights(self._predictor, images, preds, tau=0.0)
+        quality = pl_module.quality_of_predictions(  # type: ignore[attr-defined]
+            images, preds.long(), verify=self._verify_alignment
+        )
+        self._verify_alignment = False
         predicted = quality.mean(dim=1)
+        preds = preds.long().to(target.device)
         true = dice_score(preds, target.long(), num_classes).mean(dim=1).to(predicted.device)
         moments = F.alignment_moments(predicted, true)
         self._moments = moments if self._moments is None else self._moments + moments

@@ -17,6 +17,10 @@ The predictor may be any ``nn.Module`` that maps ``(images (B, C, H, W) in [0, 1
 :func:`qar_loss` also ``requires_grad=False`` on every parameter; the functions check this and raise
 otherwise.
 
+These functions check shapes but not values (that would cost a device sync per call):
+:class:`~qg_lightning.guidance.QualityGuidedMixin` checks the image range, hard masks and class indices (see
+:mod:`qg_lightning.guidance.guards`), folded into the one sync its non-finite check needs anyway.
+
 [0] Abhishek & Hamarneh, "Quality-Guided Semi-Supervised Learning for Medical Image Segmentation", 2026.
 """
 

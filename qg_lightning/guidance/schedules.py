@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["RampSchedule", "QW_SCHEDULE", "QAR_SCHEDULE"]
+__all__ = ["RampSchedule", "QW_SCHEDULE", "QAR_SCHEDULE", "schedule_milestones", "describe_schedule"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,89 @@ class RampSchedule:
             0.25
         """
         return self.value(t)
+
+
+def schedule_milestones(schedule: RampSchedule) -> tuple[int | None, int | None]:
+    """``(start, full)``: the first whole time (epoch or step) with a value > 0, and the first at full strength.
+
+    Times are whole numbers because the callback evaluates schedules at ``trainer.current_epoch`` or
+    ``trainer.global_step``. ``(None, None)`` when ``max_value`` is 0 (never active).
+
+    Example:
+        >>> schedule_milestones(RampSchedule(0.25, warmup=15, ramp=30))
+        (16, 45)
+        >>> schedule_milestones(RampSchedule(0.01, warmup=30, ramp=0))  # a step change at 30
+        (30, 30)
+    """
+    if schedule.max_value == 0:
+        return None, None
+    start = math.ceil(schedule.warmup) if schedule.ramp == 0 else math.floor(schedule.warmup) + 1
+    full = max(start, math.ceil(schedule.warmup + schedule.ramp))
+    return start, full
+
+
+def describe_schedule(
+    schedule: RampSchedule,
+    *,
+    unit: str,
+    total_steps: int | None,
+    steps_per_epoch: int | None,
+    name: str = "lambda",
+) -> tuple[str, bool]:
+    """One line saying when ``schedule`` starts and reaches full strength in optimizer steps, and whether it
+    never becomes active within ``total_steps``.
+
+    Args:
+        schedule: the ramp.
+        unit: ``"epoch"`` or ``"step"``, the unit of the schedule's times.
+        total_steps: the run's optimizer-step budget (``None``: unlimited or unknown).
+        steps_per_epoch: optimizer steps per epoch (``None``: unknown; epoch times are then not converted).
+        name: how the line names the value.
+
+    Returns:
+        ``(line, never_active)``.
+
+    Example:
+        >>> describe_schedule(RampSchedule(0.01, 30, 40), unit="epoch", total_steps=400, steps_per_epoch=100)
+        ('lambda is 0 until epoch 31 (step 3100), then rises to 0.01 at epoch 70 (step 7000); this run ends at step 400', True)
+        >>> describe_schedule(RampSchedule(0.25, 60, 90), unit="step", total_steps=300, steps_per_epoch=11)[0]
+        'lambda is 0 until step 61, then rises to 0.25 at step 150'
+    """
+    start, full = schedule_milestones(schedule)
+    if start is None or full is None:
+        return f"{name} stays 0 (its weight is 0)", True
+
+    def at(t: int) -> tuple[str, int | None]:
+        if unit == "step":
+            return f"step {t}", t
+        if steps_per_epoch is None:
+            return f"epoch {t}", None
+        return f"epoch {t} (step {t * steps_per_epoch})", t * steps_per_epoch
+
+    start_text, start_step = at(start)
+    full_text, full_step = at(full)
+    value = f"{schedule.max_value:g}"
+    if start == full == 0:
+        line = f"{name} is {value} from the start"
+    elif start == full:
+        line = f"{name} is 0 until {start_text}, then {value}"
+    else:
+        line = f"{name} is 0 until {start_text}, then rises to {value} at {full_text}"
+    if total_steps is None:
+        return line, False
+    last = total_steps - 1
+    if start_step is not None and start_step > last:
+        return f"{line}; this run ends at step {total_steps}", True
+    if full_step is not None and full_step > last:
+        if unit == "step":
+            reached = schedule.value(float(last))
+        else:
+            reached = schedule.value(float(last // steps_per_epoch)) if steps_per_epoch else 0.0
+        return (
+            f"{line}; this run ends at step {total_steps}, at {reached:.3g} ({reached / schedule.max_value:.0%})",
+            False,
+        )
+    return line, False
 
 
 def _check_field(value: object, name: str, hint: str = "") -> None:

@@ -89,6 +89,8 @@ def test_stats_recorded_and_samples_kept(predictor: QualityPredictor) -> None:
         predictor, GuidanceSettings(tau=0.0, n_keep_images=1, mechanisms=frozenset({"qw", "qar"}))
     )
     host.set_quality_lambdas(0.25, 0.01)
+    assert "train/lambda_qw" not in host.quality_stats()  # not read yet: not logged
+    assert host.qw_lambda == 0.25 and host.qar_lambda == 0.01
     labels = torch.randint(0, 2, (2, 32, 32), generator=torch.Generator().manual_seed(0))
     weights, quality = host.quality_weights(_images(), labels)
     probs = torch.sigmoid(host(_images()))
@@ -97,6 +99,7 @@ def test_stats_recorded_and_samples_kept(predictor: QualityPredictor) -> None:
     assert host.net.weight.grad is not None and host.net.weight.grad.abs().sum() > 0
     stats = host.quality_stats()
     assert stats["train/lambda_qw"] == 0.25 and stats["train/lambda_qar"] == 0.01
+    assert stats["train/qw_applied"] == 1.0 and stats["train/qar_applied"] == 1.0
     torch.testing.assert_close(torch.as_tensor(stats["train/q_mean"]), quality.mean())
     torch.testing.assert_close(torch.as_tensor(stats["train/w_mean"]), weights.mean())
     assert float(stats["train/frac_q_above_tau"]) == 1.0
@@ -109,4 +112,4 @@ def test_stats_recorded_and_samples_kept(predictor: QualityPredictor) -> None:
     )
     assert host.pop_quality_samples() is None
     host.reset_quality_stats()
-    assert set(host.quality_stats()) == {"train/lambda_qw", "train/lambda_qar"}
+    assert host.quality_stats() == {"train/qw_applied": 0.0, "train/qar_applied": 0.0}
