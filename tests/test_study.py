@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from qg_lightning.cli import EXTRA_COMMANDS, main
+from qg_lightning.data.synthetic import generate_synthetic_dataset
 from qg_lightning.study import (
     DEFAULT_METHODS,
     METHODS,
@@ -24,7 +25,7 @@ from qg_lightning.study import (
     summarize_study,
 )
 
-METHODS_E2E = ("SUP", "PL-C", "PL-QW")
+METHODS_E2E = ("SUP", "PL-C", "PL-QW", "PL-oracle")
 SEEDS_E2E = (0, 1)
 MEAN_STD = re.compile(r"^\d\.\d{3} ± (\d\.\d{3}|n/a)$")
 
@@ -35,7 +36,12 @@ def study(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("QG_LIGHTNING_CACHE", str(tmp_path_factory.mktemp("cache")))
         out = tmp_path_factory.mktemp("study") / "out"
-        config = StudyConfig(out=str(out), seeds=SEEDS_E2E, preset="smoke", methods=METHODS_E2E)
+        centre = generate_synthetic_dataset(
+            tmp_path_factory.mktemp("centre") / "other", n_images=6, image_size=40
+        )
+        config = StudyConfig(
+            out=str(out), seeds=SEEDS_E2E, preset="smoke", methods=METHODS_E2E, extra_test=(str(centre),)
+        )
         summary = run_study(config)
         yield config, summary
 
@@ -58,7 +64,7 @@ def _table(results_md: Path) -> list[list[str]]:
 def test_study_writes_every_output(study):
     config, summary = study
     out = Path(config.out)
-    assert summary["execution"] == {"done": 6, "skipped": 0, "redone": 0, "failed": []}
+    assert summary["execution"] == {"done": 8, "skipped": 0, "redone": 0, "failed": []}
     for name in (
         "split.json",
         "study.json",
@@ -123,19 +129,68 @@ def test_run_results_and_summary(study):
 
 
 @pytest.mark.slow
+def test_oracle_headroom_diagnostics_and_other_centre(study):
+    config, summary = study
+    out = Path(config.out)
+    oracle = json.loads((out / "runs/PL-oracle/seed0/result.json").read_text())
+    guided = json.loads((out / "runs/PL-QW/seed0/result.json").read_text())
+    sup = json.loads((out / "runs/SUP/seed0/result.json").read_text())
+    assert oracle["host_kwargs"]["weighting"] == "oracle" and oracle["true_masks"] is True
+    assert sup["true_masks"] is False  # supervised-only sees no unlabeled batch at all
+    # the guided run logged how well predicted quality and confidence see pseudolabel quality
+    assert {"true_dice_mean", "quality/kept_frac", "confidence/kept_frac"} <= set(
+        guided["diagnostics_curves"]
+    )
+    row = next(r for r in summary["methods"] if r["method"] == "PL-QW")
+    assert row["diagnostics"]["quality/kept_frac"]["n_runs"] == 2
+    room = summary["headroom"]
+    assert (room["plain"], room["guided"], room["oracle"]) == ("PL-C", "PL-QW", "PL-oracle")
+    assert room["headroom"]["seeds"] == list(SEEDS_E2E)
+    # every final model was tested on the other centre as well
+    assert guided["extra_test"]["other"]["n_images"] == 6 and "dice" in guided["extra_test"]["other"]["best"]
+    assert row["extra_test"]["other"]["best"]["n"] == 2
+    assert summary["convergence"]["n_points"] >= 1
+    text = (out / "results.md").read_text()
+    for heading in ("## Oracle headroom", "## Pseudolabel diagnostics", "## Other centres", "## Convergence"):
+        assert heading in text, heading
+    assert (out / "pseudolabel_diagnostics.png").is_file()
+    # committed results name no machine folder: paths are relative to the study folder
+    for path in [out / "study.json", out / "summary.json", *out.glob("runs/*/seed*/result.json")]:
+        assert str(out.resolve()) not in path.read_text() and '"/' not in path.read_text(), path
+
+
+@pytest.mark.slow
+def test_paper_protocol_external_unlabeled_images_skip_the_oracle(tmp_path, monkeypatch):
+    monkeypatch.setenv("QG_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    root = generate_synthetic_dataset(tmp_path / "labeled", n_images=16, image_size=40)
+    other = generate_synthetic_dataset(tmp_path / "source", n_images=6, image_size=40)
+    for image in (other / "images").iterdir():  # another source: its own ids
+        image.rename(image.with_name(f"ext_{image.name}"))
+    config = StudyConfig(
+        out=str(tmp_path / "out"), root=str(root), labeled_fraction=1.0, seeds=(0,), preset="smoke",
+        methods=("PL", "PL-oracle"), unlabeled_root=str(other / "images"),
+    )  # fmt: skip
+    summary = run_study(config)
+    assert summary["execution"]["done"] == 1  # PL-oracle skipped: the unlabeled images have no masks
+    result = json.loads((tmp_path / "out/runs/PL/seed0/result.json").read_text())
+    assert result["data"]["n_unlabeled_external"] == 6 and result["data"]["n_unlabeled_train"] == 0
+    assert result["true_masks"] is False and result["diagnostics_curves"] == {}
+
+
+@pytest.mark.slow
 def test_rerun_skips_finished_runs_and_redoes_interrupted_ones(study):
     config, _ = study
     out = Path(config.out)
     before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/result.json")}
     summary = run_study(config)
-    assert summary["execution"] == {"done": 0, "skipped": 6, "redone": 0, "failed": []}
+    assert summary["execution"] == {"done": 0, "skipped": 8, "redone": 0, "failed": []}
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/result.json")} == before
     # an interrupted run: its folder exists without result.json -> trained again from scratch
     victim = out / "runs/PL-C/seed1"
     (victim / "result.json").unlink()
     (victim / "stale.txt").write_text("left over by an interrupted run")
     summary = run_study(config)
-    assert summary["execution"] == {"done": 1, "skipped": 5, "redone": 1, "failed": []}
+    assert summary["execution"] == {"done": 1, "skipped": 7, "redone": 1, "failed": []}
     assert (victim / "result.json").is_file() and not (victim / "stale.txt").exists()
 
 

@@ -31,7 +31,7 @@ Example:
     >>> sorted(PRESETS)
     ['cpu', 'paper', 'smoke']
     >>> [m for m in DEFAULT_METHODS]
-    ['SUP', 'PL-T', 'PL-C', 'PL-QW', 'QAR', 'MT', 'MT-QW', 'FixMatch', 'FixMatch-QW']
+    ['SUP', 'PL', 'PL-T', 'PL-C', 'PL-QW', 'PL-oracle', 'QAR', 'MT', 'MT-QW']
     >>> resolve_schedule(PRESETS["paper"], steps_per_epoch=25).max_steps
     5000
 """

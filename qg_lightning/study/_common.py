@@ -75,11 +75,37 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (temp file, then rename)."""
+def relative_paths(obj: Any, base: Path) -> Any:
+    """``obj`` with every absolute path string made relative to ``base`` (the study folder), so that committed
+    results name no machine's folders; :func:`resolve_path` reads them back.
+
+    Example:
+        >>> relative_paths({"a": "/x/study/runs/r.json", "b": ["/x/data"], "c": "PL-QW"}, Path("/x/study"))
+        {'a': 'runs/r.json', 'b': ['../data'], 'c': 'PL-QW'}
+    """
+    if isinstance(obj, Mapping):
+        return {k: relative_paths(v, base) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [relative_paths(v, base) for v in obj]
+    if isinstance(obj, str) and os.path.isabs(obj) and "\n" not in obj:
+        return os.path.relpath(obj, os.path.abspath(base))
+    return obj
+
+
+def resolve_path(path: str | os.PathLike, base: Path) -> Path:
+    """A path read from a study JSON: relative ones are relative to the study folder ``base``."""
+    return Path(path) if Path(path).is_absolute() else base / path
+
+
+def _write_json(path: Path, data: Any, *, base: Path | None = None) -> Path:
+    """Write JSON atomically (temp file, then rename); with ``base``, absolute paths are written relative to
+    it (see :func:`relative_paths`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
+    safe = _json_safe(data)
+    if base is not None:
+        safe = relative_paths(safe, base)
+    tmp.write_text(json.dumps(safe, indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
     return path
 

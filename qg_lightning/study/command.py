@@ -89,6 +89,26 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--predictor", default=None, help="use this quality predictor checkpoint instead of training one"
     )
+    p.add_argument(
+        "--unlabeled-root",
+        default=None,
+        help="a folder of extra unlabeled images (no masks) from another source, as in the paper's protocol "
+        "(with --labeled-fraction 1)",
+    )
+    p.add_argument(
+        "--extra-test",
+        nargs="+",
+        default=[],
+        metavar="ROOT",
+        help="other labeled folders (standard layout) on which every final model is also tested",
+    )
+    p.add_argument(
+        "--no-diagnostics",
+        dest="diagnostics",
+        action="store_false",
+        help="do not give the hidden masks of carved-out unlabeled images to the runs (no PL-oracle, no diag/*)",
+    )
+    p.add_argument("--mask-dir", default="masks", help="mask sub-folder of --root (e.g. masks_3class)")
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's best/last checkpoints")
@@ -154,6 +174,10 @@ def study_cli(argv: Sequence[str]) -> int:
         accelerator=ns.accelerator,
         num_workers=ns.num_workers,
         keep_checkpoints=ns.keep_checkpoints,
+        unlabeled_root=ns.unlabeled_root,
+        extra_test=tuple(ns.extra_test),
+        diagnostics=ns.diagnostics,
+        mask_dir=ns.mask_dir,
     )
     if ns.estimate:
         target = ns.target_minutes * 60 if ns.target_minutes is not None else None

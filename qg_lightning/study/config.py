@@ -13,6 +13,10 @@ from qg_lightning.study.presets import PRESETS, StudyPreset
 log = logging.getLogger(__name__)
 
 
+def _resolved(path: str | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path is not None else None
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """Everything that defines a study.
@@ -36,6 +40,15 @@ class StudyConfig:
         accelerator: Lightning accelerator (``"auto"``, ``"cpu"``, ``"gpu"``).
         num_workers: DataLoader workers of the segmentation runs.
         keep_checkpoints: keep each run's ``checkpoints/`` (best and last; large) after testing.
+        unlabeled_root: a folder of extra unlabeled images without masks (another source, as in the paper's
+            protocol: label every training image with ``labeled_fraction=1``, take the unlabeled images from
+            here). ``ROOT/unlabeled/`` is used as well when present.
+        extra_test: other labeled folders (standard layout) on which every final model is also tested, all of
+            their images (e.g. another centre), reported beside the in-domain test Dice.
+        diagnostics: when every unlabeled image has a hidden mask (the unlabeled part of a labeled split), give
+            the masks to the runs for analysis only: PL-oracle's weights and the pseudolabel diagnostics
+            (``diag/*``); no other loss reads them.
+        mask_dir: mask sub-folder of ``root`` (e.g. ``masks_3class``).
     """
 
     out: str
@@ -55,6 +68,10 @@ class StudyConfig:
     accelerator: str = "auto"
     num_workers: int = 0
     keep_checkpoints: bool = False
+    unlabeled_root: str | None = None
+    extra_test: tuple[str, ...] = ()
+    diagnostics: bool = True
+    mask_dir: str = "masks"
 
     def __post_init__(self) -> None:
         if isinstance(self.preset, str):
@@ -93,6 +110,20 @@ class StudyConfig:
                 f"Dataset folder `root`='{self.root}' does not exist. Pass a folder in the standard layout "
                 "(images/, masks/) or use the embedded synthetic data (root=None / --synthetic)."
             )
+        if self.unlabeled_root is not None and not Path(self.unlabeled_root).expanduser().is_dir():
+            raise FileNotFoundError(
+                f"Unlabeled image folder `unlabeled_root`='{self.unlabeled_root}' does not exist (--unlabeled-root)."
+            )
+        extra = tuple(self.extra_test)
+        for folder in extra:
+            if not Path(folder).expanduser().is_dir():
+                raise FileNotFoundError(
+                    f"Extra test folder '{folder}' (--extra-test) does not exist; pass labeled folders in the "
+                    "standard layout (images/, masks/)."
+                )
+        if len({Path(f).expanduser().resolve() for f in extra}) != len(extra):
+            raise ValueError(f"`extra_test` names a folder twice: {list(extra)}.")
+        object.__setattr__(self, "extra_test", extra)
         if self.predictor is not None and not Path(self.predictor).is_file():
             raise FileNotFoundError(
                 f"Quality predictor checkpoint `predictor`='{self.predictor}' does not exist."
@@ -123,6 +154,10 @@ class StudyConfig:
             "num_classes": self.num_classes,
             "encoder_weights": self.encoder_weights,
             "predictor": str(Path(self.predictor).resolve()) if self.predictor is not None else None,
+            "unlabeled_root": _resolved(self.unlabeled_root),
+            "extra_test": [_resolved(f) for f in self.extra_test],
+            "diagnostics": self.diagnostics,
+            "mask_dir": self.mask_dir,
             "preset": self.study_preset.to_dict(),
         }
 

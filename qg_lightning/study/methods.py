@@ -28,6 +28,8 @@ class MethodSpec:
         use_unlabeled: ``False`` for the supervised-only floor.
         unlabeled_views: ``"weak"`` or ``"weak_strong"`` (FixMatch / Mean Teacher students see a strong view).
         description: one line for the results.
+        needs_true_masks: analysis-only methods that read the hidden masks of the unlabeled images
+            (PL-oracle); skipped, with a note, when the unlabeled images have no masks.
     """
 
     name: str
@@ -37,6 +39,7 @@ class MethodSpec:
     use_unlabeled: bool = True
     unlabeled_views: Views = "weak"
     description: str = ""
+    needs_true_masks: bool = False
 
     def __post_init__(self) -> None:
         if self.guidance not in (None, *get_args(Guidance)):
@@ -57,10 +60,18 @@ def _spec(
     guidance: Guidance | None = None,
     views: Views = "weak",
     use_unlabeled: bool = True,
+    needs_true_masks: bool = False,
     **host_kwargs: Any,
 ) -> MethodSpec:
     return MethodSpec(
-        name, host, MappingProxyType(dict(host_kwargs)), guidance, use_unlabeled, views, description
+        name,
+        host,
+        MappingProxyType(dict(host_kwargs)),
+        guidance,
+        use_unlabeled,
+        views,
+        description,
+        needs_true_masks,
     )
 
 
@@ -94,6 +105,13 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType(
             "pseudolabels weighted by predicted quality (the method)",
             guidance="qw",
             weighting="none",
+        ),
+        "PL-oracle": _spec(
+            "PL-oracle",
+            "PseudoLabelSegmenter",
+            "pseudolabels weighted by their TRUE Dice (analysis only: the ceiling of the weighting)",
+            needs_true_masks=True,
+            weighting="oracle",
         ),
         "QAR": _spec(
             "QAR",
@@ -132,18 +150,19 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType(
     }
 )
 
-#: The default method set of the study (issue 5): the floor, three pseudo-labelling baselines, the two
-#: mechanisms, and two more hosts with and without quality weights.
+#: The default method set of the study: the floor, plain pseudo-labelling and its two confidence baselines, the
+#: two mechanisms, the oracle ceiling of the weighting (skipped where the unlabeled images have no masks), and
+#: Mean Teacher with and without quality weights. FixMatch, CPS and their -QW variants are in the registry.
 DEFAULT_METHODS: tuple[str, ...] = (
     "SUP",
+    "PL",
     "PL-T",
     "PL-C",
     "PL-QW",
+    "PL-oracle",
     "QAR",
     "MT",
     "MT-QW",
-    "FixMatch",
-    "FixMatch-QW",
 )
 
 #: ``(plain host, guided variant)`` pairs compared over seeds; PL-C -> PL-QW is the key comparison.

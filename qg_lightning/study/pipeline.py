@@ -20,6 +20,8 @@ from qg_lightning.study._common import (
     _quiet,
     _read_json,
     _write_json,
+    relative_paths,
+    resolve_path,
 )
 from qg_lightning.study.config import StudyConfig
 from qg_lightning.study.methods import METHODS, PAIRS, MethodSpec
@@ -49,7 +51,7 @@ def _check_resume(out: Path, config: StudyConfig) -> None:
     if not path.is_file():
         return
     stored = _read_json(path).get("fingerprint")
-    current = _json_safe(config.fingerprint())
+    current = relative_paths(_json_safe(config.fingerprint()), out)
     if stored != current:
         changed = sorted(
             k for k in set(stored or {}) | set(current) if (stored or {}).get(k) != current.get(k)
@@ -94,7 +96,7 @@ def run_study(
         stored = _read_json(out / "study.json")
         record["seeds"] = sorted(set(stored.get("seeds", [])) | set(record["seeds"]))
         record["methods"] = list(dict.fromkeys([*stored.get("methods", []), *record["methods"]]))
-    _write_json(out / "study.json", {**record, "updated_at": _now()})
+    _write_json(out / "study.json", {**record, "updated_at": _now()}, base=out)
     preset = config.study_preset
     plan = [(seed, spec) for seed in config.seeds for spec in specs]  # seed-major: complete pairs first
     progress = _Progress(total_runs=len(plan))
@@ -112,7 +114,21 @@ def run_study(
                 f"unlabeled + {data['n_unlabeled_extra']} extra), {data['n_val']} val, {data['n_test']} test "
                 f"-> {split_path}"
             )
-        n_unlabeled = data["n_unlabeled_train"] + data["n_unlabeled_extra"]
+        n_unlabeled = data["n_unlabeled_train"] + data["n_unlabeled_extra"] + data["n_unlabeled_external"]
+        true_masks = bool(
+            config.diagnostics
+            and data["n_unlabeled_train"] > 0
+            and not data["n_unlabeled_extra"]
+            and not data["n_unlabeled_external"]
+        )
+        skipped_methods = [s.name for s in specs if s.needs_true_masks and not true_masks]
+        if skipped_methods:
+            progress.stage(
+                f"methods {skipped_methods} skipped: they need the hidden masks of the unlabeled images, and "
+                "this study's unlabeled images have none (or diagnostics are off)"
+            )
+            plan = [(seed, spec) for seed, spec in plan if spec.name not in skipped_methods]
+            progress.total_runs = len(plan)
         spe = steps_per_epoch(data["n_labeled"], n_unlabeled, preset.batch_size, preset.unlabeled_batch_size)
         schedule = resolve_schedule(preset, spe)
 
@@ -143,11 +159,11 @@ def run_study(
                     f"(synthetic candidates) MAE {t.get('mae', math.nan):.3f}, Pearson "
                     f"{t.get('pearson', math.nan):.3f}, Spearman {t.get('spearman', math.nan):.3f}"
                 )
-            predictor_path = info["checkpoint"]
+            predictor_path = str(resolve_path(info["checkpoint"], out))
             eval_path = out / "predictor" / "evaluation_status.json"
             if not eval_path.is_file() or _read_json(eval_path).get("status") != "done":
                 status = _evaluate_predictor(config, out, Path(predictor_path))
-                _write_json(eval_path, status)
+                _write_json(eval_path, status, base=out)
                 progress.stage(f"predictor evaluation: {status['status']}")
             else:
                 progress.stage("predictor evaluation: already done")
@@ -170,7 +186,9 @@ def run_study(
                 execution["redone"] += 1
             start = time.perf_counter()
             try:
-                result = execute_run(spec, seed, config, schedule, run_dir, split_path, predictor_path)
+                result = execute_run(
+                    spec, seed, config, schedule, run_dir, split_path, predictor_path, true_masks=true_masks
+                )
             except KeyboardInterrupt:
                 raise
             except Exception as err:  # one failing method must not lose the others; recorded and reported
@@ -189,7 +207,7 @@ def run_study(
                 progress.run_finished(spec.name, time.perf_counter() - start)
                 continue
             result["wall_time_s"] = time.perf_counter() - start
-            _write_json(result_path, result)
+            _write_json(result_path, result, base=out)
             execution["done"] += 1
             progress.run_finished(spec.name, result["wall_time_s"])
             best = (result["test_best"] or {}).get("dice", {}).get("mean", math.nan)
@@ -206,6 +224,6 @@ def run_study(
         summary = summarize_study(out, methods=record["methods"], pairs=pairs)
     summary["execution"] = execution
     summary["elapsed_s"] = progress.elapsed()
-    _write_json(out / "summary.json", summary)
+    _write_json(out / "summary.json", summary, base=out)
     progress.stage(f"summary: {out / 'results.md'}")
     return summary

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from qg_lightning.study._common import resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,9 @@ def _quality_points(
         evaluation.get("candidates_csv"),
         (summary.get("predictor") or {}).get("test_predictions_csv"),
     ]
-    for path in candidates:
-        if not path or not Path(path).is_file():
+    for name in candidates:
+        path = resolve_path(name, out) if name else None
+        if path is None or not path.is_file():
             continue
         pred, true, source = [], [], []
         with Path(path).open(newline="") as fh:
@@ -144,4 +147,39 @@ def plot_study(out: str | os.PathLike, summary: Mapping[str, Any]) -> dict[str, 
         ax.legend(fontsize=7)
         ax.set_title("Unlabeled samples kept by quality weighting (mean over seeds)")
         paths["kept_fraction"] = _save(fig, out / "kept_fraction.png")
+    paths["diagnostics"] = _plot_diagnostics(out, rows)
     return paths
+
+
+def _plot_diagnostics(out: Path, rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """``pseudolabel_diagnostics.png``: per validation interval, Spearman between each score (predicted
+    quality, teacher confidence) and the true Dice of the pseudolabels it weighted, and the true Dice of the
+    pseudolabels each score keeps and drops."""
+    series = []
+    for r in rows:
+        diag = r.get("diagnostics") or {}
+        for score, style in (("quality", "-"), ("confidence", "--")):
+            if (diag.get(f"{score}/spearman") or {}).get("curve"):
+                series.append((r["method"], score, style, diag))
+    if not series:
+        return None
+    fig = _figure(11.0, 3.8)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for method, score, style, diag in series:
+        c = diag[f"{score}/spearman"]["curve"]
+        left.plot(c["step"], c["value"], ls=style, marker=".", ms=3, label=f"{method}: {score}")
+        for stat, marker in (("kept_true_dice", "o"), ("dropped_true_dice", "x")):
+            k = (diag.get(f"{score}/{stat}") or {}).get("curve")
+            if k:
+                right.plot(k["step"], k["value"], ls=style, marker=marker, ms=3,
+                           label=f"{method}: {score}, {stat.split('_')[0]}")  # fmt: skip
+    left.axhline(0.0, color="black", lw=0.6)
+    left.set_xlabel("optimizer step")
+    left.set_ylabel("Spearman(score, true Dice)")
+    left.set_title("Does the score see pseudolabel quality?")
+    left.legend(fontsize=7)
+    right.set_xlabel("optimizer step")
+    right.set_ylabel("true Dice of pseudolabels")
+    right.set_title("Kept (o) vs dropped (x) pseudolabels")
+    right.legend(fontsize=6, ncol=2)
+    return _save(fig, out / "pseudolabel_diagnostics.png")

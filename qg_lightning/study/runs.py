@@ -15,10 +15,14 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
 
 from qg_lightning import methods
 from qg_lightning.callbacks import ModelCheckpoint
 from qg_lightning.data import SemiSupervisedDataModule
+from qg_lightning.data.datamodule import SegmentationDataset
+from qg_lightning.data.folder import scan_folder
+from qg_lightning.data.transforms import build_transforms
 from qg_lightning.guidance import QualityReweightCallback
 from qg_lightning.study._common import _KEPT_KEY, RESULT_FORMAT, _free_memory, _now, _precision, _read_json
 from qg_lightning.study.config import StudyConfig
@@ -120,6 +124,32 @@ def _test_metrics(path: Path) -> dict[str, Any] | None:
     return _read_json(path).get("metrics")
 
 
+def _test_extra(
+    trainer: L.Trainer, model: L.LightningModule, folder: str, config: StudyConfig, run_dir: Path, best: str
+) -> dict[str, Any]:
+    """Test the last weights and the best checkpoint on every image of another labeled folder."""
+    index = scan_folder(folder, num_classes=config.num_classes, in_channels=config.in_channels)
+    dataset = SegmentationDataset(
+        [index.image_paths[i] for i in index.ids],
+        [index.mask_paths[i] for i in index.ids],
+        ids=index.ids,
+        in_channels=config.in_channels,
+        num_classes=config.num_classes,
+        transform=build_transforms("none", config.study_preset.image_size, in_channels=config.in_channels),
+    )
+    loader = DataLoader(dataset, batch_size=16, shuffle=False, num_workers=config.num_workers)
+    name = Path(folder).name
+    out: dict[str, Any] = {"n_images": len(dataset)}
+    for which, ckpt in (("last", None), ("best", best or None)):
+        if which == "best" and ckpt is None:
+            continue
+        model.test_tag = f"extra_{name}_{which}"
+        kwargs = {"ckpt_path": ckpt, "weights_only": True} if ckpt else {}
+        trainer.test(model, dataloaders=loader, verbose=False, **kwargs)
+        out[which] = _test_metrics(run_dir / f"test_metrics_extra_{name}_{which}.json")
+    return out
+
+
 def execute_run(
     spec: MethodSpec,
     seed: int,
@@ -128,12 +158,15 @@ def execute_run(
     run_dir: Path,
     split_file: Path,
     predictor: str | None,
+    true_masks: bool = False,
 ) -> dict[str, Any]:
     """Train one method with one seed, test the last weights and the best-validation checkpoint, and return
     the result dict (also written to ``run_dir / "result.json"`` by the caller).
 
     The seed sets model initialisation (``seed_everything``), data order and augmentation (the data module's
-    ``seed``); the split is the study's ``split.json``.
+    ``seed``); the split is the study's ``split.json``. With ``true_masks`` the unlabeled batches carry the
+    hidden masks of their images for analysis (PL-oracle's weights, the ``diag/*`` pseudolabel diagnostics);
+    no other loss reads them. Each folder of ``config.extra_test`` is tested as well (all of its images).
     """
     preset = config.study_preset
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -142,6 +175,11 @@ def execute_run(
     model = _host_class(spec)(**kwargs)
     unsup_weight = float(model.hparams.get("unsup_weight", 0.0))
     guide = None
+    if spec.needs_true_masks and not true_masks:
+        raise ValueError(
+            f"Method {spec.name!r} needs the hidden masks of the unlabeled images, but this study's unlabeled "
+            "images have none (external or ROOT/unlabeled images, or diagnostics=False)."
+        )
     if spec.guidance is not None:
         if predictor is None:
             raise ValueError(f"Method {spec.name!r} needs a quality predictor, but the study has none.")
@@ -152,6 +190,7 @@ def execute_run(
         batch_size=preset.batch_size,
         unlabeled_batch_size=preset.unlabeled_batch_size,
         unlabeled_views=spec.unlabeled_views,
+        unlabeled_true_masks=bool(true_masks and spec.use_unlabeled),
         seed=seed,
         num_workers=config.num_workers,
     )
@@ -199,6 +238,10 @@ def execute_run(
     if best_path:
         model.test_tag = "best"
         trainer.test(model, datamodule=dm, ckpt_path=best_path, verbose=False, weights_only=True)
+    extra = {
+        Path(folder).name: _test_extra(trainer, model, folder, config, run_dir, best_path)
+        for folder in config.extra_test
+    }
     model.test_tag = ""
     test_time = time.perf_counter() - test_start
     series = _read_metrics_csv(run_dir / "metrics.csv")
@@ -236,6 +279,11 @@ def execute_run(
         },
         "test_best": _test_metrics(run_dir / "test_metrics_best.json"),
         "test_last": _test_metrics(run_dir / "test_metrics_last.json"),
+        "extra_test": extra,
+        "true_masks": bool(true_masks and spec.use_unlabeled),
+        "diagnostics_curves": {
+            key.split("/", 1)[1]: _curve(values) for key, values in series.items() if key.startswith("diag/")
+        },
         "val_dice_curve": _curve(val),
         "kept_fraction_curve": _curve(series[_KEPT_KEY]) if _KEPT_KEY in series else None,
         "quality_alignment_curve": _curve(series["val/quality_alignment"])

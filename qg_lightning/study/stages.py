@@ -42,6 +42,8 @@ def _data_kwargs(config: StudyConfig, split_file: str | None) -> dict[str, Any]:
         "image_size": preset.image_size,
         "val_fraction": config.val_fraction,
         "test_fraction": config.test_fraction,
+        "unlabeled_root": config.unlabeled_root,
+        "mask_dir": config.mask_dir,
     }
     if split_file is None:
         kwargs.update(config.labeled)
@@ -116,7 +118,7 @@ def _train_snapshots(config: StudyConfig, out: Path, fold: int) -> dict[str, Any
         "wall_time_s": time.perf_counter() - start,
         "finished_at": _now(),
     }
-    _write_json(work / "done.json", info)
+    _write_json(work / "done.json", info, base=out)
     del trainer, model, dm
     _free_memory()
     return info
@@ -175,6 +177,7 @@ def _train_predictor(config: StudyConfig, out: Path) -> dict[str, Any]:
     folder.mkdir(parents=True)
     L.seed_everything(config.split_seed, workers=True, verbose=False)
     data = _data_kwargs(config, str(out / "split.json"))
+    data = {k: v for k, v in data.items() if k not in ("unlabeled_root", "mask_dir")}  # labeled images only
     snapshots = [str(out / "snapshots")] if preset.p_weak > 0 else None
     qdm = QualityDataModule(
         **data,
@@ -248,7 +251,7 @@ def _train_predictor(config: StudyConfig, out: Path) -> dict[str, Any]:
         "finished_at": _now(),
     }
     shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-    _write_json(folder / "predictor.json", info)
+    _write_json(folder / "predictor.json", info, base=out)
     del trainer, model, qdm
     _free_memory()
     return info

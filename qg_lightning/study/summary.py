@@ -5,77 +5,23 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from qg_lightning.study._common import SUMMARY_FORMAT, _fmt_duration, _now, _read_json, _write_json
+from qg_lightning.study.analysis import (
+    analysis_markdown,
+    convergence,
+    diagnostics_summary,
+    extra_test_summary,
+    headroom,
+)
 from qg_lightning.study.methods import PAIRS
 from qg_lightning.study.plots import plot_study
+from qg_lightning.study.stats import format_mean_std, mean_curve, paired_comparison, seed_stats
 
 log = logging.getLogger(__name__)
-
-
-def format_mean_std(mean: float | None, std: float | None, digits: int = 3) -> str:
-    """``"0.812 ± 0.011"``; the std is ``n/a`` when undefined (one seed), the mean ``n/a`` when missing.
-
-    Example:
-        >>> format_mean_std(0.81234, 0.0111), format_mean_std(12.345, None, digits=1)
-        ('0.812 ± 0.011', '12.3 ± n/a')
-    """
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    s = "n/a" if std is None or not math.isfinite(std) else f"{std:.{digits}f}"
-    return f"{mean:.{digits}f} ± {s}"
-
-
-def _stats(values: Sequence[float]) -> dict[str, Any]:
-    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    n = int(arr.size)
-    return {
-        "mean": float(arr.mean()) if n else None,
-        "std": float(arr.std(ddof=1)) if n > 1 else None,
-        "n": n,
-        "values": [float(v) for v in arr],
-    }
-
-
-def paired_comparison(guided: Mapping[int, float], plain: Mapping[int, float]) -> dict[str, Any]:
-    """Paired comparison over the seeds both methods finished: guided minus plain.
-
-    Returns ``seeds``, ``diffs`` (per seed), ``mean_diff``, ``std_diff``, ``p_value`` (two-sided paired
-    t-test, ``scipy.stats.ttest_rel``; None with fewer than 2 seeds or zero variance), ``better`` /
-    ``worse`` / ``ties`` (sign count).
-
-    Example:
-        >>> r = paired_comparison({0: 0.80, 1: 0.82, 2: 0.79}, {0: 0.78, 1: 0.80, 2: 0.80})
-        >>> round(r["mean_diff"], 4), r["better"], r["worse"], r["p_value"] is not None
-        (0.01, 2, 1, True)
-    """
-    seeds = sorted(set(guided) & set(plain))
-    diffs = [float(guided[s] - plain[s]) for s in seeds]
-    p_value = None
-    if len(seeds) >= 2:
-        from scipy.stats import ttest_rel
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            result = ttest_rel([guided[s] for s in seeds], [plain[s] for s in seeds])
-        p = float(result.pvalue)
-        p_value = p if math.isfinite(p) else None
-    return {
-        "seeds": seeds,
-        "diffs": diffs,
-        "mean_diff": float(np.mean(diffs)) if diffs else None,
-        "std_diff": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None,
-        "p_value": p_value,
-        "better": sum(d > 0 for d in diffs),
-        "worse": sum(d < 0 for d in diffs),
-        "ties": sum(d == 0 for d in diffs),
-    }
 
 
 def _metric(result: Mapping[str, Any], which: str, name: str) -> float | None:
@@ -92,20 +38,6 @@ def _load_results(out: Path) -> dict[str, dict[int, dict[str, Any]]]:
             continue
         results.setdefault(result["method"], {})[int(result["seed"])] = result
     return results
-
-
-def _mean_curve(curves: Sequence[Mapping[str, list] | None]) -> dict[str, list] | None:
-    """Mean over seeds at the steps every seed logged."""
-    curves = [c for c in curves if c and c.get("step")]
-    if not curves:
-        return None
-    maps = [dict(zip(c["step"], c["value"], strict=True)) for c in curves]
-    steps = sorted(set.intersection(*(set(m) for m in maps)))
-    return {
-        "step": steps,
-        "value": [float(np.mean([m[s] for m in maps])) for s in steps],
-        "n_seeds": len(maps),
-    }
 
 
 def summarize_study(
@@ -142,15 +74,17 @@ def summarize_study(
         row: dict[str, Any] = {"method": name, "seeds": sorted(runs), "n_seeds": len(runs)}
         for which, tag in (("test_best", "best"), ("test_last", "last")):
             for metric in ("dice", "iou", "hd95"):
-                row[f"{metric}_{tag}"] = _stats([_metric(r, which, metric) for r in runs.values()])
+                row[f"{metric}_{tag}"] = seed_stats([_metric(r, which, metric) for r in runs.values()])
         any_run = next(iter(runs.values()), None)
         row["guided"] = bool(any_run and any_run.get("guidance"))
         row["host"] = any_run.get("host") if any_run else None
-        row["wall_time_s"] = _stats([r.get("wall_time_s") for r in runs.values()])
-        row["steps"] = _stats([r.get("steps") for r in runs.values()])
-        row["val_dice_curve"] = _mean_curve([r.get("val_dice_curve") for r in runs.values()])
-        row["kept_fraction_curve"] = _mean_curve([r.get("kept_fraction_curve") for r in runs.values()])
-        row["best_val_dice"] = _stats([(r.get("best") or {}).get("val_dice") for r in runs.values()])
+        row["wall_time_s"] = seed_stats([r.get("wall_time_s") for r in runs.values()])
+        row["steps"] = seed_stats([r.get("steps") for r in runs.values()])
+        row["val_dice_curve"] = mean_curve([r.get("val_dice_curve") for r in runs.values()])
+        row["kept_fraction_curve"] = mean_curve([r.get("kept_fraction_curve") for r in runs.values()])
+        row["best_val_dice"] = seed_stats([(r.get("best") or {}).get("val_dice") for r in runs.values()])
+        row["diagnostics"] = diagnostics_summary(runs)
+        row["extra_test"] = extra_test_summary(runs)
         rows.append(row)
     present = {r["method"] for r in rows if r["n_seeds"]}
     comparisons = []
@@ -201,6 +135,8 @@ def summarize_study(
         "pretrained": bool((study.get("fingerprint") or {}).get("encoder_weights")),
         "methods": rows,
         "comparisons": comparisons,
+        "convergence": convergence(next((r["val_dice_curve"] for r in rows if r["method"] == "SUP"), None)),
+        "headroom": headroom(results),
         "predictor": predictor,
         "predictor_evaluation": evaluation,
         "compute_time_s": float(
@@ -218,7 +154,7 @@ def summarize_study(
     if plots:
         summary["plots"] = plot_study(out, summary)
     write_results_markdown(out / "results.md", summary)
-    _write_json(out / "summary.json", summary)
+    _write_json(out / "summary.json", summary, base=out)
     return summary
 
 
@@ -355,6 +291,7 @@ def write_results_markdown(path: str | os.PathLike, summary: Mapping[str, Any]) 
                 f"| {c['guided']} | {c['plain']} | {md} | {diffs} | {p} | {c['better']} / {c['worse']} / "
                 f"{c['ties']} | {ld} |"
             )
+    lines += analysis_markdown(summary)
     plots = summary.get("plots") or {}
     if plots:
         lines += ["", "## Plots", ""]
@@ -363,6 +300,7 @@ def write_results_markdown(path: str | os.PathLike, summary: Mapping[str, Any]) 
             ("quality", "Predicted vs true quality"),
             ("val_curves", "Validation Dice during training"),
             ("kept_fraction", "Unlabeled samples kept (q >= tau)"),
+            ("diagnostics", "Pseudolabel diagnostics: score vs true Dice"),
         ):
             if plots.get(key):
                 lines.append(f"![{title}]({Path(plots[key]).name})")
