@@ -191,11 +191,12 @@ def finish(x: Tensor, dtype: torch.dtype) -> Tensor:
     return from_u8(x, dtype)
 
 
-def apply(masks: Tensor, core: Callable[[Tensor], Tensor], backend: str) -> Tensor:
-    """Run ``core`` on the ``(B * C, H, W)`` uint8 view of ``masks`` and restore shape, exclusivity and dtype.
+def apply(masks: Tensor, core: Callable[[Tensor, bool], Tensor], backend: str) -> Tensor:
+    """Run ``core(x, opencv)`` on the ``(B * C, H, W)`` uint8 view ``x`` of ``masks`` (``opencv``: whether
+    ``backend`` sends ``x`` down the OpenCV / NumPy path) and restore shape, exclusivity and dtype.
 
-    ``backend`` is only validated here (``core`` resolves it). The work runs under ``torch.inference_mode``
-    (no autograd bookkeeping: cheaper small ops); the result is an ordinary tensor.
+    The work runs under ``torch.inference_mode`` (no autograd bookkeeping: cheaper small ops); the result is an
+    ordinary tensor.
     """
     check_masks(masks)
     check_backend(backend)
@@ -204,7 +205,7 @@ def apply(masks: Tensor, core: Callable[[Tensor], Tensor], backend: str) -> Tens
     with contextlib.nullcontext() if torch.is_inference_mode_enabled() else torch.inference_mode():
         x = to_u8(masks)
         b, c, h, w = x.shape
-        out = core(x.reshape(b * c, h, w)).reshape(b, c, h, w)
+        out = core(x.reshape(b * c, h, w), use_opencv(x, backend)).reshape(b, c, h, w)
         if c > 1:
             out = exclusive(out, x)
     return finish(out, masks.dtype)
@@ -301,9 +302,8 @@ Kernel = Callable[[Tensor, dict, dict, "torch.Generator | None", bool], Tensor]
 path; returns uint8 ``(N, H, W)``."""
 
 
-def call(x: Tensor, kernel: Kernel, params: Mapping, generator: Generator | None, backend: str) -> Tensor:
+def call(x: Tensor, kernel: Kernel, params: Mapping, generator: Generator | None, opencv: bool) -> Tensor:
     """Run ``kernel`` on uint8 ``(N, H, W)`` masks with ``params`` given per mask (scalar or ``N`` values)."""
-    opencv = use_opencv(x, backend)
     n = x.shape[0]
     q = {}
     for name, value in params.items():
@@ -327,12 +327,13 @@ def run(masks: Tensor, kernel: Kernel, params: Mapping, generator: Generator | N
     mask ``(N = B * C)`` twice: ``p`` as float32 tensors ``(N,)`` (one tensor op builds them all) and ``q``
     as Python lists, which kernels use for control flow without synchronising on tensors.
     """
-    return apply(masks, lambda x: call(x, kernel, params, generator, backend), backend)
+    return apply(masks, lambda x, opencv: call(x, kernel, params, generator, opencv), backend)
 
 
 def run_u8(x: Tensor, kernel: Kernel, params: Mapping, generator: Generator | None, backend: str) -> Tensor:
     """:func:`run` on validated uint8 ``(B, C, H, W)`` masks under inference mode, without the dtype round
     trip (the sampler's inner loop)."""
     b, c, h, w = x.shape
-    out = call(x.reshape(b * c, h, w), kernel, params, generator, backend).reshape(b, c, h, w)
+    opencv = use_opencv(x, backend)
+    out = call(x.reshape(b * c, h, w), kernel, params, generator, opencv).reshape(b, c, h, w)
     return exclusive(out, x) if c > 1 else out

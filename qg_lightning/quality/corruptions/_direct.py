@@ -2,13 +2,13 @@
 
 Fitted ellipse, convex hull, bounding box, jagged band, rectangular dropout and class swap have nothing a
 sampler could merge across registry entries, so they are not kernels (:mod:`._kernels`): each is one function
-on uint8 masks ``(N, H, W)`` (class swap: ``(B, C, H, W)``) with an ``opencv`` flag for the path, called by
-its public wrapper in :mod:`.functional`.
+``fn(x, opencv, **params)`` on uint8 masks ``(N, H, W)`` (class swap: ``(B, C, H, W)``), ``opencv`` choosing
+the path, called by its public wrapper in :mod:`.functional` (through ``_base.apply``).
 
 Example:
     >>> x = torch.zeros(1, 6, 6, dtype=torch.uint8)
     >>> x[0, 1, 2] = x[0, 3, 4] = 1
-    >>> int(bounding_box(x, opencv=True).sum()), int(bounding_box(x, opencv=False).sum())
+    >>> int(bounding_box(x, True).sum()), int(bounding_box(x, False).sum())
     (9, 9)
 """
 
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 
-def fitted_ellipse(x: Tensor, *, opencv: bool) -> Tensor:
+def fitted_ellipse(x: Tensor, opencv: bool) -> Tensor:
     """The ellipse with each mask's second moments (twice its standard deviations); empty masks stay empty."""
     if opencv:
         return _np_fitted_ellipse(x.numpy())
@@ -91,7 +91,7 @@ def _np_fitted_ellipse(a: np.ndarray) -> Tensor:
     return np_fill_rows(centre - root, centre + root, w)
 
 
-def convex_hull(x: Tensor, *, opencv: bool) -> Tensor:
+def convex_hull(x: Tensor, opencv: bool) -> Tensor:
     """Intersection of each mask's supporting half-planes in :data:`._base.HULL_DIRECTIONS` directions,
     clipped to its rows (contains the mask)."""
     if opencv:
@@ -138,7 +138,7 @@ def _np_convex_hull(a: np.ndarray) -> Tensor:
     return torch.from_numpy(np_fill_rows(lo, hi, w).numpy() | a)
 
 
-def bounding_box(x: Tensor, *, opencv: bool) -> Tensor:
+def bounding_box(x: Tensor, opencv: bool) -> Tensor:
     """Each mask's filled bounding box; empty masks stay empty."""
     n, h, w = x.shape
     if opencv:  # the same formulas with NumPy
@@ -162,7 +162,7 @@ def bounding_box(x: Tensor, *, opencv: bool) -> Tensor:
     return T.fill_rows(lo, x_max.expand(n, h), w)
 
 
-def jagged_band(x: Tensor, kernel: int, generator: Generator | None, *, opencv: bool) -> Tensor:
+def jagged_band(x: Tensor, opencv: bool, *, kernel: int, generator: Generator | None) -> Tensor:
     """Every pixel of the band ``dilate(k) - erode(k)`` re-drawn as a fair coin flip (``kernel`` at 224 px)."""
     r = scaled_radius(kernel, x.shape[1])
     flips = coins(x.numel(), generator, x.device).view(x.shape)
@@ -177,7 +177,7 @@ def jagged_band(x: Tensor, kernel: int, generator: Generator | None, *, opencv: 
 
 
 def rectangular_dropout(
-    x: Tensor, fraction: tuple[float, float], generator: Generator | None, *, opencv: bool
+    x: Tensor, opencv: bool, *, fraction: tuple[float, float], generator: Generator | None
 ) -> Tensor:
     """One rectangle with sides ``U(fraction)`` of the image's erased around a random foreground pixel."""
     n, h, w = x.shape
@@ -198,7 +198,7 @@ def rectangular_dropout(
 
 
 def class_swap(
-    x: Tensor, radius: tuple[float, float], generator: Generator | None, *, opencv: bool
+    x: Tensor, opencv: bool, *, radius: tuple[float, float], generator: Generator | None
 ) -> Tensor:
     """Relabel a disk of one present class to another class, per sample, on uint8 ``(B, C, H, W)``."""
     b, c, h, w = x.shape

@@ -51,6 +51,7 @@ References:
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -168,6 +169,7 @@ def random_noise(
         masks: foreground masks ``(B, C, H, W)``.
         p: foreground probability; 0.5 (fair coins) uses a fast bit-unpacking path.
         generator: source of randomness.
+        backend: where the pixel work runs (:data:`BACKENDS`; module notes), as for every function here.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -271,7 +273,7 @@ def fitted_ellipse(masks: Tensor, *, generator: Generator | None = None, backend
                 [0, 0, 0, 0, 0, 0]], dtype=torch.int32)
     """
 
-    return apply(masks, lambda x: D.fitted_ellipse(x, opencv=use_opencv(x, backend)), backend)
+    return apply(masks, D.fitted_ellipse, backend)
 
 
 def polygon_approximation(
@@ -314,7 +316,7 @@ def convex_hull(masks: Tensor, *, generator: Generator | None = None, backend: B
                 [0, 0, 0, 0, 0, 0, 0, 0]], dtype=torch.int32)
     """
 
-    return apply(masks, lambda x: D.convex_hull(x, opencv=use_opencv(x, backend)), backend)
+    return apply(masks, D.convex_hull, backend)
 
 
 def bounding_box(masks: Tensor, *, generator: Generator | None = None, backend: Backend = "auto") -> Tensor:
@@ -332,7 +334,7 @@ def bounding_box(masks: Tensor, *, generator: Generator | None = None, backend: 
                 [0, 0, 0, 0, 0, 0]], dtype=torch.int32)
     """
 
-    return apply(masks, lambda x: D.bounding_box(x, opencv=use_opencv(x, backend)), backend)
+    return apply(masks, D.bounding_box, backend)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -360,8 +362,7 @@ def jagged_band(
                 [0, 0, 0, 0, 0, 0, 0, 0]], dtype=torch.int32)
     """
     check_positive_int(kernel, "kernel")
-
-    return apply(masks, lambda x: D.jagged_band(x, kernel, generator, opencv=use_opencv(x, backend)), backend)
+    return apply(masks, partial(D.jagged_band, kernel=kernel, generator=generator), backend)
 
 
 def smoothing(
@@ -552,11 +553,7 @@ def rectangular_dropout(
     """
     fraction = check_range(fraction, "fraction", 0.0, 1.0)
 
-    return apply(
-        masks,
-        lambda x: D.rectangular_dropout(x, fraction, generator, opencv=use_opencv(x, backend)),
-        backend,
-    )
+    return apply(masks, partial(D.rectangular_dropout, fraction=fraction, generator=generator), backend)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -709,5 +706,5 @@ def class_swap(
         return masks.clone()
     with torch.inference_mode():
         x = to_u8(masks)
-        out = D.class_swap(x, radius, generator, opencv=use_opencv(x, backend))
+        out = D.class_swap(x, use_opencv(x, backend), radius=radius, generator=generator)
     return finish(out, masks.dtype)
