@@ -14,6 +14,8 @@ implementation was measured at about 2,200 masks/s at 224 px and 5,100 at 128 px
 ``--device cuda`` times the batched torch path on a GPU instead (the path training takes there: the quality
 data module corrupts masks on the training device); the masks and the generator live on the device, each
 timed call ends with a synchronisation, and the per-sample baseline still runs on the CPU beside it.
+``--backend torch`` times that batched torch path on the CPU (the sampler's ``backend`` argument; default
+``auto``: OpenCV / NumPy per mask on the CPU).
 
 ``--per-corruption`` adds a table (stderr) and a JSON entry with the time of every registry corruption on one
 batch; ``--call-cost`` splits each corruption's call into a fixed cost and a per-mask cost (calls on 1 and 8
@@ -22,6 +24,7 @@ masks). The last line printed is one JSON object, also written to ``benchmarks/r
 Usage:
     python benchmarks/corruptions.py [--kvasir ROOT] [--batch-size 64] [--per-corruption] [--call-cost]
         [--no-baseline] [--sizes 64 128 224] [--datasets synthetic kvasir_seg] [--device cuda]
+        [--backend {auto,opencv,torch}]
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from qg_lightning.quality import (
     MAIN,
     CorruptionSampler,
 )
+from qg_lightning.quality.corruptions import BACKENDS
 
 REFERENCE_MASKS_PER_S = {"224": 2200.0, "128": 5100.0}
 CPU = torch.device("cpu")
@@ -330,10 +334,11 @@ def _throughput(
     seed: int,
     baseline: bool,
     device: torch.device = CPU,
+    backend: str = "auto",
 ) -> tuple[float, float | None]:
-    """Masks per second of the sampler (on ``device``) and (optionally) of the baseline (on the CPU), timed on
-    alternating batches so that both see the same machine load."""
-    sampler = CorruptionSampler()
+    """Masks per second of the sampler (on ``device``, with ``backend``) and (optionally) of the baseline (on
+    the CPU), timed on alternating batches so that both see the same machine load."""
+    sampler = CorruptionSampler(backend=backend)
     reference = NumpyOpenCVBaseline(seed) if baseline else None
     generator = torch.Generator(device=device).manual_seed(seed)
     batches = [masks[i : i + batch_size] for i in range(0, len(masks) - batch_size + 1, batch_size)]
@@ -363,24 +368,31 @@ def _binary_specs() -> dict:
 
 
 def _per_corruption(
-    masks: torch.Tensor, batch_size: int, repeats: int, seed: int, device: torch.device = CPU
+    masks: torch.Tensor,
+    batch_size: int,
+    repeats: int,
+    seed: int,
+    device: torch.device = CPU,
+    backend: str = "auto",
 ) -> dict[str, float]:
     """Microseconds per mask of every registry corruption on one uint8 batch (as the sampler calls them)."""
     batch = (masks[:batch_size] > 0.5).to(torch.uint8).to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     result = {}
     for name, spec in _binary_specs().items():
-        spec(batch, generator=generator)
+        spec(batch, generator=generator, backend=backend)
         sync(device)
         start = time.perf_counter()
         for _ in range(repeats):
-            spec(batch, generator=generator)
+            spec(batch, generator=generator, backend=backend)
         sync(device)
         result[name] = (time.perf_counter() - start) / repeats / len(batch) * 1e6
     return result
 
 
-def _call_cost(masks: torch.Tensor, repeats: int, seed: int) -> dict[str, dict[str, float]]:
+def _call_cost(
+    masks: torch.Tensor, repeats: int, seed: int, backend: str = "auto"
+) -> dict[str, dict[str, float]]:
     """Fixed and per-mask microseconds of one call of every registry corruption, from calls on 1 and on 8
     uint8 masks (``fixed = t1 - per_mask``, ``per_mask = (t8 - t1) / 7``): what a call costs before it does
     any pixel work. The sampler pays about that once per group of samples that share a kernel (a little less:
@@ -392,10 +404,10 @@ def _call_cost(masks: torch.Tensor, repeats: int, seed: int) -> dict[str, dict[s
         seconds = []
         for n in (1, 8):
             sub = batch[:n].contiguous()
-            spec(sub, generator=generator)
+            spec(sub, generator=generator, backend=backend)
             start = time.perf_counter()
             for _ in range(repeats * (8 // n)):  # the same number of masks for both
-                spec(sub, generator=generator)
+                spec(sub, generator=generator, backend=backend)
             seconds.append((time.perf_counter() - start) / (repeats * (8 // n)))
         per_mask = (seconds[1] - seconds[0]) / 7
         result[name] = {"fixed": (seconds[0] - per_mask) * 1e6, "per_mask": per_mask * 1e6}
@@ -437,12 +449,21 @@ def main(argv: list[str] | None = None) -> dict:
         help="device of the sampler's masks: cpu (OpenCV / NumPy per mask) or e.g. cuda (the batched torch path)",
     )
     parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="where the corruptions do their pixel work: auto (OpenCV / NumPy on the CPU, torch elsewhere), "
+        "opencv, or torch (the batched path, also on the CPU)",
+    )
+    parser.add_argument(
         "--output", type=Path, default=Path(__file__).resolve().parent / "results" / "corruptions.json"
     )
     args = parser.parse_args(argv)
     device = parse_device(parser, args.device)
     if args.call_cost and device.type != "cpu":
         parser.error("--call-cost splits CPU call overheads; run it with --device cpu")
+    if args.backend == "opencv" and device.type != "cpu":
+        parser.error(f"--backend opencv works on CPU masks only; use --backend auto with --device {device}")
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -472,7 +493,13 @@ def main(argv: list[str] | None = None) -> dict:
         results[name], baseline[name], speedup[name] = {}, {}, {}
         for size, masks in by_size.items():
             rate, ref = _throughput(
-                masks, args.batch_size, args.min_seconds, args.seed, not args.no_baseline, device
+                masks,
+                args.batch_size,
+                args.min_seconds,
+                args.seed,
+                not args.no_baseline,
+                device,
+                args.backend,
             )
             results[name][str(size)] = round(rate, 1)
             line = f"{name:>11s} {size:4d} px: {rate:9.1f} masks/s"
@@ -486,6 +513,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "corruptions",
         "what": "CorruptionSampler (full METHOD.md mix + Dice targets), float32 masks, masks/second",
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "backend": args.backend,
         "threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
         "masks_per_second": results,
@@ -512,7 +540,7 @@ def main(argv: list[str] | None = None) -> dict:
         table = {}
         for size in args.sizes:
             timings = _per_corruption(
-                datasets[source][size], args.batch_size, args.repeats, args.seed, device
+                datasets[source][size], args.batch_size, args.repeats, args.seed, device, args.backend
             )
             table[str(size)] = {k: round(v, 1) for k, v in timings.items()}
         report["per_corruption_us_per_mask"] = {"masks": source, **table}
@@ -527,7 +555,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.call_cost:
         source = "kvasir_seg" if "kvasir_seg" in datasets else "synthetic"
         size = max(args.sizes)
-        costs = _call_cost(datasets[source][size], 4 * args.repeats, args.seed)
+        costs = _call_cost(datasets[source][size], 4 * args.repeats, args.seed, args.backend)
         report["call_cost_us"] = {
             "masks": source,
             "size": size,

@@ -2,7 +2,7 @@
 
 The parts are tested on their own elsewhere (``tests/data/test_splits.py``: seeded splits;
 ``tests/data/test_datamodule.py``: seeded batches for any number of workers;
-``tests/quality/test_sampling.py`` and ``test_corruptions.py``: seeded corruptions). Here whole tiny fits run
+``tests/quality/test_sampling.py`` and ``corruptions/``: seeded corruptions). Here whole tiny fits run
 twice in one process, as the CLI runs them (``seed_everything`` then build everything), and everything they
 produce is compared bit for bit: the split, every logged value (``metrics.csv``), the corrupted masks the
 quality predictor trained on, and every parameter and buffer.

@@ -23,7 +23,6 @@ from qg_lightning.data import SemiSupervisedDataModule, generate_synthetic_datas
 from qg_lightning.guidance import QualityReweightCallback
 from qg_lightning.methods import PseudoLabelSegmenter, SupervisedSegmenter
 from qg_lightning.quality import CorruptionSampler
-from qg_lightning.quality.corruptions import functional
 from qg_lightning.quality.corruptions.registry import BLOB, CATASTROPHIC, HEAVY, MAIN, MULTICLASS
 from qg_lightning.quality.datamodule import QUALITY_CATEGORIES, QualityDataModule
 from qg_lightning.quality.predictor import QualityPredictor
@@ -120,24 +119,25 @@ def _default_device(device: str) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("opencv", [True, False], ids=["opencv-path", "torch-path"])
-def test_every_tensor_is_made_on_the_inputs_device(opencv: bool, root: Path, snapshots: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_every_tensor_is_made_on_the_inputs_device(opencv: bool, root: Path, snapshots: Path) -> None:
     """No tensor of the recipe or of a training batch is made on torch's default device instead of the inputs'.
     On a GPU such a tensor would be a CPU tensor mixed into CUDA work; here the default device is ``meta``, so
     the CPU checks it: every corruption of every registry, the sampler, and training batches with snapshots."""
-    monkeypatch.setattr(functional, "_OPENCV_CPU", opencv)
+    backend = "auto" if opencv else "torch"
     binary, two = _rectangles(12, 1), _rectangles(12, 2)
     qdm = _qdm(root, snapshots)
+    qdm.sampler = CorruptionSampler(qdm.sampler.probs, backend=backend)  # the data module's, on that path
     qdm.setup("fit")
     raw = next(iter(qdm.train_dataloader()))
     with _default_device("meta"):  # a tensor made without `device=` lands there; mixing it with ours fails
         for registry, masks in ((MAIN, binary), (HEAVY, binary), (CATASTROPHIC, binary), (BLOB, binary),
                                 (MULTICLASS, two)):  # fmt: skip
             for name, spec in registry.items():
-                out = spec(masks, generator=torch.Generator(device="cpu").manual_seed(0))
+                out = spec(masks, generator=torch.Generator(device="cpu").manual_seed(0), backend=backend)
                 assert out.device.type == "cpu", name
         for masks in (binary, two):
-            result = CorruptionSampler()(masks, generator=torch.Generator(device="cpu").manual_seed(1))
+            sampler = CorruptionSampler(backend=backend)
+            result = sampler(masks, generator=torch.Generator(device="cpu").manual_seed(1))
             assert result.masks.device.type == result.quality.device.type == "cpu"
         for index in range(3):
             batch = qdm.make_training_batch(raw, generator=torch.Generator(device="cpu").manual_seed(index),

@@ -15,7 +15,7 @@ Implementation notes (speed on one CPU thread; see ``benchmarks/predictor_throug
   against 0.31 ms for that 4-channel warp). CUDA tensors (and tensors that require grad) keep the batched
   ``grid_sample`` path. Both paths use the same geometry (``align_corners=False``, rotation about the image
   centre, flips); they agree up to OpenCV's fixed-point interpolation (1/32 pixel positions) and
-  nearest-neighbour ties. The private switch ``_OPENCV_CPU`` forces the torch path (the tests compare the two).
+  nearest-neighbour ties. ``backend="torch"`` forces the torch path on CPU too (the tests compare the two).
 * :func:`photometric` folds brightness, contrast and saturation into one per-sample scale, a per-pixel gray
   term and a per-sample offset, so the whole jitter is the noise draw, a channel sum and three passes (a
   ``uint8`` batch adds its float conversion, with the ``1 / 255`` folded into the factors). A large CPU batch
@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from statistics import NormalDist
 
 import cv2
@@ -41,6 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from qg_lightning.quality.corruptions import BACKENDS, Backend
 
 __all__ = [
     "IMAGE_PADDINGS",
@@ -56,10 +58,6 @@ __all__ = [
     "quantized_normal_",
 ]
 
-_OPENCV_CPU = True
-"""CPU tensors are warped plane by plane with ``cv2.warpAffine``, several times faster on one CPU thread than
-``F.affine_grid`` + ``F.grid_sample``. ``False`` forces the batched torch path (the one CUDA tensors take); the
-tests compare the two."""
 
 # dtypes cv2.warpAffine takes directly (OpenCV 4 and 5); other dtypes go through a lossless working dtype
 _CV2_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.float32, torch.float64)
@@ -213,14 +211,33 @@ def _torch_warp(x: Tensor, grid: Tensor, *, linear: bool, replicate: bool = Fals
     return (out.clamp_(0, 255) if linear else out).to(x.dtype)  # linear: uint8 images only
 
 
+def _use_opencv(tensors: tuple[Tensor, ...], backend: str) -> bool:
+    """Whether :func:`apply_spatial` warps ``tensors`` with OpenCV under ``backend`` (see its docstring)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {BACKENDS}, got {backend!r}.")
+    if backend == "torch":
+        return False
+    cpu = all(t.device.type == "cpu" and not t.requires_grad for t in tensors)
+    if backend == "opencv" and not cpu:
+        raise ValueError(
+            "`backend='opencv'` warps CPU tensors that do not require grad only, got "
+            f"{[(str(t.device), t.requires_grad) for t in tensors]} (device, requires_grad). Use backend='auto'."
+        )
+    return cpu
+
+
 def apply_spatial(
-    params: SpatialParams, images: Tensor, *masks: Tensor, image_padding: str = "zeros"
+    params: SpatialParams,
+    images: Tensor,
+    *masks: Tensor,
+    image_padding: str = "zeros",
+    backend: Backend = "auto",
 ) -> tuple[Tensor, ...]:
     """Warp images (bilinear) and masks (nearest, zero padding) with the same parameters.
 
     Output pixel ``(i, j)`` samples the input at the flipped and rotated position about the image centre
     (``F.affine_grid`` convention, ``align_corners=False``). CPU tensors are warped with OpenCV; CUDA tensors,
-    and tensors that require grad, with ``F.grid_sample`` (module notes).
+    and tensors that require grad, with ``F.grid_sample`` (module notes), unless ``backend`` says otherwise.
 
     Args:
         params: from :func:`draw_spatial`, batch size ``B``.
@@ -229,13 +246,18 @@ def apply_spatial(
         image_padding: what the images show where the warp looks outside them (:data:`IMAGE_PADDINGS`):
             ``"zeros"`` (default) black, consistent with the masks, which are background there;
             ``"border"`` the nearest edge pixel (slower on CPU).
+        backend: ``"auto"`` (default) OpenCV for CPU tensors that do not require grad, else
+            ``F.grid_sample``; ``"torch"`` always ``F.grid_sample`` (the path CUDA tensors take);
+            ``"opencv"`` always OpenCV (CPU tensors without grad only). The two agree up to OpenCV's
+            fixed-point interpolation and nearest-neighbour ties.
 
     Returns:
         The warped images, then each warped mask, in their input dtypes and shapes.
 
     Raises:
-        ValueError: if a tensor is not 4-D or its batch size or spatial size differ from ``images``, or
-            ``image_padding`` is not one of :data:`IMAGE_PADDINGS`.
+        ValueError: if a tensor is not 4-D or its batch size or spatial size differ from ``images``,
+            ``image_padding`` is not one of :data:`IMAGE_PADDINGS`, or ``backend`` is not one of
+            ``("auto", "opencv", "torch")`` or is ``"opencv"`` for a CUDA tensor or one that requires grad.
         TypeError: if ``images`` is neither floating point nor ``uint8``.
 
     Example:
@@ -259,8 +281,7 @@ def apply_spatial(
             raise ValueError(
                 f"mask {k} must be (B, K, H, W) = ({b}, K, {h}, {w}) like `images`, got shape {tuple(m.shape)}."
             )
-    tensors = (images, *masks)
-    if _OPENCV_CPU and all(t.device.type == "cpu" and not t.requires_grad for t in tensors):
+    if _use_opencv((images, *masks), backend):
         mats = _pixel_matrices(params, h, w)
         warped = _cv2_warp(images, mats, linear=True, replicate=replicate)
         return (warped, *(_cv2_warp(m, mats, linear=False) for m in masks))
@@ -269,8 +290,9 @@ def apply_spatial(
     return (warped, *(_torch_warp(m, grid, linear=False) for m in masks))
 
 
-def apply_spatial_masks(params: SpatialParams, mask: Tensor) -> Tensor:
-    """Warp one ``(B, K, H, W)`` mask (nearest, zero padding) as :func:`apply_spatial` warps its masks.
+def apply_spatial_masks(params: SpatialParams, mask: Tensor, *, backend: Backend = "auto") -> Tensor:
+    """Warp one ``(B, K, H, W)`` mask (nearest, zero padding) as :func:`apply_spatial` warps its masks
+    (``backend`` as there).
 
     Each plane is warped on its own, so warping a selection of planes gives exactly the selection of the
     warped planes: a caller can warp only the planes it picked after :func:`apply_spatial` ran.
@@ -286,7 +308,7 @@ def apply_spatial_masks(params: SpatialParams, mask: Tensor) -> Tensor:
             f"{tuple(mask.shape)}."
         )
     h, w = mask.shape[-2:]
-    if _OPENCV_CPU and mask.device.type == "cpu" and not mask.requires_grad:
+    if _use_opencv((mask,), backend):
         return _cv2_warp(mask, _pixel_matrices(params, h, w), linear=False)
     return _torch_warp(mask, _grid(params, (h, w), torch.float32), linear=False)
 
@@ -568,7 +590,7 @@ _LEVELS = 256
 _LUT_CHUNK = 1 << 20  # values per random draw + lookup: the bytes stay in cache between the two
 
 
-@cache
+@lru_cache(maxsize=1)
 def _normal_levels() -> np.ndarray:
     """``(1, 256)`` float32: the N(0, 1) quantiles at ``(k + 1/2) / 256``, rescaled to unit variance."""
     z = np.array([NormalDist().inv_cdf((k + 0.5) / _LEVELS) for k in range(_LEVELS)])

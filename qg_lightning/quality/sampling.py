@@ -15,8 +15,9 @@ and the target is the per-class Dice of the candidate against the input (:func:`
 
 Speed: samples are grouped by corruption and each group runs as one call on its sub-batch (per step of a
 chain); built-in corruptions that share an implementation (e.g. all shifts, scalings and rotations) are merged
-into one call with per-sample parameters. On CPU the pixel work runs per mask with OpenCV / NumPy (parameters
-are still drawn with torch, see :mod:`~qg_lightning.quality.corruptions.functional`), sub-batches are gathered
+into one call with per-sample parameters (through :mod:`qg_lightning.quality.corruptions.engine`, the engine's
+interface for this module). On CPU the pixel work runs per mask with OpenCV / NumPy unless ``backend="torch"``
+(parameters are still drawn with torch, see :mod:`qg_lightning.quality.corruptions`), sub-batches are gathered
 and scattered with NumPy, and the fixed cost of a call (a few dozen small tensor operations) is amortised
 better by larger batches.
 
@@ -38,8 +39,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from qg_lightning.quality.corruptions import functional as _functional
-from qg_lightning.quality.corruptions.functional import _check_masks, _finish, _from_u8, _row_counts, _to_u8
+from qg_lightning.quality.corruptions.engine import (
+    Backend,
+    check_backend,
+    check_masks,
+    finish,
+    from_u8,
+    is_builtin,
+    plan_of,
+    row_counts,
+    run_u8,
+    to_u8,
+)
 from qg_lightning.quality.corruptions.registry import (
     BLOB,
     CATASTROPHIC,
@@ -110,14 +121,14 @@ def dice_target(candidate: Tensor, truth: Tensor) -> Tensor:
                 [0.0000],
                 [1.0000]])
     """
-    _check_masks(candidate, "candidate")
-    _check_masks(truth, "truth")
+    check_masks(candidate, "candidate")
+    check_masks(truth, "truth")
     if candidate.shape != truth.shape:
         raise ValueError(
             f"`candidate` and `truth` must have the same shape, got {tuple(candidate.shape)} and "
             f"{tuple(truth.shape)}."
         )
-    return _dice_u8(_to_u8(candidate), _to_u8(truth))
+    return _dice_u8(to_u8(candidate), to_u8(truth))
 
 
 def _area(x: Tensor) -> Tensor:
@@ -126,7 +137,7 @@ def _area(x: Tensor) -> Tensor:
     if x.device.type == "cpu" and x.is_contiguous() and x.numel() > 0:  # OpenCV counts ~2x faster
         counts = [cv2.countNonZero(m) for m in x.numpy().reshape(b * c, h, w)]
         return torch.from_numpy(np.array(counts, dtype=np.float32)).view(b, c)
-    return _row_counts(x.reshape(b * c, h, w)).sum(1).view(b, c)
+    return row_counts(x.reshape(b * c, h, w)).sum(1).view(b, c)
 
 
 def _dice_u8(
@@ -283,6 +294,9 @@ class CorruptionSampler:
             family ``"blob"`` and every name in ``blob``.
         cross_image_fraction: ``cross_image`` picks uniformly among this fraction of the pool closest in
             foreground area (at least one mask).
+        backend: where built-in corruptions do their pixel work (:data:`~.corruptions.BACKENDS`):
+            ``"auto"`` (OpenCV / NumPy per mask for CPU masks, batched torch otherwise), ``"torch"`` (the
+            batched path, also on CPU) or ``"opencv"`` (CPU masks only). Both paths make the same draws.
 
     Registry keys are the reported names. Built-in corruptions run on ``uint8`` masks internally; custom
     functions receive masks in the dtype of the input masks. The work runs under ``torch.inference_mode``
@@ -314,6 +328,7 @@ class CorruptionSampler:
         multiclass: Mapping[str, CorruptionSpec] | None = None,
         chain_length: tuple[int, int] = (2, 3),
         cross_image_fraction: float = 0.2,
+        backend: Backend = "auto",
     ) -> None:
         self.probs: Mapping[str, float] = MappingProxyType(check_category_probs(probs))
 
@@ -337,6 +352,7 @@ class CorruptionSampler:
         if isinstance(cross_image_fraction, bool) or not 0 < cross_image_fraction <= 1:
             raise ValueError(f"`cross_image_fraction` must be in (0, 1], got {cross_image_fraction!r}.")
         self.cross_image_fraction = float(cross_image_fraction)
+        self.backend: Backend = check_backend(backend)
 
         for cat, registry, arg in (
             ("single", self.main, "main"),
@@ -366,8 +382,7 @@ class CorruptionSampler:
     @staticmethod
     def _plan(spec: CorruptionSpec) -> tuple | None:
         """``(kernel, params)`` for a built-in corruption that can share a call with others, else ``None``."""
-        plan = _functional._PLANS.get(spec.fn)
-        return None if plan is None else plan(**spec.params)
+        return plan_of(spec.fn, spec.params)
 
     def _chain_names(self, main: Mapping[str, CorruptionSpec]) -> list[str]:
         return [
@@ -421,7 +436,8 @@ class CorruptionSampler:
             f"{type(self).__name__}(probs={dict(self.probs)}, main={len(self.main)}, "
             f"heavy={len(self.heavy)}, catastrophic={len(self.catastrophic)}, blob={len(self.blob)}, "
             f"multiclass={len(self.multiclass)}, "
-            f"chain_length={self.chain_length}, cross_image_fraction={self.cross_image_fraction})"
+            f"chain_length={self.chain_length}, cross_image_fraction={self.cross_image_fraction}, "
+            f"backend={self.backend!r})"
         )
 
     def __call__(
@@ -440,9 +456,9 @@ class CorruptionSampler:
         Returns:
             A :class:`CorruptionResult`.
         """
-        _check_masks(masks)
+        check_masks(masks)
         if pool is not None:
-            _check_masks(pool, "pool")
+            check_masks(pool, "pool")
             if pool.shape[1:] != masks.shape[1:]:
                 raise ValueError(
                     f"`pool` must be masks (P, C, H, W) with the same (C, H, W) as `masks` "
@@ -454,12 +470,12 @@ class CorruptionSampler:
             return CorruptionResult(masks.clone(), empty_quality, torch.zeros(0, dtype=torch.long), [])
         with torch.inference_mode():  # no autograd bookkeeping: many small ops get cheaper
             out, quality, category, names = self._corrupt(masks, generator, pool)
-        return CorruptionResult(_finish(out, masks.dtype), quality.clone(), category.clone(), names)
+        return CorruptionResult(finish(out, masks.dtype), quality.clone(), category.clone(), names)
 
     def _corrupt(
         self, masks: Tensor, generator: torch.Generator | None, pool: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor, list[str]]:
-        x = _to_u8(masks)
+        x = to_u8(masks)
         b, c, h, w = x.shape
         device = x.device
         probs = self._setups.get(("probs", device))
@@ -473,7 +489,7 @@ class CorruptionSampler:
         cur = x.clone()  # the candidates, updated in place group by group
         cur_np = cur.numpy() if cur.device.type == "cpu" else None  # shares memory with `cur`
         cross_idx = (category == _CROSS).nonzero().flatten()
-        pool_u8 = x if pool is None else _to_u8(pool)
+        pool_u8 = x if pool is None else to_u8(pool)
         n_pool = pool_u8.shape[0]
         if len(cross_idx) > 0 and (n_pool < 2 or (pool is None and b < 2)):
             category[cross_idx] = _SINGLE
@@ -533,13 +549,13 @@ class CorruptionSampler:
             plan = plans[group[0][1]]
             if plan is not None:
                 params = {name: [plans[op][1][name] for _, op in group] for name in plan[1]}
-                out = _functional._run_u8(sub, plan[0], params, generator)
+                out = run_u8(sub, plan[0], params, generator, self.backend)
             else:
                 spec = ops[group[0][1]][1]
-                if getattr(spec.fn, "__module__", None) == _functional.__name__:
-                    out = spec(sub, generator=generator)
+                if is_builtin(spec.fn):
+                    out = spec(sub, generator=generator, backend=self.backend)
                 else:  # custom corruption: hand it the caller's dtype
-                    out = _to_u8(spec(_from_u8(sub, masks.dtype), generator=generator))
+                    out = to_u8(spec(from_u8(sub, masks.dtype), generator=generator))
             if cur_np is not None:
                 cur_np[group_rows] = out.numpy()
             else:

@@ -326,24 +326,22 @@ def _smooth(b, c, h, w, seed=0):
     return F.interpolate(torch.rand(b, c, h // 4, w // 4, generator=g), size=(h, w), mode="bilinear")
 
 
-def _both_paths(monkeypatch, params, *tensors, **kwargs):
+def _both_paths(params, *tensors, **kwargs):
     fast = apply_spatial(params, *tensors, **kwargs)
-    monkeypatch.setattr(augment, "_OPENCV_CPU", False)
-    slow = apply_spatial(params, *tensors, **kwargs)
-    monkeypatch.setattr(augment, "_OPENCV_CPU", True)
+    slow = apply_spatial(params, *tensors, backend="torch", **kwargs)
     return fast, slow
 
 
 @pytest.mark.parametrize("image_padding", ["zeros", "border"])
 @pytest.mark.parametrize("size", [(32, 32), (24, 40)])
-def test_opencv_path_agrees_with_torch_path(monkeypatch, size, image_padding):
+def test_opencv_path_agrees_with_torch_path(size, image_padding):
     img = _smooth(6, 3, *size)
     labels = (img[:, :1] * 3).long().clamp(max=2)  # 0..2
     soft = img[:, 1:]  # float "masks" keep their values
     probs = (img * 255).round().to(torch.uint8)  # uint8 probabilities, several channels
     params = draw_spatial(6, max_rotation=30, generator=torch.Generator().manual_seed(2))
     tensors = (img, labels, labels.bool(), labels.to(torch.uint8), soft, probs)
-    fast, slow = _both_paths(monkeypatch, params, *tensors, image_padding=image_padding)
+    fast, slow = _both_paths(params, *tensors, image_padding=image_padding)
     assert (fast[0] - slow[0]).abs().mean() < 1e-4 and (fast[0] - slow[0]).abs().max() < 1e-2
     for t, a, b in zip(tensors[1:], fast[1:], slow[1:], strict=True):
         assert a.dtype == b.dtype == t.dtype and a.shape == b.shape == t.shape
@@ -351,11 +349,11 @@ def test_opencv_path_agrees_with_torch_path(monkeypatch, size, image_padding):
     assert set(fast[1].unique().tolist()) <= {0, 1, 2}
 
 
-def test_uint8_images_round_trip_on_both_paths(monkeypatch):
+def test_uint8_images_round_trip_on_both_paths():
     img = _smooth(4, 3, 32, 32, seed=1)
     u8 = (img * 255).round().to(torch.uint8)
     params = draw_spatial(4, generator=torch.Generator().manual_seed(3))
-    fast, slow = _both_paths(monkeypatch, params, u8)
+    fast, slow = _both_paths(params, u8)
     reference = apply_spatial(params, u8.float() / 255)[0]
     for out in (fast[0], slow[0]):
         assert out.dtype == torch.uint8
@@ -410,29 +408,29 @@ def test_rgb_images_are_warped_as_one_four_channel_image_per_sample(monkeypatch)
 
 
 @pytest.mark.parametrize("use_opencv", [True, False])
-def test_exact_geometry_flips_and_quarter_turn(monkeypatch, use_opencv):
-    monkeypatch.setattr(augment, "_OPENCV_CPU", use_opencv)
+def test_exact_geometry_flips_and_quarter_turn(use_opencv):
+    backend = "auto" if use_opencv else "torch"
     img = torch.rand(2, 3, 16, 16)
     mask = (torch.rand(2, 2, 16, 16) > 0.5).to(torch.uint8)
     flips = SpatialParams(torch.tensor([True, True]), torch.tensor([False, True]), torch.zeros(2))
-    w_img, w_mask = apply_spatial(flips, img, mask)
+    w_img, w_mask = apply_spatial(flips, img, mask, backend=backend)
     assert torch.allclose(w_img[0], img[0].flip(-1), atol=1e-5)
     assert torch.equal(w_mask[1], mask[1].flip(-1, -2))
     quarter = SpatialParams(torch.tensor([False]), torch.tensor([False]), torch.tensor([math.pi / 2]))
-    w_img, w_mask = apply_spatial(quarter, img[:1], mask[:1])
+    w_img, w_mask = apply_spatial(quarter, img[:1], mask[:1], backend=backend)
     # output (i, j) reads input (j, W - 1 - i): rot90 with k = 1
     assert torch.allclose(w_img, img[:1].rot90(1, dims=(-2, -1)), atol=1e-4)
     assert torch.equal(w_mask, mask[:1].rot90(1, dims=(-2, -1)))
 
 
 @pytest.mark.parametrize("use_opencv", [True, False])
-def test_image_padding_zeros_blacks_out_the_corners_border_repeats_the_edge(monkeypatch, use_opencv):
-    monkeypatch.setattr(augment, "_OPENCV_CPU", use_opencv)
+def test_image_padding_zeros_blacks_out_the_corners_border_repeats_the_edge(use_opencv):
+    backend = "auto" if use_opencv else "torch"
     img = torch.full((1, 3, 32, 32), 0.5)
     mask = torch.ones(1, 1, 32, 32, dtype=torch.uint8)
     params = SpatialParams(torch.tensor([False]), torch.tensor([False]), torch.tensor([math.radians(45)]))
-    zeros, zmask = apply_spatial(params, img, mask)  # the default
-    border, bmask = apply_spatial(params, img, mask, image_padding="border")
+    zeros, zmask = apply_spatial(params, img, mask, backend=backend)  # the default padding
+    border, bmask = apply_spatial(params, img, mask, image_padding="border", backend=backend)
     assert torch.equal(zmask, bmask) and zmask[0, 0, 0, 0] == 0  # masks: background outside either way
     assert torch.equal(zeros[..., 0, 0], torch.zeros(1, 3))  # outside the frame: black, like the mask
     assert torch.allclose(border, img, atol=1e-5)  # a constant image stays constant with repeated edges
@@ -453,6 +451,12 @@ def test_apply_spatial_rejects_bad_shapes_and_dtypes():
         apply_spatial(params, torch.zeros(2, 1, 8, 8, dtype=torch.long))
     with pytest.raises(ValueError, match="image_padding.*'reflect'"):
         apply_spatial(params, torch.rand(2, 1, 8, 8), image_padding="reflect")
+    with pytest.raises(ValueError, match="`backend` must be one of"):
+        apply_spatial(params, torch.rand(2, 1, 8, 8), backend="cuda")
+    with pytest.raises(ValueError, match="backend='opencv'"):
+        apply_spatial(params, torch.rand(2, 1, 8, 8, requires_grad=True), backend="opencv")
+    with pytest.raises(ValueError, match="`backend` must be one of"):
+        apply_spatial_masks(params, torch.zeros(2, 1, 8, 8), backend="cv2")
 
 
 def test_tensors_that_require_grad_take_the_differentiable_torch_path():
@@ -464,16 +468,16 @@ def test_tensors_that_require_grad_take_the_differentiable_torch_path():
 
 
 @pytest.mark.parametrize("use_opencv", [True, False])
-def test_warping_picked_mask_planes_equals_picking_warped_planes(monkeypatch, use_opencv):
+def test_warping_picked_mask_planes_equals_picking_warped_planes(use_opencv):
     """What lets QualityDataModule warp only each sample's chosen snapshot mask, after the image warp."""
-    monkeypatch.setattr(augment, "_OPENCV_CPU", use_opencv)
+    backend = "auto" if use_opencv else "torch"
     g = torch.Generator().manual_seed(4)
     params = draw_spatial(6, max_rotation=30.0, generator=g)
     images = torch.randint(0, 256, (6, 3, 20, 24), dtype=torch.uint8, generator=g)
     planes = torch.randint(0, 256, (6, 5, 20, 24), dtype=torch.uint8, generator=g)
-    _, warped = apply_spatial(params, images, planes)
+    _, warped = apply_spatial(params, images, planes, backend=backend)
     pick = torch.tensor([0, 4, 2, 2, 1, 3])
-    alone = apply_spatial_masks(params, planes[torch.arange(6), pick].unsqueeze(1))
+    alone = apply_spatial_masks(params, planes[torch.arange(6), pick].unsqueeze(1), backend=backend)
     assert alone.dtype == torch.uint8 and torch.equal(alone, warped[torch.arange(6), pick].unsqueeze(1))
     with pytest.raises(ValueError, match=r"`mask` must be \(B, K, H, W\) with B = 6"):
-        apply_spatial_masks(params, planes[:2])
+        apply_spatial_masks(params, planes[:2], backend=backend)

@@ -21,7 +21,6 @@ from qg_lightning.quality import (
     CorruptionSpec,
     dice_target,
 )
-from qg_lightning.quality.corruptions import functional
 
 
 def _disks(radii: list[float], size: int = 32) -> torch.Tensor:
@@ -100,6 +99,7 @@ def test_default_probabilities() -> None:
         ({"chain_length": (0, 2)}, "chain_length"),
         ({"cross_image_fraction": 0.0}, "cross_image_fraction"),
         ({"main": {"e": MAIN["erosion_5"], "c": MAIN["circle"]}}, "chained"),
+        ({"backend": "cuda"}, "backend"),
     ],
 )
 def test_constructor_validation(kwargs: dict, match: str) -> None:
@@ -174,12 +174,11 @@ def test_seeded() -> None:
     assert a.name != c.name or not torch.equal(a.masks, c.masks)
 
 
-def test_cpu_path_matches_torch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_path_matches_torch_path() -> None:
     """CPU masks take the OpenCV / NumPy path; the batched torch path (CUDA's) makes the same draws."""
     masks = _disks([5, 7, 9, 11, 6, 8, 10, 12] * 3, size=48)
     cpu = CorruptionSampler()(masks, generator=_gen(11))
-    monkeypatch.setattr(functional, "_OPENCV_CPU", False)
-    reference = CorruptionSampler()(masks, generator=_gen(11))
+    reference = CorruptionSampler(backend="torch")(masks, generator=_gen(11))
     assert cpu.name == reference.name and torch.equal(cpu.category, reference.category)
     assert float((cpu.quality - reference.quality).abs().max()) <= 0.02
     assert float((cpu.masks != reference.masks).float().mean()) <= 0.01

@@ -95,9 +95,17 @@ class CorruptionSpec:
         object.__setattr__(self, "weight", float(self.weight))
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
-    def __call__(self, masks: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """Apply the corruption to ``masks`` ``(B, C, H, W)``."""
-        return self.fn(masks, generator=generator, **self.params)
+    def __call__(
+        self, masks: Tensor, *, generator: torch.Generator | None = None, backend: str | None = None
+    ) -> Tensor:
+        """Apply the corruption to ``masks`` ``(B, C, H, W)``.
+
+        ``backend`` (``"auto"``, ``"opencv"`` or ``"torch"``, see :data:`~.functional.BACKENDS`) is handed to
+        ``fn`` when given; the built-in functions take it, a custom ``fn`` need not (leave it ``None``).
+        """
+        if backend is None:
+            return self.fn(masks, generator=generator, **self.params)
+        return self.fn(masks, generator=generator, backend=backend, **self.params)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CorruptionSpec):

@@ -1,9 +1,7 @@
-"""Tests for qg_lightning.quality.corruptions (functional.py and registry.py)."""
+"""Tests for qg_lightning.quality.corruptions.functional: the contract, the documented effects and both
+backends."""
 
 from __future__ import annotations
-
-import dataclasses
-import math
 
 import cv2
 import numpy as np
@@ -11,16 +9,7 @@ import pytest
 import torch
 
 from qg_lightning.quality.corruptions import functional as F
-from qg_lightning.quality.corruptions.registry import (
-    BLOB,
-    CATASTROPHIC,
-    HEAVY,
-    MAIN,
-    MULTICLASS,
-    CorruptionSpec,
-    all_corruptions,
-    get_corruption,
-)
+from qg_lightning.quality.corruptions.registry import all_corruptions
 
 ALL = all_corruptions()
 NAMES = sorted(ALL)
@@ -367,42 +356,6 @@ def test_class_swap() -> None:
     assert torch.equal(F.class_swap(binary, generator=_gen()), binary)
 
 
-def test_merged_kernel_calls_match_single_calls() -> None:
-    """The sampler runs registry entries that share a kernel as one call with per-sample parameters."""
-    masks = _batch(48)[:2]
-    kernel, _ = F._PLANS[F.gaussian_blob]()
-    merged = F._run(masks, kernel, {"std_factor": [1.2, 1.0], "isotropic": [0.0, 1.0]}, None)
-    assert torch.equal(merged[0], F.gaussian_blob(masks[:1], std_factor=1.2)[0])
-    assert torch.equal(merged[1], F.circle(masks[1:])[0])
-    big = _batch(128)
-    morph = F._run(big, F._k_morph, {"op": [0, 1, 2, 3], "kernel": [5, 11, 9, 5]}, None)
-    singles = [F.dilation, F.erosion, F.opening, F.closing]
-    for i, (fn, k) in enumerate(zip(singles, [5, 11, 9, 5], strict=True)):
-        assert torch.equal(morph[i], fn(big[i : i + 1], kernel=k)[0])
-    smooth = F._run(masks, F._k_smooth, {"kernel": [11.0, 15.0]}, None)
-    assert torch.equal(smooth[0], F.smoothing(masks[:1], kernel=11)[0])
-    assert torch.equal(smooth[1], F.smoothing(masks[1:], kernel=15)[0])
-    polygons = F._run(masks, F._k_polygon, {"vertices": [3.0, 8.0]}, _gen(3))
-    g = _gen(3)
-    assert torch.equal(polygons[0], F.polygon_approximation(masks[:1], vertices=3, generator=g)[0])
-    assert torch.equal(polygons[1], F.polygon_approximation(masks[1:], vertices=8, generator=g)[0])
-    geometry = F._run(
-        masks.repeat(2, 1, 1, 1),
-        F._k_geometry,
-        {
-            "centroid": [0, 1, 1, 0],
-            "scale_lo": [1, 1, 0.8, 1],
-            "scale_hi": [1, 1, 0.8, 1],
-            "max_degrees": [0, 0, 0, 0],
-            "max_shift": [0, 0, 0, 0],
-            "whole": [1, 1, 1, 0],
-        },
-        None,
-    )
-    expected = torch.cat([masks, F.scale(masks[:1], factor=(0.8, 0.8)), masks[1:]])
-    assert torch.equal(geometry, expected)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # CPU path (OpenCV / NumPy per mask) against the batched torch path (the one CUDA tensors take)
 # ----------------------------------------------------------------------------------------------------------
@@ -416,23 +369,19 @@ EXACT_ON_CPU = {
 }  # fmt: skip
 
 
-def _both_paths(
-    fn, masks: torch.Tensor, seed: int, monkeypatch: pytest.MonkeyPatch
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _both_paths(fn, masks: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``fn`` on the CPU (OpenCV / NumPy) path and on the batched torch path, same seed."""
     cpu = fn(masks, generator=_gen(seed))
-    with monkeypatch.context() as patch:
-        patch.setattr(F, "_OPENCV_CPU", False)
-        reference = fn(masks, generator=_gen(seed))
+    reference = fn(masks, generator=_gen(seed), backend="torch")
     return cpu, reference
 
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("size", [48, 96])
-def test_cpu_path_matches_torch_path(name: str, size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_path_matches_torch_path(name: str, size: int) -> None:
     """Both paths make the same draws; they may differ only on rounding ties (warps, blurs)."""
     masks = torch.cat([_batch(size), _batch(size).flip(-1)])
-    cpu, reference = _both_paths(ALL[name], masks, 5, monkeypatch)
+    cpu, reference = _both_paths(ALL[name], masks, 5)
     assert cpu.shape == reference.shape and cpu.dtype == reference.dtype
     differ = int((cpu != reference).sum())
     if name in EXACT_ON_CPU:
@@ -443,53 +392,22 @@ def test_cpu_path_matches_torch_path(name: str, size: int, monkeypatch: pytest.M
 
 @pytest.mark.parametrize("name", ["erosion_5", "closing_5", "jagged_5", "smooth_11", "elastic_60", "grid_8",
                                   "holes_islands", "rotate_30", "affine", "shift_20"])  # fmt: skip
-def test_cpu_path_matches_torch_path_multiclass(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    cpu, reference = _both_paths(ALL[name], _multiclass(48), 2, monkeypatch)
+def test_cpu_path_matches_torch_path_multiclass(name: str) -> None:
+    cpu, reference = _both_paths(ALL[name], _multiclass(48), 2)
     assert bool((cpu.sum(1) <= 1).all())
     assert int((cpu != reference).sum()) <= 0.01 * float(reference.sum()), name
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_torch_path_contract(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_torch_path_contract(name: str) -> None:
     """The batched torch path (CUDA's) keeps the contract when forced on CPU: shape, dtype, hard values,
     seeded."""
-    monkeypatch.setattr(F, "_OPENCV_CPU", False)
     masks = _batch(32)
-    first = ALL[name](masks, generator=_gen(1))
+    first = ALL[name](masks, generator=_gen(1), backend="torch")
     assert first.shape == masks.shape and first.dtype == masks.dtype and _is_binary(first)
-    assert torch.equal(first, ALL[name](masks, generator=_gen(1)))
-    multi = ALL[name](_multiclass(32), generator=_gen(1))
+    assert torch.equal(first, ALL[name](masks, generator=_gen(1), backend="torch"))
+    multi = ALL[name](_multiclass(32), generator=_gen(1), backend="torch")
     assert bool((multi.sum(1) <= 1).all())
-
-
-def test_cpu_helpers_match_torch(monkeypatch: pytest.MonkeyPatch) -> None:
-    x = (_batch(40)[:, 0] > 0.5).to(torch.uint8)
-    x[1] = 0  # an empty mask: centre of the image, points anywhere
-    stats, points = F._stats(x), F._random_points(x, 5, _gen(2))
-    monkeypatch.setattr(F, "_OPENCV_CPU", False)
-    for cpu, reference in zip(stats, F._stats(x), strict=True):
-        assert torch.allclose(cpu, reference, atol=1e-4)
-    reference = F._random_points(x, 5, _gen(2))
-    assert torch.equal(points[0], reference[0]) and torch.equal(points[1], reference[1])
-    ys, xs = points[0].long(), points[1].long()
-    picked = x[torch.arange(4)[:, None], ys, xs]
-    assert bool(picked[[0, 2, 3]].all())  # foreground pixels of non-empty masks
-
-
-@pytest.mark.parametrize("opencv", [True, False])
-def test_random_points_are_uniform(opencv: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every foreground pixel is equally likely, whatever its row holds (4 standard deviations)."""
-    monkeypatch.setattr(F, "_OPENCV_CPU", opencv)
-    x = torch.zeros(1, 6, 8, dtype=torch.uint8)
-    x[0, 0, 1] = x[0, 2, 2:6] = x[0, 5, 7] = 1  # rows with 1, 4 and 1 foreground pixels
-    n = 6000
-    ys, xs = F._random_points(x, n, _gen(3))
-    counts = torch.zeros(6, 8)
-    counts.index_put_((ys[0].long(), xs[0].long()), torch.ones(n), accumulate=True)
-    assert float(counts[x[0] == 0].sum()) == 0
-    p = 1 / 6
-    sigma = math.sqrt(n * p * (1 - p))
-    assert bool(((counts[x[0] == 1] - n * p).abs() <= 4 * sigma).all()), counts
 
 
 def test_float_inputs_of_any_layout() -> None:
@@ -524,6 +442,18 @@ def test_bad_inputs_raise() -> None:
         F.rotate(torch.zeros(1, 1, 4, 4), max_degrees=400.0)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_backend_is_validated(name: str) -> None:
+    """Every corruption takes ``backend``; a bad value, or ``"opencv"`` off the CPU, names the argument."""
+    masks = _batch(16)
+    with pytest.raises(ValueError, match="`backend` must be one of"):
+        ALL[name](masks, generator=_gen(), backend="cuda")
+    with pytest.raises(ValueError, match="backend='opencv'"):
+        F.erosion(masks.to("meta"), backend="opencv")
+    auto = ALL[name](masks, generator=_gen(), backend="auto")
+    assert torch.equal(auto, ALL[name](masks, generator=_gen(), backend="opencv"))  # CPU: auto is OpenCV
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.bool])
 def test_results_are_ordinary_tensors(dtype: torch.dtype) -> None:
     """Work runs under inference mode, but callers get tensors they may modify in place."""
@@ -539,95 +469,3 @@ def test_zero_sized_batch() -> None:
     masks = torch.zeros(0, 1, 8, 8)
     assert F.erosion(masks).shape == masks.shape
     assert F.shift(masks, generator=_gen()).shape == masks.shape
-
-
-# ----------------------------------------------------------------------------------------------------------
-# registry
-# ----------------------------------------------------------------------------------------------------------
-
-EXPECTED_MAIN = {
-    "erosion_5": 1.0, "erosion_7": 1.0, "erosion_9": 0.8, "dilation_5": 1.0, "dilation_7": 1.0,
-    "dilation_9": 0.8, "opening_5": 0.5, "closing_5": 0.5, "ellipse": 1.0, "polygon_3": 0.5,
-    "polygon_5": 0.8, "polygon_8": 0.8, "convex_hull": 1.0, "bbox_fill": 0.5, "jagged_3": 1.0,
-    "jagged_5": 1.0, "smooth_11": 0.8, "smooth_15": 0.8, "elastic_30": 1.0, "elastic_60": 0.8,
-    "grid_5": 1.0, "grid_8": 0.7, "holes_small": 1.0, "holes_large": 0.8, "islands": 1.0,
-    "holes_islands": 1.0, "keep_largest": 0.8, "drop_component": 0.5, "rect_dropout": 0.8,
-    "shift_10": 1.0, "shift_20": 0.8, "shift_30": 0.5, "scale_down": 1.0, "scale_up": 1.0,
-    "rotate_15": 1.0, "rotate_30": 0.7, "affine": 0.8, "gaussian_blob": 1.0, "gaussian_blob_large": 0.7,
-    "circle": 0.8,
-}  # fmt: skip
-
-
-def test_main_registry_matches_method() -> None:
-    assert {name: spec.weight for name, spec in MAIN.items()} == EXPECTED_MAIN
-    assert dict(MAIN["erosion_9"].params) == {"kernel": 9}
-    assert dict(MAIN["polygon_8"].params) == {"vertices": 8}
-    assert dict(MAIN["elastic_60"].params) == {"alpha": 60.0, "sigma": 5.0}
-    assert dict(MAIN["grid_8"].params) == {"num_steps": 8, "distort_limit": 0.4}
-    assert dict(MAIN["holes_large"].params) == {"count": 3, "radius": (8.0, 15.0)}
-    assert dict(MAIN["holes_islands"].params) == {"holes": 2, "islands": 2, "radius": (5.0, 15.0)}
-    assert dict(MAIN["scale_up"].params) == {"factor": (1.1, 1.25)}
-    assert dict(MAIN["affine"].params) == {"scale": (0.9, 1.1), "max_shift": 0.1, "max_degrees": 15.0}
-    assert dict(MAIN["gaussian_blob_large"].params) == {"std_factor": 1.2}
-    assert {spec.family for spec in MAIN.values()} == {
-        "morphology", "shape", "boundary", "structure", "geometry", "blob",
-    }  # fmt: skip
-
-
-def test_other_registries_match_method() -> None:
-    assert {n: s.weight for n, s in HEAVY.items()} == dict.fromkeys(HEAVY, 1.0)
-    assert len(HEAVY) == 7
-    assert dict(HEAVY["scale_shrink"].params) == {"factor": (0.5, 0.7)}
-    assert dict(HEAVY["grid_12"].params) == {"num_steps": 12, "distort_limit": 0.6}
-    assert dict(HEAVY["holes_heavy"].params) == {"count": 5, "radius": (10.0, 20.0)}
-    assert {n: s.weight for n, s in CATASTROPHIC.items()} == {
-        "inverted": 1.0, "empty": 0.5, "full": 0.5, "random": 0.3,
-    }  # fmt: skip
-    assert set(BLOB) == {"gaussian_blob", "gaussian_blob_large", "circle", "convex_hull", "bbox_fill"}
-    assert all(BLOB[name] is MAIN[name] for name in BLOB)
-    assert set(MULTICLASS) == {"class_swap"}
-    for registry in (MAIN, HEAVY, CATASTROPHIC, BLOB, MULTICLASS):
-        assert all(name == spec.name for name, spec in registry.items())
-        assert all(spec.fn in F._PLANS or spec.fn.__module__ == F.__name__ for spec in registry.values())
-
-
-def test_registries_are_read_only() -> None:
-    with pytest.raises(TypeError):
-        MAIN["mine"] = MAIN["erosion_5"]  # type: ignore[index]
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        MAIN["erosion_5"].weight = 2.0  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        MAIN["erosion_5"].params["kernel"] = 3  # type: ignore[index]
-
-
-def test_user_extension_without_mutation() -> None:
-    def speckle(masks: torch.Tensor, *, generator: torch.Generator | None = None, amount: float = 0.1):
-        return masks
-
-    extended = dict(MAIN, speckle=CorruptionSpec("speckle", speckle, 1.0, "custom", {"amount": 0.2}))
-    assert "speckle" in extended and "speckle" not in MAIN
-    assert extended["speckle"](torch.zeros(1, 1, 4, 4)).shape == (1, 1, 4, 4)
-
-
-def test_get_corruption() -> None:
-    assert get_corruption("shift_40") is HEAVY["shift_40"]
-    with pytest.raises(KeyError, match="erosion_5"):
-        get_corruption("nope")
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error"),
-    [
-        ({"name": ""}, ValueError),
-        ({"fn": 3}, TypeError),
-        ({"weight": -1.0}, ValueError),
-        ({"weight": math.inf}, ValueError),
-        ({"weight": "1"}, TypeError),
-        ({"family": ""}, ValueError),
-        ({"params": [1]}, TypeError),
-    ],
-)
-def test_spec_validation(kwargs: dict, error: type) -> None:
-    base = {"name": "x", "fn": F.erosion, "weight": 1.0, "family": "f", "params": {}}
-    with pytest.raises(error):
-        CorruptionSpec(**{**base, **kwargs})
