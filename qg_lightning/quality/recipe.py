@@ -128,7 +128,10 @@ class PredictorRecipe:
         eval_candidates_per_image: synthetic candidates per validation image in the report.
         tta: the report also evaluates the final predictor with flip test-time augmentation (mean over four
             flips). Guidance itself runs the predictor without it.
-        seed: seed of the weak models, the predictor and the report's synthetic candidates.
+        seed: seed of the predictor (initialisation, batches) and the report's synthetic candidates, and of
+            the weak models unless ``snapshot_seed`` is set.
+        snapshot_seed: seed of the weak models (``None``: ``seed``); set it to train predictor replicates with
+            other seeds on the same snapshots.
 
     Raises:
         ValueError: a field is out of range; the message names it.
@@ -157,6 +160,7 @@ class PredictorRecipe:
     eval_candidates_per_image: int = 5
     tta: bool = True
     seed: int = 0
+    snapshot_seed: int | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):  # lists from JSON / YAML become tuples
@@ -214,6 +218,8 @@ class PredictorRecipe:
         _check_int(self.eval_candidates_per_image, "eval_candidates_per_image", 0)
         if not _is_int(self.seed):
             raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
+        if self.snapshot_seed is not None and not _is_int(self.snapshot_seed):
+            raise ValueError(f"`snapshot_seed` must be an integer or null, got {self.snapshot_seed!r}.")
 
     def _check_threshold(self) -> None:
         value = self.snapshot_threshold
@@ -276,6 +282,11 @@ class PredictorRecipe:
     def snapshot_specs(self) -> list[tuple[str, str]]:
         """``snapshot_models`` as ``(arch, encoder)`` pairs."""
         return [_snapshot_model(spec) for spec in self.snapshot_models]
+
+    @property
+    def weak_model_seed(self) -> int:
+        """The seed of the weak models: ``snapshot_seed``, else ``seed``."""
+        return self.seed if self.snapshot_seed is None else self.snapshot_seed
 
     @property
     def needs_snapshots(self) -> bool:
@@ -481,6 +492,8 @@ def stage_fields(
     recipe_dict = recipe.to_dict()
     for name in STAGES[1 : STAGES.index(stage) + 1]:
         out.update({f"recipe.{k}": recipe_dict[k] for k in _STAGE_RECIPE_FIELDS[name]})
+    if "recipe.snapshot_seed" in out:  # the seed the weak models use, whichever field gave it
+        out["recipe.snapshot_seed"] = recipe.weak_model_seed
     out.update(dict(extra or {}))
     return out
 

@@ -220,7 +220,7 @@ def _snapshot_split(recipe: PredictorRecipe, out: Path) -> Path:
     split = load_split(path)
     labeled = sorted(split.labeled or [])
     n = max(recipe.snapshot_folds, round(recipe.snapshot_label_fraction * len(labeled)))
-    rng = np.random.default_rng(derive_seed(recipe.seed, 31))
+    rng = np.random.default_rng(derive_seed(recipe.weak_model_seed, 31))
     subset = sorted(rng.permutation(labeled)[:n].tolist())
     sub = Split(train=split.train, val=split.val, test=split.test, labeled=subset)
     return sub.save(out / "snapshot_split.json")
@@ -239,7 +239,7 @@ def _snapshot_stage(
         return info
     split_file = _snapshot_split(recipe, out)
     kwargs = {**data.datamodule_kwargs(recipe.image_size), "split_file": str(split_file)}
-    kwargs.update(labeled_fraction=None, n_labeled=None, seed=recipe.seed)
+    kwargs.update(labeled_fraction=None, n_labeled=None, seed=recipe.weak_model_seed)
     epochs = max(recipe.snapshot_epochs)
     saved: list[str] = []
     start = time.perf_counter()
@@ -251,7 +251,7 @@ def _snapshot_stage(
             )
             fold_info = fold_stage.cached()
             if fold_info is None:
-                _seed_everything(recipe.seed, 41, m, fold)
+                _seed_everything(recipe.weak_model_seed, 41, m, fold)
                 dm = SemiSupervisedDataModule(**kwargs, use_unlabeled=False, batch_size=recipe.snapshot_batch_size,
                                               fold=fold, n_folds=recipe.snapshot_folds)  # fmt: skip
                 model = SupervisedSegmenter(arch=arch, encoder_name=encoder, encoder_weights=None,
@@ -315,6 +315,13 @@ def _predictor_stage(
     model = QualityPredictor(backbone=recipe.backbone, in_channels=data.in_channels,
                              num_classes=data.num_classes, pretrained=recipe.pretrained,
                              channels_last=recipe.channels_last, error_map_weight=float(recipe.error_map_weight))  # fmt: skip
+    dm.setup()
+    if len(dm.train_ids) * recipe.samples_per_image < recipe.batch_size:
+        raise ValueError(
+            f"One predictor epoch has no full batch: {len(dm.train_ids)} labeled training images x "
+            f"`samples_per_image` {recipe.samples_per_image} < `batch_size` {recipe.batch_size}. Raise "
+            "samples_per_image or lower batch_size."
+        )
     best = ModelCheckpoint(dirpath=str(folder), filename="best", monitor="val/loss", mode="min", save_top_k=1)
     callbacks: list[L.Callback] = [best, _EpochProgress("predictor", "predictor", recipe.max_epochs, emit)]
     if recipe.patience is not None:
