@@ -447,9 +447,10 @@ _STAGE_RECIPE_FIELDS: dict[str, tuple[str, ...]] = {
         "snapshot_batch_size",
         "snapshot_lr",
         "image_size",
-        "seed",
-    ),  # fmt: skip
+        "snapshot_seed",
+    ),
     "predictor": (
+        "seed",
         "p_weak",
         "snapshot_policy",
         "snapshot_threshold",

@@ -525,15 +525,18 @@ def check_output(
         ),
         _Stage("report", out / "report.done.json", stage_fields("report", recipe, data, extra)),
     ]
-    if recipe.needs_snapshots:  # folds of an unfinished snapshot stage
-        settings = stages[1].settings
-        for marker in sorted(folder.glob("*/fold*.done.json")):
-            saved = _read_json(marker).get("settings", {})
-            key = {"model": saved.get("model"), "fold": saved.get("fold")}
-            _Stage("snapshots", marker, {**settings, **key}).cached()
-    else:
+    if not recipe.needs_snapshots:
         stages.pop(1)
-    return [stage.name for stage in stages if stage.cached() is not None]
+    done = []
+    for stage in stages:  # in pipeline order, so the first stage that differs is named
+        if stage.cached() is not None:
+            done.append(stage.name)
+        elif stage.name == "snapshots":  # the finished folds of an unfinished snapshot stage
+            for marker in sorted(folder.glob("*/fold*.done.json")):
+                saved = _read_json(marker).get("settings", {})
+                key = {"model": saved.get("model"), "fold": saved.get("fold")}
+                _Stage("snapshots", marker, {**stage.settings, **key}).cached()
+    return done
 
 
 # -------------------------------------------------------------------------------------------------- API
