@@ -26,6 +26,7 @@ import json
 import logging
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from typing_extensions import override
 
 from qg_lightning.checkpoint import atomic_save, load_checkpoint
 from qg_lightning.data import SemiSupervisedDataModule, Split, derive_seed, load_split
-from qg_lightning.quality.recipe import PredictorData, PredictorRecipe, fingerprint, stage_fields
+from qg_lightning.quality.recipe import STAGES, PredictorData, PredictorRecipe, fingerprint, stage_fields
 
 __all__ = ["CacheMismatchError", "ProgressEvent", "TrainedPredictor", "check_output", "train_predictor"]
 
@@ -193,8 +194,9 @@ def _trainer(accelerator: str, precision: str | None, root: Path, **kwargs: Any)
 
 
 # ------------------------------------------------------------------------------------------------ stages
-def _split_stage(recipe: PredictorRecipe, data: PredictorData, out: Path, emit: Any) -> dict[str, Any]:
-    stage = _Stage("split", out / "split.done.json", stage_fields("split", recipe, data))
+def _split_stage(
+    stage: _Stage, recipe: PredictorRecipe, data: PredictorData, out: Path, emit: Any
+) -> dict[str, Any]:
     info = stage.cached()
     if info is not None:
         return info
@@ -227,13 +229,12 @@ def _snapshot_split(recipe: PredictorRecipe, out: Path) -> Path:
 
 
 def _snapshot_stage(
-    recipe: PredictorRecipe, data: PredictorData, out: Path, folder: Path, accelerator: str,
+    stage: _Stage, recipe: PredictorRecipe, data: PredictorData, out: Path, folder: Path, accelerator: str,
     precision: str | None, emit: Any,
 ) -> dict[str, Any]:  # fmt: skip
     from qg_lightning.methods import SupervisedSegmenter
     from qg_lightning.quality.snapshots import SnapshotCallback
 
-    stage = _Stage("snapshots", folder / "snapshots.done.json", stage_fields("snapshots", recipe, data))
     info = stage.cached()
     if info is not None:
         return info
@@ -263,11 +264,16 @@ def _snapshot_stage(
                                    limit_val_batches=0,
                                    callbacks=[callback, _EpochProgress("snapshots", label, epochs, emit)])  # fmt: skip
                 trainer.fit(model, datamodule=dm)
-                fold_info = fold_stage.done({"snapshots": sorted(callback.saved),
+                fold_info = fold_stage.done({"snapshots": sorted(_rel(p, folder) for p in callback.saved),
                                              "n_train": len(dm.training_labeled_ids)})  # fmt: skip
             saved += fold_info["snapshots"]
     minutes = (time.perf_counter() - start) / 60
-    return stage.done({"snapshots": saved, "split_file": str(split_file), "minutes": round(minutes, 2)})
+    return stage.done({"snapshots": saved, "minutes": round(minutes, 2), "run": uuid.uuid4().hex[:12]})
+
+
+def _rel(path: str | Path, base: Path) -> str:
+    """``path`` relative to ``base`` (markers and reports stay valid when the output folder moves)."""
+    return Path(path).resolve().relative_to(base.resolve()).as_posix()
 
 
 def _snapshot_key(out: Path, folder: Path | None) -> str | None:
@@ -286,14 +292,12 @@ def _compact(best: Path, target: Path) -> None:
 
 
 def _predictor_stage(
-    recipe: PredictorRecipe, data: PredictorData, out: Path, snapshots: Path | None, accelerator: str,
+    stage: _Stage, recipe: PredictorRecipe, data: PredictorData, out: Path, snapshots: Path | None, accelerator: str,
     precision: str | None, emit: Any,
 ) -> dict[str, Any]:  # fmt: skip
     from qg_lightning.quality.datamodule import QualityDataModule
     from qg_lightning.quality.predictor import QualityPredictor
 
-    extra = {"snapshot_dir": _snapshot_key(out, snapshots)}
-    stage = _Stage("predictor", out / "predictor.done.json", stage_fields("predictor", recipe, data, extra))
     info = stage.cached()
     if info is not None:
         return info
@@ -322,7 +326,9 @@ def _predictor_stage(
             f"`samples_per_image` {recipe.samples_per_image} < `batch_size` {recipe.batch_size}. Raise "
             "samples_per_image or lower batch_size."
         )
-    best = ModelCheckpoint(dirpath=str(folder), filename="best", monitor="val/loss", mode="min", save_top_k=1)
+    best = ModelCheckpoint(
+        dirpath=str(folder / "checkpoints"), filename="best", monitor="val/loss", mode="min", save_top_k=1
+    )
     callbacks: list[L.Callback] = [best, _EpochProgress("predictor", "predictor", recipe.max_epochs, emit)]
     if recipe.patience is not None:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=recipe.patience))
@@ -339,9 +345,9 @@ def _predictor_stage(
         )
     checkpoint = folder / "predictor.ckpt"
     _compact(Path(best.best_model_path), checkpoint)
-    Path(best.best_model_path).unlink()
+    shutil.rmtree(folder / "checkpoints")
     info = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": _rel(checkpoint, out),
         "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
         "epochs": int(trainer.current_epoch),
         "samples_seen": int(trainer.global_step) * recipe.batch_size,
@@ -412,15 +418,11 @@ def _evaluate(path: Path, candidates: Any, prefix: Path, *, data: PredictorData,
 
 
 def _calibration_stage(
-    recipe: PredictorRecipe, data: PredictorData, out: Path, predictor: Path, snapshots: list[str],
+    stage: _Stage, recipe: PredictorRecipe, data: PredictorData, out: Path, predictor: Path, snapshots: list[str],
     subset: str, device: str, emit: Any,
 ) -> dict[str, Any]:  # fmt: skip
     from qg_lightning.quality.calibration import calibrate_checkpoint, read_candidates
 
-    extra = {"report_subset": subset}
-    stage = _Stage(
-        "calibration", out / "calibration.done.json", stage_fields("calibration", recipe, data, extra)
-    )
     info = stage.cached()
     if info is not None:
         return info
@@ -430,7 +432,8 @@ def _calibration_stage(
     prefix = folder / f"{subset}_uncalibrated"
     report = _evaluate(predictor, candidates, prefix, data=data, device=device, tta=False, seed=recipe.seed)
     final = out / "quality_predictor.ckpt"
-    info: dict[str, Any] = {"uncalibrated_report": str(prefix.with_suffix(".json")), "checkpoint": str(final)}
+    info: dict[str, Any] = {"uncalibrated_report": _rel(prefix.with_suffix(".json"), out),
+                            "checkpoint": _rel(final, out)}  # fmt: skip
     info["uncalibrated"] = _headline(report)
     if recipe.calibration == "none" or not snapshots:
         shutil.copyfile(predictor, final)
@@ -454,11 +457,9 @@ def _calibration_stage(
 
 
 def _report_stage(
-    recipe: PredictorRecipe, data: PredictorData, out: Path, final: Path, snapshots: list[str], subset: str,
+    stage: _Stage, recipe: PredictorRecipe, data: PredictorData, out: Path, final: Path, snapshots: list[str], subset: str,
     device: str, emit: Any, done: Mapping[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
-    extra = {"report_subset": subset}
-    stage = _Stage("report", out / "report.done.json", stage_fields("report", recipe, data, extra))
     info = stage.cached()
     if info is not None:
         return _read_json(out / "report.json")
@@ -475,9 +476,10 @@ def _report_stage(
         prefix = folder / f"{subset}_{label}"
         report = _evaluate(final, candidates, prefix, data=data, device=device, tta=tta, seed=recipe.seed)
         evaluations[label] = _headline(report)
-        files[label] = str(prefix.with_suffix(".json"))
+        files[label] = _rel(prefix.with_suffix(".json"), out)
     summary = {
-        "checkpoint": str(final),
+        "checkpoint": _rel(final, out),
+        "paths": "relative to this file's folder",
         "subset": subset,
         "note": "real = masks of the cross-fitted snapshot models; the calibration was fitted on the real masks "
         "of the validation images, so calibrated MAE on the validation split is in-sample",
@@ -496,6 +498,26 @@ def _report_stage(
     return summary
 
 
+def _stage(
+    name: str, recipe: PredictorRecipe, data: PredictorData, out: Path, folder: Path, subset: str,
+    snapshots_run: str | None,
+) -> _Stage:  # fmt: skip
+    """The cached stage ``name``: its marker and the settings it depends on."""
+    extra: dict[str, Any] = {}
+    if name in ("predictor", "calibration", "report"):
+        # which snapshots: the folder, and which training of it (a retrained snapshot stage outdates the rest)
+        extra["snapshot_dir"] = _snapshot_key(out, folder if recipe.needs_snapshots else None)
+        extra["snapshots_run"] = snapshots_run
+    if name in ("calibration", "report"):
+        extra["report_subset"] = subset
+    marker = (folder if name == "snapshots" else out) / f"{name}.done.json"
+    return _Stage(name, marker, stage_fields(name, recipe, data, extra))
+
+
+def _names(recipe: PredictorRecipe) -> list[str]:
+    return [name for name in STAGES if name != "snapshots" or recipe.needs_snapshots]
+
+
 def check_output(
     recipe: PredictorRecipe,
     data: PredictorData,
@@ -505,37 +527,28 @@ def check_output(
     report_subset: Literal["val", "test"] = "val",
 ) -> list[str]:
     """Check, without training anything, that the stages cached in ``out`` (and ``snapshot_dir``) were made
-    with ``recipe`` and ``data``; return the names of the stages already done.
+    with ``recipe`` and ``data``; return the names of the stages already done (in order, up to the first
+    stage to do: every later one is redone too).
 
     Raises:
         CacheMismatchError: a cached stage was made with other settings (the message names the fields).
     """
     out = Path(out)
     folder = Path(snapshot_dir) if snapshot_dir is not None else out / "snapshots"
-    extra = {"report_subset": report_subset}
-    snapshot_extra = {"snapshot_dir": _snapshot_key(out, folder if recipe.needs_snapshots else None)}
-    stages = [
-        _Stage("split", out / "split.done.json", stage_fields("split", recipe, data)),
-        _Stage("snapshots", folder / "snapshots.done.json", stage_fields("snapshots", recipe, data)),
-        _Stage(
-            "predictor", out / "predictor.done.json", stage_fields("predictor", recipe, data, snapshot_extra)
-        ),
-        _Stage(
-            "calibration", out / "calibration.done.json", stage_fields("calibration", recipe, data, extra)
-        ),
-        _Stage("report", out / "report.done.json", stage_fields("report", recipe, data, extra)),
-    ]
-    if not recipe.needs_snapshots:
-        stages.pop(1)
-    done = []
-    for stage in stages:  # in pipeline order, so the first stage that differs is named
-        if stage.cached() is not None:
-            done.append(stage.name)
-        elif stage.name == "snapshots":  # the finished folds of an unfinished snapshot stage
-            for marker in sorted(folder.glob("*/fold*.done.json")):
-                saved = _read_json(marker).get("settings", {})
-                key = {"model": saved.get("model"), "fold": saved.get("fold")}
-                _Stage("snapshots", marker, {**stage.settings, **key}).cached()
+    done: list[str] = []
+    run = None
+    for name in _names(recipe):  # in pipeline order, so the first stage that differs is named
+        stage = _stage(name, recipe, data, out, folder, report_subset, run)
+        info = stage.cached()
+        if info is None:
+            if name == "snapshots":  # the finished folds of an unfinished snapshot stage
+                for marker in sorted(folder.glob("*/fold*.done.json")):
+                    saved = _read_json(marker).get("settings", {})
+                    key = {"model": saved.get("model"), "fold": saved.get("fold")}
+                    _Stage("snapshots", marker, {**stage.settings, **key}).cached()
+            break
+        run = info.get("run", run)
+        done.append(name)
     return done
 
 
@@ -595,26 +608,42 @@ def train_predictor(
     out.mkdir(parents=True, exist_ok=True)
     emit = _emitter(progress)
     device = _device(accelerator)
-    done: dict[str, Any] = {"split": _split_stage(recipe, data, out, emit)}
     folder = Path(snapshot_dir) if snapshot_dir is not None else out / "snapshots"
+    done: dict[str, Any] = {}
+
+    def stage(name: str) -> _Stage:
+        """The stage's cache; when it has to run, the markers of every later stage in ``out`` go (redone)."""
+        run = done.get("snapshots", {}).get("run")
+        cache = _stage(name, recipe, data, out, folder, report_subset, run)
+        if not cache.marker.is_file() and name != "split":  # the split is the same whenever it is made
+            for later in _names(recipe)[_names(recipe).index(name) + 1 :]:
+                (out / f"{later}.done.json").unlink(missing_ok=True)
+        return cache
+
+    done["split"] = _split_stage(stage("split"), recipe, data, out, emit)
     if recipe.needs_snapshots:
-        done["snapshots"] = _snapshot_stage(recipe, data, out, folder, accelerator, precision, emit)
+        done["snapshots"] = _snapshot_stage(stage("snapshots"), recipe, data, out, folder, accelerator, precision,
+                                            emit)  # fmt: skip
     else:
         done["snapshots"] = {"snapshots": []}
-    snapshots = [str(p) for p in done["snapshots"]["snapshots"]]
+    snapshots = [str(folder / p) for p in done["snapshots"]["snapshots"]]
     used = folder if recipe.needs_snapshots else None
-    done["predictor"] = _predictor_stage(recipe, data, out, used, accelerator, precision, emit)
-    predictor = Path(done["predictor"]["checkpoint"])
-    done["calibration"] = _calibration_stage(
-        recipe, data, out, predictor, snapshots, report_subset, device, emit
+    done["predictor"] = _predictor_stage(
+        stage("predictor"), recipe, data, out, used, accelerator, precision, emit
     )
-    final = Path(done["calibration"]["checkpoint"])
-    report = _report_stage(recipe, data, out, final, snapshots, report_subset, device, emit, done)
+    predictor = out / done["predictor"]["checkpoint"]
+    done["calibration"] = _calibration_stage(
+        stage("calibration"), recipe, data, out, predictor, snapshots, report_subset, device, emit
+    )
+    final = out / done["calibration"]["checkpoint"]
+    report = _report_stage(
+        stage("report"), recipe, data, out, final, snapshots, report_subset, device, emit, done
+    )
     paths = {"out": out, "split": out / "split.json", "predictor": predictor, "checkpoint": final,
              "report": out / "report.json"}  # fmt: skip
     if recipe.needs_snapshots:
         paths["snapshots"] = folder
     for label, path in report["reports"].items():
-        paths[f"report_{label}"] = Path(path)
+        paths[f"report_{label}"] = out / path
     emit(ProgressEvent("report", f"done: {final}"))
     return TrainedPredictor(checkpoint=final, report=report, paths=paths, recipe=recipe, data=data)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,35 @@ def test_rerun_is_cached_and_a_changed_recipe_is_refused(trained, monkeypatch: p
         train_predictor(TINY.replace(p_weak=0.25), result.data, out)
     with pytest.raises(CacheMismatchError, match=r"split stage .*data\.split_seed: 0 -> 1.*--out"):
         train_predictor(TINY, result.data.replace(split_seed=1), out)
+
+
+def test_moved_output_reuses_its_stages_and_reports_on_test(trained, tmp_path: Path) -> None:
+    result, _ = trained
+    moved = tmp_path / "moved"
+    shutil.copytree(result.paths["out"], moved)
+    # the fix the mismatch error names: delete the markers of the stages to redo
+    (moved / "calibration.done.json").unlink()
+    (moved / "report.done.json").unlink()
+    # split, snapshots and predictor are reused from the moved folder; calibration and report are redone
+    again = train_predictor(TINY, result.data, moved, accelerator="cpu", report_subset="test")
+    assert again.paths["predictor"] == moved / "predictor" / "predictor.ckpt"
+    assert again.report["predictor"] == result.report["predictor"]
+    assert again.report["subset"] == "test" and (moved / "report" / "test_calibrated.json").is_file()
+    assert (moved / "calibration" / "val_uncalibrated.json").is_file()  # calibrated on val all the same
+
+
+def test_a_redone_stage_redoes_the_later_ones(trained, tmp_path: Path) -> None:
+    result, _ = trained
+    moved = tmp_path / "redo"
+    shutil.copytree(result.paths["out"], moved)
+    before = {
+        name: (moved / f"{name}.done.json").stat().st_mtime_ns for name in ("split", "calibration", "report")
+    }
+    (moved / "predictor.done.json").unlink()
+    train_predictor(TINY, result.data, moved, accelerator="cpu")
+    assert (moved / "split.done.json").stat().st_mtime_ns == before["split"]
+    for name in ("calibration", "report"):
+        assert (moved / f"{name}.done.json").stat().st_mtime_ns > before[name], name
 
 
 def test_estimate_measures_steps(isolated: Path) -> None:
