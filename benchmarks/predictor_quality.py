@@ -240,14 +240,15 @@ def main() -> None:
                      "backbone": args.backbone, "pretrained": False, "folds": args.folds,
                      "minutes_per_predictor": args.minutes, "segmenters": [p.name for p in segmenters],
                      "variants": {}}  # fmt: skip
+    # a replicate (--train-seed) has folders of its own and shares the snapshots and evaluation segmenters
+    suffix = "" if args.train_seed is None else f"_seed{args.train_seed}"
     for variant, recipe in recipes.items():
-        trained = train_predictor(
-            recipe, data, out / variant, accelerator="cpu", snapshot_dir=out / "snapshots"
-        )
+        name = variant + suffix
+        trained = train_predictor(recipe, data, out / name, accelerator="cpu", snapshot_dir=out / "snapshots")
         if candidates is None:
             candidates = candidates_of_test_split(args, segmenters, recipe.image_size)
         predictor = trained.paths["predictor"]
-        report = _evaluate(args, predictor, out / f"report_{variant}.json", candidates)
+        report = _evaluate(args, predictor, out / f"report_{name}.json", candidates)
         entry = summary["variants"][variant] = {
             "recipe": recipe.to_dict(),
             "train": trained.report["predictor"],
@@ -258,15 +259,15 @@ def main() -> None:
         if args.calibrate:
             calibrated = trained.checkpoint
             entry["calibration"] = trained.report["calibration"]
-            cal = _evaluate(args, calibrated, out / f"report_{variant}_calibrated.json", candidates)
+            cal = _evaluate(args, calibrated, out / f"report_{name}_calibrated.json", candidates)
             entry["calibrated"] = _figures(cal)
             tta = _evaluate(
-                args, calibrated, out / f"report_{variant}_calibrated_tta.json", candidates, tta=True
+                args, calibrated, out / f"report_{name}_calibrated_tta.json", candidates, tta=True
             )
             entry["calibrated_tta"] = _figures(tta)
     summary["wall_minutes"] = round((time.perf_counter() - t0) / 60, 1)
     summary["command"] = _command(parser, args)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / f"summary{suffix}.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
 
 
