@@ -22,7 +22,6 @@ raises :class:`CacheMismatchError` naming the fields that differ.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -41,7 +40,8 @@ from typing_extensions import override
 
 from qg_lightning.checkpoint import atomic_save, load_checkpoint
 from qg_lightning.data import SemiSupervisedDataModule, Split, derive_seed, load_split
-from qg_lightning.quality.recipe import STAGES, PredictorData, PredictorRecipe, fingerprint, stage_fields
+from qg_lightning.quality.cache import CacheMismatchError, StageCache, read_json, relative_path, write_json
+from qg_lightning.quality.recipe import STAGES, PredictorData, PredictorRecipe, stage_fields
 
 __all__ = ["CacheMismatchError", "ProgressEvent", "TrainedPredictor", "check_output", "train_predictor"]
 
@@ -49,10 +49,6 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[["ProgressEvent"], None]
 _REPORT_KEYS = ("n", "mae", "pearson", "spearman", "mean_pred", "mean_true", "constant_baseline_mae")
-
-
-class CacheMismatchError(ValueError):
-    """A stage's cached output in the output folder was made with other settings."""
 
 
 @dataclass(frozen=True)
@@ -95,53 +91,6 @@ class TrainedPredictor:
     paths: dict[str, Path]
     recipe: PredictorRecipe
     data: PredictorData
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON file's object (written by this module)."""
-    return json.loads(Path(path).read_text())
-
-
-def _write_json(path: Path, value: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    tmp.replace(path)
-    return path
-
-
-class _Stage:
-    """A cached stage: its marker file, the settings it depends on, and the check of a cached run."""
-
-    def __init__(self, name: str, marker: Path, settings: Mapping[str, Any]) -> None:
-        self.name, self.marker, self.settings = name, marker, dict(settings)
-        self.fingerprint = fingerprint(self.settings)
-
-    def cached(self) -> dict[str, Any] | None:
-        """The marker's ``info`` when the stage was done with the same settings; ``None`` when not done."""
-        if not self.marker.is_file():
-            return None
-        saved = _read_json(self.marker)
-        if saved.get("fingerprint") == self.fingerprint:
-            return saved.get("info", {})
-        before = saved.get("settings", {})
-        changed = [
-            f"{key}: {before.get(key, '<unset>')!r} -> {self.settings.get(key, '<unset>')!r}"
-            for key in sorted(set(before) | set(self.settings))
-            if before.get(key, "<unset>") != self.settings.get(key, "<unset>")
-        ]
-        raise CacheMismatchError(
-            f"The {self.name} stage cached in '{self.marker.parent}' was made with other settings "
-            f"({'; '.join(changed) or 'unknown differences'}). Use another output folder (--out), or delete "
-            f"'{self.marker}' to redo this stage (later stages are then redone too)."
-        )
-
-    def done(self, info: Mapping[str, Any]) -> dict[str, Any]:
-        _write_json(
-            self.marker, {"stage": self.name, "fingerprint": self.fingerprint, "settings": self.settings,
-                          "info": dict(info)},
-        )  # fmt: skip
-        return dict(info)
 
 
 class _EpochProgress(L.Callback):
@@ -195,7 +144,7 @@ def _trainer(accelerator: str, precision: str | None, root: Path, **kwargs: Any)
 
 # ------------------------------------------------------------------------------------------------ stages
 def _split_stage(
-    stage: _Stage, recipe: PredictorRecipe, data: PredictorData, out: Path, emit: Any
+    stage: StageCache, recipe: PredictorRecipe, data: PredictorData, out: Path, emit: Any
 ) -> dict[str, Any]:
     info = stage.cached()
     if info is not None:
@@ -229,7 +178,7 @@ def _snapshot_split(recipe: PredictorRecipe, out: Path) -> Path:
 
 
 def _snapshot_stage(
-    stage: _Stage, recipe: PredictorRecipe, data: PredictorData, out: Path, folder: Path, accelerator: str,
+    stage: StageCache, recipe: PredictorRecipe, data: PredictorData, out: Path, folder: Path, accelerator: str,
     precision: str | None, emit: Any,
 ) -> dict[str, Any]:  # fmt: skip
     from qg_lightning.methods import SupervisedSegmenter
@@ -247,7 +196,7 @@ def _snapshot_stage(
     for m, (arch, encoder) in enumerate(recipe.snapshot_specs):
         target = folder / f"{arch}_{encoder}"
         for fold in range(recipe.snapshot_folds):
-            fold_stage = _Stage(
+            fold_stage = StageCache(
                 "snapshots", target / f"fold{fold}.done.json", {**stage.settings, "model": m, "fold": fold}
             )
             fold_info = fold_stage.cached()
@@ -264,16 +213,11 @@ def _snapshot_stage(
                                    limit_val_batches=0,
                                    callbacks=[callback, _EpochProgress("snapshots", label, epochs, emit)])  # fmt: skip
                 trainer.fit(model, datamodule=dm)
-                fold_info = fold_stage.done({"snapshots": sorted(_rel(p, folder) for p in callback.saved),
+                fold_info = fold_stage.done({"snapshots": sorted(relative_path(p, folder) for p in callback.saved),
                                              "n_train": len(dm.training_labeled_ids)})  # fmt: skip
             saved += fold_info["snapshots"]
     minutes = (time.perf_counter() - start) / 60
     return stage.done({"snapshots": saved, "minutes": round(minutes, 2), "run": uuid.uuid4().hex[:12]})
-
-
-def _rel(path: str | Path, base: Path) -> str:
-    """``path`` relative to ``base`` (markers and reports stay valid when the output folder moves)."""
-    return Path(path).resolve().relative_to(base.resolve()).as_posix()
 
 
 def _snapshot_key(out: Path, folder: Path | None) -> str | None:
@@ -292,7 +236,7 @@ def _compact(best: Path, target: Path) -> None:
 
 
 def _predictor_stage(
-    stage: _Stage, recipe: PredictorRecipe, data: PredictorData, out: Path, snapshots: Path | None, accelerator: str,
+    stage: StageCache, recipe: PredictorRecipe, data: PredictorData, out: Path, snapshots: Path | None, accelerator: str,
     precision: str | None, emit: Any,
 ) -> dict[str, Any]:  # fmt: skip
     from qg_lightning.quality.datamodule import QualityDataModule
@@ -347,7 +291,7 @@ def _predictor_stage(
     _compact(Path(best.best_model_path), checkpoint)
     shutil.rmtree(folder / "checkpoints")
     info = {
-        "checkpoint": _rel(checkpoint, out),
+        "checkpoint": relative_path(checkpoint, out),
         "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
         "epochs": int(trainer.current_epoch),
         "samples_seen": int(trainer.global_step) * recipe.batch_size,
@@ -413,12 +357,12 @@ def _evaluate(path: Path, candidates: Any, prefix: Path, *, data: PredictorData,
     )
     report = evaluate_candidate_set(predictor, candidates, out_prefix=prefix, seed=seed)
     report = {**report, "predictor": str(path), "tta": tta}
-    _write_json(prefix.with_suffix(".json"), report)
+    write_json(prefix.with_suffix(".json"), report)
     return report
 
 
 def _calibration_stage(
-    stage: _Stage, recipe: PredictorRecipe, data: PredictorData, out: Path, predictor: Path, snapshots: list[str],
+    stage: StageCache, recipe: PredictorRecipe, data: PredictorData, out: Path, predictor: Path, snapshots: list[str],
     subset: str, device: str, emit: Any,
 ) -> dict[str, Any]:  # fmt: skip
     from qg_lightning.quality.calibration import calibrate_checkpoint, read_candidates
@@ -432,8 +376,8 @@ def _calibration_stage(
     prefix = folder / f"{subset}_uncalibrated"
     report = _evaluate(predictor, candidates, prefix, data=data, device=device, tta=False, seed=recipe.seed)
     final = out / "quality_predictor.ckpt"
-    info: dict[str, Any] = {"uncalibrated_report": _rel(prefix.with_suffix(".json"), out),
-                            "checkpoint": _rel(final, out)}  # fmt: skip
+    info: dict[str, Any] = {"uncalibrated_report": relative_path(prefix.with_suffix(".json"), out),
+                            "checkpoint": relative_path(final, out)}  # fmt: skip
     info["uncalibrated"] = _headline(report)
     if recipe.calibration == "none" or not snapshots:
         shutil.copyfile(predictor, final)
@@ -457,12 +401,12 @@ def _calibration_stage(
 
 
 def _report_stage(
-    stage: _Stage, recipe: PredictorRecipe, data: PredictorData, out: Path, final: Path, snapshots: list[str], subset: str,
+    stage: StageCache, recipe: PredictorRecipe, data: PredictorData, out: Path, final: Path, snapshots: list[str], subset: str,
     device: str, emit: Any, done: Mapping[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
     info = stage.cached()
     if info is not None:
-        return _read_json(out / "report.json")
+        return read_json(out / "report.json")
     emit(ProgressEvent("report", f"evaluating the final predictor on the {subset} images"))
     folder = out / "report"
     candidates = _candidate_set(recipe, data, out, subset, snapshots, device)
@@ -476,9 +420,9 @@ def _report_stage(
         prefix = folder / f"{subset}_{label}"
         report = _evaluate(final, candidates, prefix, data=data, device=device, tta=tta, seed=recipe.seed)
         evaluations[label] = _headline(report)
-        files[label] = _rel(prefix.with_suffix(".json"), out)
+        files[label] = relative_path(prefix.with_suffix(".json"), out)
     summary = {
-        "checkpoint": _rel(final, out),
+        "checkpoint": relative_path(final, out),
         "paths": "relative to this file's folder",
         "subset": subset,
         "note": "real = masks of the cross-fitted snapshot models; the calibration was fitted on the real masks "
@@ -493,7 +437,7 @@ def _report_stage(
         "data": data.to_dict(),
         "recipe_fingerprint": recipe.fingerprint,
     }
-    _write_json(out / "report.json", summary)
+    write_json(out / "report.json", summary)
     stage.done({"report": str(out / "report.json")})
     return summary
 
@@ -501,7 +445,7 @@ def _report_stage(
 def _stage(
     name: str, recipe: PredictorRecipe, data: PredictorData, out: Path, folder: Path, subset: str,
     snapshots_run: str | None,
-) -> _Stage:  # fmt: skip
+) -> StageCache:  # fmt: skip
     """The cached stage ``name``: its marker and the settings it depends on."""
     extra: dict[str, Any] = {}
     if name in ("predictor", "calibration", "report"):
@@ -511,7 +455,7 @@ def _stage(
     if name in ("calibration", "report"):
         extra["report_subset"] = subset
     marker = (folder if name == "snapshots" else out) / f"{name}.done.json"
-    return _Stage(name, marker, stage_fields(name, recipe, data, extra))
+    return StageCache(name, marker, stage_fields(name, recipe, data, extra))
 
 
 def _names(recipe: PredictorRecipe) -> list[str]:
@@ -543,9 +487,9 @@ def check_output(
         if info is None:
             if name == "snapshots":  # the finished folds of an unfinished snapshot stage
                 for marker in sorted(folder.glob("*/fold*.done.json")):
-                    saved = _read_json(marker).get("settings", {})
+                    saved = read_json(marker).get("settings", {})
                     key = {"model": saved.get("model"), "fold": saved.get("fold")}
-                    _Stage("snapshots", marker, {**stage.settings, **key}).cached()
+                    StageCache("snapshots", marker, {**stage.settings, **key}).cached()
             break
         run = info.get("run", run)
         done.append(name)
@@ -611,7 +555,7 @@ def train_predictor(
     folder = Path(snapshot_dir) if snapshot_dir is not None else out / "snapshots"
     done: dict[str, Any] = {}
 
-    def stage(name: str) -> _Stage:
+    def stage(name: str) -> StageCache:
         """The stage's cache; when it has to run, the markers of every later stage in ``out`` go (redone)."""
         run = done.get("snapshots", {}).get("run")
         cache = _stage(name, recipe, data, out, folder, report_subset, run)
