@@ -215,6 +215,22 @@ def test_a_redone_stage_redoes_the_later_ones(trained, tmp_path: Path) -> None:
         assert (moved / f"{name}.done.json").stat().st_mtime_ns > before[name], name
 
 
+def test_snapshot_label_fraction_trains_weak_models_on_a_nested_subset(isolated: Path) -> None:
+    recipe = TINY.replace(snapshot_label_fraction=0.5, calibration="none", tta=False)
+    result = train_predictor(recipe, PredictorData(**TINY_DATA), isolated / "out", accelerator="cpu")
+    split = json.loads((isolated / "out" / "split.json").read_text())
+    subset = json.loads((isolated / "out" / "snapshot_split.json").read_text())
+    assert len(subset["labeled"]) == len(split["labeled"]) // 2 and set(subset["labeled"]) < set(
+        split["labeled"]
+    )
+    folds = [
+        json.loads(p.read_text())["info"] for p in sorted(result.paths["snapshots"].glob("*/fold*.done.json"))
+    ]
+    assert [f["n_train"] for f in folds] == [len(subset["labeled"]) // 2] * 2  # each fold trains on the other
+    assert result.report["calibration"] is None and set(result.report["evaluations"]) == {"uncalibrated"}
+    assert load_quality_predictor(str(result.checkpoint)).hparams.calibration is None
+
+
 def test_estimate_measures_steps(isolated: Path) -> None:
     estimate = estimate_predictor_time(TINY, PredictorData(**TINY_DATA), accelerator="cpu", steps=1)
     assert estimate.seconds > 0 and set(estimate.stages) == {"snapshots", "predictor", "evaluation"}
