@@ -202,7 +202,17 @@ def train_predictor_cli(argv: Sequence[str]) -> int:
     if "report" not in done and not ns.no_estimate:
         log.info("Estimating the run time (a few timed steps of each model) ...")
         estimate = estimate_predictor_time(recipe, data, accelerator=ns.accelerator, precision=ns.precision)
-        log.info("Estimated run time: %s; cached stages: %s", estimate.describe(), done or "none")
+        left = {
+            "snapshots": "snapshots" not in done,
+            "predictor": "predictor" not in done,
+            "evaluation": True,
+        }
+        seconds = sum(t for stage, t in estimate.stages.items() if left.get(stage, True))
+        log.info("Estimated run time: %s; cached stages: %s", estimate.describe(), ", ".join(done) or "none")
+        if done:
+            log.info(
+                "Left to run: about %s", f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
+            )
     if ns.estimate_only:
         return 0
     trained = train_predictor(
