@@ -369,6 +369,12 @@ def _gallery(argv: Sequence[str]) -> int:
     return gallery_cli(argv)
 
 
+def _train_predictor(argv: Sequence[str]) -> int:
+    from qg_lightning.cli_train_predictor import train_predictor_cli
+
+    return train_predictor_cli(argv)
+
+
 def _study(argv: Sequence[str]) -> int:
     from qg_lightning.study import study_cli
 
@@ -377,6 +383,7 @@ def _study(argv: Sequence[str]) -> int:
 
 EXTRA_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "study": _study,
+    "train-predictor": _train_predictor,
     "make-synthetic": _make_synthetic,
     "evaluate-predictor": _evaluate_predictor,
     "calibrate-predictor": _calibrate_predictor,

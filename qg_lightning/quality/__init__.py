@@ -27,6 +27,7 @@ from qg_lightning.quality.predictor import (
     load_quality_predictor,
     load_quality_predictors,
 )
+from qg_lightning.quality.recipe import PredictorData, PredictorRecipe
 from qg_lightning.quality.sampling import (
     CATEGORIES,
     CATEGORY_PROBS,
@@ -35,19 +36,24 @@ from qg_lightning.quality.sampling import (
     dice_target,
 )
 from qg_lightning.quality.snapshots import SnapshotCallback, find_snapshots, load_snapshot
+from qg_lightning.quality.training import TrainedPredictor, train_predictor
 
 __all__ = [
     "FlipTTA",
+    "PredictorData",
+    "PredictorRecipe",
     "QUALITY_CATEGORIES",
     "QualityDataModule",
     "QualityEnsemble",
     "QualityPredictor",
     "SnapshotCallback",
+    "TrainedPredictor",
     "find_snapshots",
     "fit_calibration",
     "load_quality_predictor",
     "load_quality_predictors",
     "load_snapshot",
+    "train_predictor",
     "BLOB",
     "CATASTROPHIC",
     "CATEGORIES",

@@ -34,7 +34,14 @@ from torch import Tensor
 
 from qg_lightning.checkpoint import atomic_save, load_checkpoint
 
-__all__ = ["apply_calibration", "calibrate_cli", "compose_calibration", "fit_calibration", "read_candidates"]
+__all__ = [
+    "apply_calibration",
+    "calibrate_checkpoint",
+    "calibrate_cli",
+    "compose_calibration",
+    "fit_calibration",
+    "read_candidates",
+]
 
 _EPS = 1e-4
 
@@ -159,6 +166,69 @@ def read_candidates(path: str | Path, source: str = "real") -> tuple[Tensor, Ten
     return torch.tensor(pred), torch.tensor(true)
 
 
+def calibrate_checkpoint(
+    predictor: str | Path,
+    pred: Tensor,
+    true: Tensor,
+    out: str | Path,
+    *,
+    details: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fit a calibration on ``(pred, true)`` and write a copy of the ``predictor`` checkpoint that applies it.
+
+    The fitted map is composed with the checkpoint's existing ``calibration`` (if any), and the copy is written
+    atomically to ``out`` together with ``out.with_suffix(".calibration.json")`` (the returned summary).
+
+    Args:
+        predictor: quality predictor checkpoint (``.ckpt``).
+        pred: its predicted qualities on honest candidates (e.g. :func:`read_candidates`).
+        true: their true Dice, same shape.
+        out: the calibrated checkpoint path (``.ckpt``, not ``predictor``).
+        details: extra JSON-ready entries for the summary (e.g. where the candidates came from).
+
+    Returns:
+        ``predictor``, ``out``, ``n``, ``calibration`` (the combined ``[scale, shift]``), ``fitted_on_top``,
+        ``before`` and ``after`` (:func:`~qg_lightning.quality.evaluation.regression_metrics` on ``pred``).
+
+    Raises:
+        FileNotFoundError: no file at ``predictor``.
+        ValueError: ``out`` is not a new ``.ckpt`` path, or ``predictor`` is not a quality predictor checkpoint.
+        RuntimeError: the fit did not converge.
+    """
+    from qg_lightning.quality.evaluation import regression_metrics
+
+    src, out = Path(predictor), Path(out)
+    if not src.is_file():
+        raise FileNotFoundError(f"--predictor '{src}' not found.")
+    if out.suffix != ".ckpt":
+        raise ValueError(f"`--out` must be a .ckpt path, got '{out}'.")
+    if out.resolve() == src.resolve():
+        raise ValueError(f"`--out` '{out}' is the input checkpoint; write the calibrated copy to a new path.")
+    ckpt: dict[str, Any] = dict(load_checkpoint(src, what="quality predictor checkpoint"))
+    hparams = ckpt.get("hyper_parameters")
+    if not isinstance(hparams, Mapping) or "backbone" not in hparams:
+        raise ValueError(f"'{src}' is not a quality predictor checkpoint (no 'backbone' hyper-parameter).")
+    fitted = fit_calibration(pred, true)
+    if not all(math.isfinite(v) for v in fitted) or fitted[0] <= 0:
+        raise RuntimeError(f"The calibration fit did not converge (got {fitted}); check the candidates.")
+    combined = compose_calibration(hparams.get("calibration"), fitted)
+    ckpt["hyper_parameters"] = {**hparams, "calibration": combined}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(ckpt, out)
+    summary = {
+        "predictor": str(src),
+        "out": str(out),
+        **dict(details or {}),
+        "n": int(pred.numel()),
+        "calibration": combined,
+        "fitted_on_top": fitted,
+        "before": regression_metrics(pred, true),
+        "after": regression_metrics(apply_calibration(pred, fitted), true),
+    }
+    out.with_suffix(".calibration.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="qg-lightning calibrate-predictor",
@@ -181,8 +251,6 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def calibrate_cli(argv: Sequence[str]) -> int:
     """``qg-lightning calibrate-predictor``: see ``--help``. Returns the exit code (0)."""
-    from qg_lightning.quality.evaluation import regression_metrics
-
     ns = _build_parser().parse_args(list(argv))
     src, out = Path(ns.predictor), Path(ns.out)
     if not src.is_file():
@@ -192,29 +260,9 @@ def calibrate_cli(argv: Sequence[str]) -> int:
     if out.resolve() == src.resolve():
         raise ValueError(f"`--out` '{out}' is the input checkpoint; write the calibrated copy to a new path.")
     pred, true = read_candidates(ns.candidates, ns.source)
-    ckpt: dict[str, Any] = dict(load_checkpoint(src, what="quality predictor checkpoint"))
-    hparams = ckpt.get("hyper_parameters")
-    if not isinstance(hparams, Mapping) or "backbone" not in hparams:
-        raise ValueError(f"'{src}' is not a quality predictor checkpoint (no 'backbone' hyper-parameter).")
-    fitted = fit_calibration(pred, true)
-    if not all(math.isfinite(v) for v in fitted) or fitted[0] <= 0:
-        raise RuntimeError(f"The calibration fit did not converge (got {fitted}); check the candidates CSV.")
-    combined = compose_calibration(hparams.get("calibration"), fitted)
-    ckpt["hyper_parameters"] = {**hparams, "calibration": combined}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(ckpt, out)
-    summary = {
-        "predictor": str(src),
-        "out": str(out),
-        "candidates": str(ns.candidates),
-        "source": ns.source,
-        "n": int(pred.numel()),
-        "calibration": combined,
-        "fitted_on_top": fitted,
-        "before": regression_metrics(pred, true),
-        "after": regression_metrics(apply_calibration(pred, fitted), true),
-    }
-    out.with_suffix(".calibration.json").write_text(json.dumps(summary, indent=2))
+    details = {"candidates": str(ns.candidates), "source": ns.source}
+    summary = calibrate_checkpoint(src, pred, true, out, details=details)
+    combined = summary["calibration"]
     b, a = summary["before"], summary["after"]
     sys.stdout.write(
         f"Calibration [scale, shift] = [{combined[0]:.4f}, {combined[1]:.4f}] fitted on {pred.numel()} {ns.source} "

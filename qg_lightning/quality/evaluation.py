@@ -30,6 +30,7 @@ import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,15 @@ from qg_lightning.quality.sampling import CATEGORIES, CorruptionSampler, dice_ta
 __all__ = [
     "IMAGE_DEPENDENCE_THRESHOLD",
     "SYNTHETIC",
+    "CandidateSet",
+    "evaluate_candidate_set",
     "evaluate_predictor",
     "evaluate_predictor_cli",
     "failure_detection",
     "image_dependence",
+    "load_evaluation_images",
     "load_segmenter",
+    "make_candidate_set",
     "predict_quality",
     "regression_metrics",
     "save_calibration_png",
@@ -1065,6 +1070,168 @@ def _write_candidates_csv(path, pred, true, sources, cats, corruptions, ids, sco
 
 
 # ------------------------------------------------------------------------------------------------- command
+@dataclass(frozen=True)
+class CandidateSet:
+    """Candidate masks with known truth, ready for :func:`evaluate_predictor` (see :func:`make_candidate_set`).
+
+    Attributes:
+        images: ``uint8 (N, C, H, W)`` one per image.
+        truths: ``uint8 (N, K-1, H, W)`` ground-truth foreground masks.
+        candidates: ``uint8 (M, K-1, H, W)`` candidate masks.
+        image_index: ``long (M,)`` image of each candidate.
+        sources: ``(M,)`` ``"synthetic"`` or the segmenter's name.
+        categories: ``(M,)`` corruption category of synthetic candidates (None for real ones).
+        corruptions: ``(M,)`` corruption name of synthetic candidates (None for real ones).
+        ids: ``(M,)`` image id of each candidate.
+        segmenter_scores: ``{"max_probability": (M,), "entropy": (M,)}`` (NaN for synthetic candidates), or
+            None without segmenters.
+    """
+
+    images: Tensor
+    truths: Tensor
+    candidates: Tensor
+    image_index: Tensor
+    sources: list[str]
+    categories: list[str | None]
+    corruptions: list[str | None]
+    ids: list[str]
+    segmenter_scores: dict[str, np.ndarray] | None
+
+
+def load_evaluation_images(
+    index: Any, ids: Sequence[str], *, image_size: int, in_channels: int, num_classes: int
+) -> tuple[Tensor, Tensor]:
+    """Images ``uint8 (N, C, S, S)`` and truths ``uint8 (N, K-1, S, S)`` of ``ids`` from a
+    :class:`~qg_lightning.data.folder.FolderIndex` (e.g. ``SemiSupervisedDataModule.index`` after ``setup``)."""
+    from qg_lightning.quality.datamodule import load_resized
+
+    images_u8, labels = load_resized(
+        [index.image_paths[i] for i in ids],
+        [index.mask_paths[i] for i in ids],
+        size=image_size,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        decoded=index.decoded,
+    )
+    if labels is None:  # cannot happen: mask paths were given
+        raise RuntimeError("load_resized returned no masks.")
+    return images_u8, foreground_from_labels(labels.long(), num_classes).to(torch.uint8)
+
+
+def make_candidate_set(
+    images: Tensor,
+    truths: Tensor,
+    ids: Sequence[str],
+    *,
+    segmenters: Mapping[str, nn.Module] | None = None,
+    num_classes: int = 2,
+    candidates_per_image: int = 5,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> CandidateSet:
+    """Synthetic candidates (``candidates_per_image`` draws of the corruption recipe per image, seeded by
+    ``seed``) and each segmenter's hard masks of the same images, what ``qg-lightning evaluate-predictor``
+    scores.
+
+    Args:
+        images: ``uint8 (N, C, H, W)`` images.
+        truths: ``uint8 (N, K-1, H, W)`` ground-truth foreground masks.
+        ids: ``(N,)`` image ids.
+        segmenters: name -> logits network (e.g. :func:`load_segmenter`); their masks are "real" candidates.
+        num_classes: K (2 = binary).
+        candidates_per_image: synthetic candidates per image (0: real ones only).
+        seed: seed of the synthetic draws.
+        batch_size: images per segmenter forward pass.
+
+    Raises:
+        ValueError: no candidates at all, or ``candidates_per_image`` below 0.
+
+    Example:
+        >>> truths = torch.zeros(3, 1, 32, 32, dtype=torch.uint8); truths[:, :, 8:24, 8:24] = 1
+        >>> images = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
+        >>> cs = make_candidate_set(images, truths, ["a", "b", "c"], candidates_per_image=2)
+        >>> cs.candidates.shape, cs.ids[:4], cs.sources[0]
+        (torch.Size([6, 1, 32, 32]), ['a', 'b', 'c', 'a'], 'synthetic')
+    """
+    from qg_lightning.data import derive_seed
+
+    segmenters = dict(segmenters or {})
+    if isinstance(candidates_per_image, bool) or not isinstance(candidates_per_image, int):
+        raise ValueError(f"`candidates_per_image` must be an integer >= 0, got {candidates_per_image!r}.")
+    if candidates_per_image < 0:
+        raise ValueError(f"`candidates_per_image` must be >= 0, got {candidates_per_image}.")
+    if candidates_per_image == 0 and not segmenters:
+        raise ValueError("Nothing to evaluate: `candidates_per_image` is 0 and no segmenter was given.")
+    n = len(ids)
+    cands, img_idx, sources, cats, names = [], [], [], [], []
+    conf, ent = [], []
+    if candidates_per_image:
+        sampler = CorruptionSampler()
+        g = torch.Generator().manual_seed(derive_seed(seed, 22))
+        for _ in range(candidates_per_image):
+            result = sampler(truths, generator=g)
+            cands.append(result.masks.to(torch.uint8))
+            img_idx.append(torch.arange(n))
+            sources += [SYNTHETIC] * n
+            cats += result.category_names
+            names += list(result.name)
+            conf.append(np.full(n, np.nan))
+            ent.append(np.full(n, np.nan))
+    for name, net in segmenters.items():
+        masks, c, e = segment_images(net, images, num_classes, batch_size=batch_size)
+        cands.append(masks)
+        img_idx.append(torch.arange(n))
+        sources += [name] * n
+        cats += [None] * n
+        names += [None] * n
+        conf.append(c)
+        ent.append(e)
+    image_index = torch.cat(img_idx)
+    scores = {"max_probability": np.concatenate(conf), "entropy": np.concatenate(ent)} if segmenters else None
+    return CandidateSet(
+        images=images,
+        truths=truths,
+        candidates=torch.cat(cands),
+        image_index=image_index,
+        sources=sources,
+        categories=cats,
+        corruptions=names,
+        ids=[ids[i] for i in image_index.tolist()],
+        segmenter_scores=scores,
+    )
+
+
+def evaluate_candidate_set(
+    predictor: nn.Module,
+    candidate_set: CandidateSet,
+    *,
+    batch_size: int = 64,
+    out_prefix: str | os.PathLike | None = None,
+    n_worst: int = 16,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`evaluate_predictor` on a :class:`CandidateSet` (the shuffle check seeded by ``seed``)."""
+    from qg_lightning.data import derive_seed
+
+    cs = candidate_set
+    return evaluate_predictor(
+        predictor,
+        cs.images,
+        cs.truths,
+        cs.candidates,
+        cs.sources,
+        cs.categories,
+        segmenter_scores=cs.segmenter_scores,
+        batch_size=batch_size,
+        image_index=cs.image_index,
+        ids=cs.ids,
+        corruptions=cs.corruptions,
+        out_prefix=out_prefix,
+        n_worst=n_worst,
+        generator=torch.Generator().manual_seed(derive_seed(seed, 23)),
+    )
+
+
 def _checkpoint_context(path: str | os.PathLike) -> dict[str, Any]:
     """What a Lightning predictor checkpoint recorded about its training data (hyper-parameters, split)."""
     ckpt = load_checkpoint(path, what="quality predictor checkpoint")
@@ -1167,8 +1334,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def evaluate_predictor_cli(argv: Sequence[str]) -> int:
     """``qg-lightning evaluate-predictor``: see ``--help``. Returns the exit code (0)."""
-    from qg_lightning.data import SemiSupervisedDataModule, derive_seed
-    from qg_lightning.quality.datamodule import load_resized
+    from qg_lightning.data import SemiSupervisedDataModule
     from qg_lightning.quality.predictor import load_quality_predictors
 
     ns = _build_parser().parse_args(list(argv))
@@ -1277,60 +1443,27 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
             f"The evaluation set is empty ({subset}). Use --subset all or a split with test ids."
         )
 
-    images_u8, labels = load_resized(
-        [index.image_paths[i] for i in ids],
-        [index.mask_paths[i] for i in ids],
-        size=image_size,
-        in_channels=in_channels,
-        num_classes=num_classes,
-        decoded=index.decoded,
+    images_u8, truth = load_evaluation_images(
+        index, ids, image_size=image_size, in_channels=in_channels, num_classes=num_classes
     )
-    truth = foreground_from_labels(labels.long(), num_classes).to(torch.uint8)
     n = len(ids)
-    cands, img_idx, sources, cats, names = [], [], [], [], []
-    conf, ent = [], []
-    if ns.candidates_per_image:
-        sampler = CorruptionSampler()
-        g = torch.Generator().manual_seed(derive_seed(ns.seed, 22))
-        for _ in range(ns.candidates_per_image):
-            result = sampler(truth, generator=g)
-            cands.append(result.masks.to(torch.uint8))
-            img_idx.append(torch.arange(n))
-            sources += [SYNTHETIC] * n
-            cats += result.category_names
-            names += list(result.name)
-            conf.append(np.full(n, np.nan))
-            ent.append(np.full(n, np.nan))
-    for name, net in segmenters.items():
-        masks, c, e = segment_images(net, images_u8, num_classes, batch_size=min(ns.batch_size, 32))
-        cands.append(masks)
-        img_idx.append(torch.arange(n))
-        sources += [name] * n
-        cats += [None] * n
-        names += [None] * n
-        conf.append(c)
-        ent.append(e)
-    image_index = torch.cat(img_idx)
-    seg_scores = (
-        {"max_probability": np.concatenate(conf), "entropy": np.concatenate(ent)} if segmenters else None
-    )
-
-    prefix = out.with_suffix("")
-    report = evaluate_predictor(
-        predictor,
+    candidate_set = make_candidate_set(
         images_u8,
         truth,
-        torch.cat(cands),
-        sources,
-        cats,
-        segmenter_scores=seg_scores,
+        ids,
+        segmenters=segmenters,
+        num_classes=num_classes,
+        candidates_per_image=ns.candidates_per_image,
+        seed=ns.seed,
+        batch_size=min(ns.batch_size, 32),
+    )
+    report = evaluate_candidate_set(
+        predictor,
+        candidate_set,
         batch_size=ns.batch_size,
-        image_index=image_index,
-        ids=[ids[i] for i in image_index.tolist()],
-        corruptions=names,
-        out_prefix=prefix,
+        out_prefix=out.with_suffix(""),
         n_worst=ns.worst,
-        generator=torch.Generator().manual_seed(derive_seed(ns.seed, 23)),
+        seed=ns.seed,
     )
     members = [
         {"predictor": str(path), **figures}

@@ -68,6 +68,10 @@ def test_config_instantiates(path: Path, predictor_ckpt: str, isolated: Path) ->
         # the documented override applies to the last callback of the list: the guidance one must be last
         assert config["trainer"]["callbacks"][-1]["class_path"] == CALLBACK_PATH
         args += ["--trainer.callbacks.predictor", predictor_ckpt]
+    for folder in config.get("data", {}).get("init_args", {}).get("snapshots") or []:
+        (isolated / folder).mkdir(
+            parents=True, exist_ok=True
+        )  # a predictor config's snapshot folder (run dir)
     with torch.device("meta"):  # build every object, but skip the weight initialisation (3x faster)
         cli = cli_main(args, run=False)
     check_compatible(cli.model, cli.datamodule)
