@@ -125,7 +125,10 @@ def test_run_results_and_summary(study):
     assert pair["better"] + pair["worse"] + pair["ties"] == 2
     on_disk = json.loads((out / "summary.json").read_text())
     assert [m["method"] for m in on_disk["methods"]] == list(METHODS_E2E)
-    assert on_disk["predictor"]["test_synthetic"].keys() >= {"mae", "pearson", "spearman"}
+    predictor = on_disk["predictor"]
+    assert predictor["recipe"]["image_size"] == PRESETS["smoke"].image_size  # the library's recipe, study-sized
+    assert predictor["evaluations"]["uncalibrated"]["real"].keys() >= {"mae", "pearson", "spearman"}
+    assert (out / predictor["checkpoint"]).is_file()  # relative to the study folder
 
 
 @pytest.mark.slow

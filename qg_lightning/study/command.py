@@ -22,23 +22,33 @@ log = logging.getLogger(__name__)
 
 
 def _parse_override(text: str, preset: StudyPreset) -> tuple[str, Any]:
-    """``"FIELD=VALUE"`` -> ``(field, typed value)`` for :meth:`StudyPreset.replace` (``--set``).
+    """``"FIELD=VALUE"`` -> ``(field, typed value)`` for :meth:`StudyPreset.replace` (``--set``);
+    ``recipe.FIELD=VALUE`` changes a field of the predictor recipe (JSON values: ``[1, 2]``, ``null``).
 
     Example:
         >>> cpu = PRESETS["cpu"]
         >>> _parse_override("val_every=12.5", cpu), _parse_override("patience=none", cpu)
         (('val_every', 12.5), ('patience', None))
+        >>> _parse_override("recipe.max_epochs=10", cpu)[1].max_epochs
+        10
     """
     if "=" not in text:
         raise ValueError(f"`--set` expects FIELD=VALUE, got {text!r}.")
     key, raw = text.split("=", 1)
+    if key.startswith("recipe."):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        try:
+            return "recipe", preset.recipe.replace(**{key[len("recipe.") :]: value})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"`--set {text}`: {err}") from None
     fields = {f.name: f for f in dataclasses.fields(preset)}
     if key not in fields:
         raise ValueError(f"`--set {text}`: unknown preset field {key!r}; valid fields: {sorted(fields)}.")
     kind = str(fields[key].type)
     try:
-        if key == "snapshot_epochs":
-            return key, tuple(int(v) for v in raw.replace(",", " ").split())
         if raw.lower() in ("none", "null") and "None" in kind:
             return key, None
         if kind.startswith("int"):
@@ -155,7 +165,9 @@ def study_cli(argv: Sequence[str]) -> int:
     if ns.budget is not None:
         preset = preset.scaled(ns.budget)
     if ns.overrides:
-        preset = preset.replace(**dict(_parse_override(o, preset) for o in ns.overrides))
+        for override in ns.overrides:  # in order: several recipe.* fields accumulate
+            key, value = _parse_override(override, preset)
+            preset = preset.replace(**{key: value})
     config = StudyConfig(
         out=ns.out,
         root=ns.root,

@@ -17,7 +17,7 @@ import torch
 from qg_lightning.data import SemiSupervisedDataModule
 from qg_lightning.guidance import QualityReweightCallback
 from qg_lightning.methods import SupervisedSegmenter
-from qg_lightning.quality.datamodule import QualityDataModule
+from qg_lightning.quality.estimate import estimate_predictor_time
 from qg_lightning.quality.predictor import QualityPredictor
 from qg_lightning.study._common import _free_memory, _json_safe, _now, _precision, _quiet
 from qg_lightning.study.config import StudyConfig
@@ -25,7 +25,7 @@ from qg_lightning.study.methods import METHODS, MethodSpec
 from qg_lightning.study.pipeline import _check_methods
 from qg_lightning.study.presets import resolve_schedule, steps_per_epoch
 from qg_lightning.study.runs import _host_class, guidance_kwargs, host_kwargs
-from qg_lightning.study.stages import _data_kwargs, _make_split
+from qg_lightning.study.stages import _data_kwargs, _make_split, study_predictor_data, study_recipe
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,8 @@ def estimate_study(
 
     * runs: ``seeds x sum over methods of (max_steps x step time + validations x validation time + 2 x test
       time + setup)``;
-    * snapshots: ``folds x epochs x steps per epoch x weak-model step time``;
-    * predictor: ``epochs x (steps per epoch x step time + validation time)`` plus its evaluation (~ one
-      validation).
+    * the quality predictor: :func:`~qg_lightning.quality.estimate.estimate_predictor_time` of the study's
+      recipe (snapshots, predictor, calibration and report).
 
     Process CPU times are recorded beside wall times (``*_cpu_s``): on a machine shared with other jobs the
     wall times are inflated, while single-threaded CPU seconds stay close to the work done.
@@ -101,7 +100,7 @@ def estimate_study(
         spe = steps_per_epoch(data["n_labeled"], n_unlabeled, preset.batch_size, preset.unlabeled_batch_size)
         schedule = resolve_schedule(preset, spe)
         predictor = QualityPredictor(
-            backbone=preset.predictor_backbone, in_channels=config.in_channels, num_classes=config.num_classes
+            backbone=preset.recipe.backbone, in_channels=config.in_channels, num_classes=config.num_classes
         )
         predictor_path = tmp_path / "predictor.ckpt"
         torch.save(
@@ -178,66 +177,14 @@ def estimate_study(
         t.test(model, datamodule=dm, verbose=False)
         test_s, test_cpu_s = time.perf_counter() - start, time.process_time() - cpu
 
-        # weak models (snapshots)
-        timer = _StepTimer()
-        snap_dm = SemiSupervisedDataModule(
-            **_data_kwargs(config, str(split)),
-            use_unlabeled=False,
-            batch_size=preset.snapshot_batch_size,
-            seed=config.split_seed,
-            fold=0,
-            n_folds=preset.snapshot_folds,
-        )
-        snap_model = SupervisedSegmenter(
-            arch=preset.snapshot_arch,
-            encoder_name=preset.snapshot_encoder,
-            in_channels=config.in_channels,
-            num_classes=config.num_classes,
-        )
-        trainer(n, [timer]).fit(snap_model, datamodule=snap_dm)
-        snap_step = _per_step(timer.times, warmup_steps)
-        n_fold_train = len(snap_dm.training_labeled_ids)
-        snap_spe = steps_per_epoch(n_fold_train, 0, preset.snapshot_batch_size, 1)
-        snapshots_s = preset.snapshot_folds * (
-            max(preset.snapshot_epochs) * snap_spe * snap_step + setup_overhead_s
-        )
-
-        # predictor (synthetic candidates only: snapshot masks are precomputed, so cost about the same)
-        timer = _StepTimer()
-        qdm = QualityDataModule(
-            **_data_kwargs(config, str(split)),
-            samples_per_image=preset.predictor_samples_per_image,
-            batch_size=preset.predictor_batch_size,
-            p_weak=0.0,
-            seed=config.split_seed,
-        )
-        start = time.perf_counter()
-        qdm.setup("fit")
-        qdm_setup_s = time.perf_counter() - start
-        trainer(n, [timer], gradient_clip_val=1.0).fit(predictor, datamodule=qdm)
-        pred_step = _per_step(timer.times, warmup_steps)
-        tv = L.Trainer(
-            accelerator=config.accelerator,
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=tmp,
-        )
-        start = time.perf_counter()
-        tv.validate(predictor, datamodule=qdm, verbose=False)
-        pred_val_s = time.perf_counter() - start
-        pred_spe = max(
-            1, data["n_labeled"] * preset.predictor_samples_per_image // preset.predictor_batch_size
-        )
-        # training epochs, set-up, test, and the evaluation (candidates, weak models, image-dependence checks)
-        evaluation_s = 4 * pred_val_s + preset.snapshot_folds * test_s
-        predictor_s = (
-            preset.predictor_epochs * (pred_spe * pred_step + pred_val_s)
-            + qdm_setup_s
-            + pred_val_s
-            + evaluation_s
+        # the quality predictor's recipe (snapshots, predictor, calibration and report), measured by the library
+        need_predictor = any(s.guidance is not None for s in specs) and config.predictor is None
+        phase1 = (
+            estimate_predictor_time(
+                study_recipe(config), study_predictor_data(config, split), accelerator=config.accelerator
+            )
+            if need_predictor
+            else None
         )
 
     n_seeds = len(config.seeds)
@@ -262,8 +209,7 @@ def estimate_study(
         # --budget scales the validation interval too, so the number of validations stays the same
         per_step_sum += n_seeds * figures["step_s"]
         fixed_per_seed += n_seeds * (schedule.n_validations * validation_s + 2 * test_s + setup_overhead_s)
-    need_predictor = any(s.guidance is not None for s in specs) and config.predictor is None
-    phase1_s = snapshots_s + predictor_s if need_predictor else 0.0
+    phase1_s = phase1.seconds if phase1 is not None else 0.0
     total = runs_s + phase1_s
     suggested = None
     if target_s is not None:
@@ -280,11 +226,9 @@ def estimate_study(
             "runs_cpu_s": runs_cpu_s,
             "target_s": target_s,
             "suggested_budget": suggested,
-            "snapshot_step_s": snap_step,
-            "snapshots_s": snapshots_s if need_predictor else 0.0,
-            "predictor_step_s": pred_step,
-            "predictor_validation_s": pred_val_s,
-            "predictor_s": predictor_s if need_predictor else 0.0,
+            "snapshots_s": phase1.stages.get("snapshots", 0.0) if phase1 is not None else 0.0,
+            "predictor_s": (phase1_s - phase1.stages.get("snapshots", 0.0)) if phase1 is not None else 0.0,
+            "predictor_estimate": phase1.describe() if phase1 is not None else None,
             "runs_s": runs_s,
             "total_s": total,
             "schedule": dataclasses.asdict(schedule),

@@ -27,13 +27,7 @@ from qg_lightning.study.config import StudyConfig
 from qg_lightning.study.methods import METHODS, PAIRS, MethodSpec
 from qg_lightning.study.presets import resolve_schedule, steps_per_epoch
 from qg_lightning.study.runs import execute_run
-from qg_lightning.study.stages import (
-    _describe_data,
-    _evaluate_predictor,
-    _make_split,
-    _train_predictor,
-    _train_snapshots,
-)
+from qg_lightning.study.stages import _describe_data, _make_split, study_recipe, train_study_predictor
 from qg_lightning.study.summary import summarize_study
 
 log = logging.getLogger(__name__)
@@ -134,39 +128,16 @@ def run_study(
 
         predictor_path: str | None = config.predictor
         if need_predictor and predictor_path is None:
-            for fold in range(preset.snapshot_folds):
-                done = out / "snapshots" / f"fold{fold}" / "done.json"
-                if done.is_file():
-                    progress.stage(f"snapshots fold {fold + 1}/{preset.snapshot_folds}: already done")
-                    continue
-                for stale in (out / "snapshots").glob(f"snapshot_fold{fold}_epoch*.pt"):
-                    stale.unlink()
-                info = _train_snapshots(config, out, fold)
-                progress.stage(
-                    f"snapshots fold {fold + 1}/{preset.snapshot_folds}: weak model on {info['n_train']} "
-                    f"images, {info['steps']} steps, {len(info['snapshots'])} snapshots in "
-                    f"{_fmt_duration(info['wall_time_s'])}"
-                )
-            info_path = out / "predictor" / "predictor.json"
-            if info_path.is_file():
-                info = _read_json(info_path)
-                progress.stage(f"predictor: already trained ({info['checkpoint']})")
-            else:
-                info = _train_predictor(config, out)
-                t = info["test_synthetic"]
-                progress.stage(
-                    f"predictor: {info['epochs']} epochs in {_fmt_duration(info['wall_time_s'])}; test "
-                    f"(synthetic candidates) MAE {t.get('mae', math.nan):.3f}, Pearson "
-                    f"{t.get('pearson', math.nan):.3f}, Spearman {t.get('spearman', math.nan):.3f}"
-                )
+            progress.stage(f"predictor: training with the recipe {study_recipe(config).to_dict()}")
+            info = train_study_predictor(config, out, progress=lambda event: progress.stage(event.message))
             predictor_path = str(resolve_path(info["checkpoint"], out))
-            eval_path = out / "predictor" / "evaluation_status.json"
-            if not eval_path.is_file() or _read_json(eval_path).get("status") != "done":
-                status = _evaluate_predictor(config, out, Path(predictor_path))
-                _write_json(eval_path, status, base=out)
-                progress.stage(f"predictor evaluation: {status['status']}")
-            else:
-                progress.stage("predictor evaluation: already done")
+            real = ((info["evaluations"].get("calibrated_tta") or info["evaluations"].get("calibrated")
+                     or info["evaluations"].get("uncalibrated") or {}).get("real") or {})  # fmt: skip
+            progress.stage(
+                f"predictor: {predictor_path}; real masks of the validation split (calibrated): Pearson "
+                f"{real.get('pearson') or math.nan:.3f}, MAE {real.get('mae') or math.nan:.3f} (constant guess "
+                f"{real.get('constant_baseline_mae') or math.nan:.3f})"
+            )
 
         execution: dict[str, Any] = {"done": 0, "skipped": 0, "redone": 0, "failed": []}
         for index, (seed, spec) in enumerate(plan):

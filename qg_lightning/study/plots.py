@@ -34,12 +34,8 @@ def _save(fig: Any, path: Path) -> str:
 def _quality_points(
     out: Path, summary: Mapping[str, Any]
 ) -> tuple[list[float], list[float], list[str]] | None:
-    """(pred, true, source) from the evaluation's candidates CSV, else the predictor's test predictions."""
-    evaluation = (summary.get("predictor_evaluation") or {}).get("summary") or {}
-    candidates = [
-        evaluation.get("candidates_csv"),
-        (summary.get("predictor") or {}).get("test_predictions_csv"),
-    ]
+    """(pred, true, source) from the candidates CSV of the predictor's evaluation on the validation split."""
+    candidates = [(summary.get("predictor") or {}).get("candidates_csv")]
     for name in candidates:
         path = resolve_path(name, out) if name else None
         if path is None or not path.is_file():
@@ -61,7 +57,7 @@ def plot_study(out: str | os.PathLike, summary: Mapping[str, Any]) -> dict[str, 
     """Write the study's PNG plots into ``out`` and return their paths (None when there is nothing to plot).
 
     ``dice_per_method.png`` (mean test Dice with std error bars and per-seed points),
-    ``quality_pred_vs_true.png`` (predictor evaluation), ``val_dice_curves.png`` (validation Dice, mean over
+    ``quality_pred_vs_true.png`` (predictor evaluation on the validation split), ``val_dice_curves.png`` (validation Dice, mean over
     seeds) and ``kept_fraction.png`` (fraction of unlabeled samples with q >= tau, guided "-QW" runs).
     """
     out = Path(out)
@@ -109,7 +105,7 @@ def plot_study(out: str | os.PathLike, summary: Mapping[str, Any]) -> dict[str, 
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
         ax.legend(loc="upper left", fontsize=8)
-        ax.set_title("Quality predictor on the test split")
+        ax.set_title("Quality predictor on the validation split")
         paths["quality"] = _save(fig, out / "quality_pred_vs_true.png")
 
     curves = [r for r in rows if r.get("val_dice_curve")]

@@ -6,9 +6,11 @@ import dataclasses
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, get_args
+
+from qg_lightning.quality.recipe import PredictorRecipe
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +42,8 @@ class StudyPreset:
         qar_weight, qar_warmup, qar_ramp: the QAR weight schedule.
         ema_decay: final EMA teacher decay. ema_warmup_steps: optimizer steps of its ramp from 0.5.
         log_every_n_steps: training-metric logging interval (kept-fraction curve resolution).
-        snapshot_folds: cross-fitted weak models (folds of the labeled set).
-        snapshot_epochs: epochs after which each weak model is saved; it trains for the largest.
-        snapshot_batch_size, snapshot_lr, snapshot_arch, snapshot_encoder: weak-model training (METHOD.md:
-            U-Net, ResNet-18, Adam 1e-3, batch 16).
-        predictor_backbone: quality predictor backbone.
-        predictor_epochs: maximum predictor epochs. predictor_patience: early stopping on validation loss.
-        predictor_samples_per_image: candidates per labeled image per epoch (K).
-        predictor_batch_size: predictor batch size. p_weak: probability of a snapshot mask.
+        recipe: the quality predictor's :class:`~qg_lightning.quality.recipe.PredictorRecipe` (default: the
+            library's best); the study trains it at ``image_size`` on its own labeled images.
         synthetic_images, synthetic_size: the embedded synthetic dataset used with ``root=None``.
         default_labeled_fraction: labeled fraction when neither ``n_labeled`` nor a fraction is given.
     """
@@ -76,18 +72,7 @@ class StudyPreset:
     ema_decay: float = 0.99
     ema_warmup_steps: int = 28
     log_every_n_steps: int = 5
-    snapshot_folds: int = 3
-    snapshot_epochs: tuple[int, ...] = (1, 3, 5, 10, 15, 20)
-    snapshot_batch_size: int = 8
-    snapshot_lr: float = 1e-3
-    snapshot_arch: str = "Unet"
-    snapshot_encoder: str = "resnet18"
-    predictor_backbone: str = "resnet18"
-    predictor_epochs: int = 8
-    predictor_patience: int | None = None
-    predictor_samples_per_image: int = 20
-    predictor_batch_size: int = 32
-    p_weak: float = 0.5
+    recipe: PredictorRecipe = field(default_factory=PredictorRecipe)
     synthetic_images: int = 300
     synthetic_size: int = 128
     default_labeled_fraction: float = 0.1
@@ -98,17 +83,12 @@ class StudyPreset:
             "batch_size",
             "unlabeled_batch_size",
             "log_every_n_steps",
-            "snapshot_folds",
-            "snapshot_batch_size",
-            "predictor_epochs",
-            "predictor_samples_per_image",
-            "predictor_batch_size",
             "synthetic_images",
             "synthetic_size",
             "ema_warmup_steps",
         ):
             value = getattr(self, name)
-            low = 2 if name == "snapshot_folds" else (0 if name == "ema_warmup_steps" else 1)
+            low = 0 if name == "ema_warmup_steps" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"`StudyPreset.{name}` must be an integer >= {low}, got {value!r}.")
         if self.unit not in get_args(Unit):
@@ -133,18 +113,16 @@ class StudyPreset:
                 raise ValueError(f"`StudyPreset.{name}` must be a number >= 0, got {value!r}.")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"`StudyPreset.ema_decay` must be in [0, 1), got {self.ema_decay!r}.")
-        if not 0 <= self.p_weak <= 1:
-            raise ValueError(f"`StudyPreset.p_weak` must be in [0, 1], got {self.p_weak!r}.")
-        if not self.snapshot_epochs or min(self.snapshot_epochs) < 1:
-            raise ValueError(
-                f"`StudyPreset.snapshot_epochs` must be epochs >= 1, got {self.snapshot_epochs!r}."
+        if not isinstance(self.recipe, PredictorRecipe):
+            raise TypeError(
+                f"`StudyPreset.recipe` must be a PredictorRecipe, got {type(self.recipe).__name__}."
             )
         if not 0 < self.default_labeled_fraction <= 1:
             raise ValueError(
                 "`StudyPreset.default_labeled_fraction` must be in (0, 1], got "
                 f"{self.default_labeled_fraction!r}."
             )
-        for name in ("patience", "predictor_patience"):
+        for name in ("patience",):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"`StudyPreset.{name}` must be None or an integer >= 1, got {value!r}.")
@@ -187,7 +165,7 @@ class StudyPreset:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         out = dataclasses.asdict(self)
-        out["snapshot_epochs"] = list(self.snapshot_epochs)
+        out["recipe"] = self.recipe.to_dict()
         return out
 
 
@@ -201,7 +179,6 @@ PRESETS: Mapping[str, StudyPreset] = MappingProxyType(
             description="tiny end-to-end check (32 px, 3 steps per run); numbers mean nothing",
             image_size=32,
             encoder_name="mobilenet_v2",
-            snapshot_encoder="mobilenet_v2",
             batch_size=2,
             unlabeled_batch_size=2,
             budget=3,
@@ -212,12 +189,17 @@ PRESETS: Mapping[str, StudyPreset] = MappingProxyType(
             qar_ramp=0,
             ema_warmup_steps=1,
             log_every_n_steps=1,
-            snapshot_folds=2,
-            snapshot_epochs=(1,),
-            snapshot_batch_size=2,
-            predictor_epochs=1,
-            predictor_samples_per_image=2,
-            predictor_batch_size=8,
+            recipe=PredictorRecipe(
+                snapshot_folds=2,
+                snapshot_models=("Unet:mobilenet_v2",),
+                snapshot_epochs=(1,),
+                snapshot_batch_size=2,
+                samples_per_image=2,
+                batch_size=8,
+                max_epochs=1,
+                eval_candidates_per_image=1,
+                tta=False,
+            ),
             synthetic_images=24,
             synthetic_size=32,
             default_labeled_fraction=0.25,
@@ -237,10 +219,6 @@ PRESETS: Mapping[str, StudyPreset] = MappingProxyType(
             qar_ramp=80,
             ema_decay=0.99,
             ema_warmup_steps=40,
-            snapshot_folds=3,
-            snapshot_epochs=(1, 3, 5, 10, 15, 20),
-            predictor_epochs=24,
-            predictor_samples_per_image=20,
         ),
         "paper": StudyPreset(
             name="paper",
@@ -265,11 +243,9 @@ PRESETS: Mapping[str, StudyPreset] = MappingProxyType(
             ema_decay=0.999,
             ema_warmup_steps=1000,
             log_every_n_steps=10,
-            snapshot_folds=5,
-            snapshot_batch_size=16,
-            predictor_epochs=150,
-            predictor_patience=25,
-            predictor_samples_per_image=50,
+            recipe=PredictorRecipe(
+                snapshot_folds=5, samples_per_image=50, max_epochs=150, patience=25, channels_last=True
+            ),
         ),
     }
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -109,19 +108,8 @@ def summarize_study(
     ssl_results = [r for r in all_results if (r.get("data") or {}).get("use_unlabeled")]
     any_result = (ssl_results or all_results or [None])[0]
     stage_times = [r.get("wall_time_s") or 0.0 for r in all_results]
-    stage_times += [
-        _read_json(p).get("wall_time_s") or 0.0 for p in sorted((out / "snapshots").glob("fold*/done.json"))
-    ]
-    predictor = (
-        _read_json(out / "predictor" / "predictor.json")
-        if (out / "predictor" / "predictor.json").is_file()
-        else None
-    )
-    evaluation = (
-        _read_json(out / "predictor" / "evaluation_status.json")
-        if (out / "predictor" / "evaluation_status.json").is_file()
-        else None
-    )
+    info_path = out / "predictor" / "study_predictor.json"
+    predictor = _read_json(info_path) if info_path.is_file() else None
     summary = {
         "format": SUMMARY_FORMAT,
         "out": str(out),
@@ -138,12 +126,7 @@ def summarize_study(
         "convergence": convergence(next((r["val_dice_curve"] for r in rows if r["method"] == "SUP"), None)),
         "headroom": headroom(results),
         "predictor": predictor,
-        "predictor_evaluation": evaluation,
-        "compute_time_s": float(
-            sum(stage_times)
-            + ((predictor or {}).get("wall_time_s") or 0.0)
-            + ((evaluation or {}).get("wall_time_s") or 0.0)
-        ),
+        "compute_time_s": float(sum(stage_times) + ((predictor or {}).get("wall_time_s") or 0.0)),
         "failed_runs": sorted(
             str(p.parent.relative_to(out))
             for p in (out / "runs").glob("*/seed*/error.json")
@@ -166,6 +149,41 @@ def _comparison_cell(comparisons: Sequence[Mapping[str, Any]], method: str) -> s
         p = f"p={c['p_value']:.2f}" if c["p_value"] is not None else "p n/a"
         parts.append(f"{c['mean_diff']:+.3f} vs {c['plain']} ({p}; {c['better']}↑ {c['worse']}↓)")
     return "<br>".join(parts)
+
+
+def _predictor_lines(predictor: Mapping[str, Any] | None) -> list[str]:
+    """The quality predictor's line of ``results.md``: its recipe and its figures on the validation split."""
+    if not predictor:
+        return []
+    recipe = predictor.get("recipe") or {}
+
+    def fig(block: Mapping[str, Any] | None, key: str) -> str:
+        value = (block or {}).get(key)
+        return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+
+    evaluations = predictor.get("evaluations") or {}
+    lines = [
+        f"- **Quality predictor**: the library's recipe (`PredictorRecipe`: {recipe.get('backbone')}, "
+        f"{recipe.get('snapshot_folds')} cross-fitted snapshot folds, p_weak {recipe.get('p_weak')}, snapshot "
+        f"threshold {recipe.get('snapshot_threshold')}, error-map weight {recipe.get('error_map_weight')}, "
+        f"{recipe.get('max_epochs')} epochs at {recipe.get('image_size')} px, calibration "
+        f"{recipe.get('calibration')}), trained on the labeled images only; on the validation split:"
+    ]
+    for name, label in (
+        ("uncalibrated", "uncalibrated"),
+        ("calibrated", "calibrated (fitted on these masks: in-sample)"),
+        ("calibrated_tta", "calibrated + flip TTA"),
+    ):
+        ev = evaluations.get(name)
+        if not ev:
+            continue
+        real, syn = ev.get("real") or {}, ev.get("synthetic") or {}
+        lines.append(
+            f"  - {label}: real masks (snapshot models) Pearson {fig(real, 'pearson')}, Spearman "
+            f"{fig(real, 'spearman')}, MAE {fig(real, 'mae')} (constant guess {fig(real, 'constant_baseline_mae')},"
+            f" n={real.get('n', 'n/a')}); synthetic candidates Pearson {fig(syn, 'pearson')}, MAE {fig(syn, 'mae')}."
+        )
+    return lines
 
 
 def write_results_markdown(path: str | os.PathLike, summary: Mapping[str, Any]) -> Path:
@@ -224,32 +242,7 @@ def write_results_markdown(path: str | os.PathLike, summary: Mapping[str, Any]) 
         f"- **Compute time** (sum of all stages, resumed sessions included): "
         f"{_fmt_duration(summary.get('compute_time_s'))}."
     )
-    predictor = summary.get("predictor")
-    if predictor:
-        t = predictor.get("test_synthetic") or {}
-        lines.append(
-            f"- **Quality predictor**: {predictor.get('backbone')}, {predictor.get('epochs')} epochs on the "
-            f"labeled split; test on synthetic candidates: MAE {t.get('mae', math.nan):.3f}, Pearson "
-            f"{t.get('pearson', math.nan):.3f}, Spearman {t.get('spearman', math.nan):.3f}."
-        )
-    evaluation = summary.get("predictor_evaluation") or {}
-    if evaluation.get("status") == "done":
-        s = evaluation.get("summary") or {}
-        real, syn = s.get("real") or {}, s.get("synthetic") or {}
-
-        def fig(block: Mapping[str, Any], key: str) -> str:
-            value = block.get(key)
-            return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
-
-        lines.append(
-            f"- **Predictor evaluation** (test split): synthetic candidates MAE {fig(syn, 'mae')}, Spearman "
-            f"{fig(syn, 'spearman')}; weak-model (real) candidates MAE {fig(real, 'mae')}, Spearman "
-            f"{fig(real, 'spearman')} (constant-guess MAE {fig(real, 'constant_baseline_mae')})."
-        )
-    elif evaluation:
-        lines.append(
-            f"- **Predictor evaluation**: {evaluation.get('status')} ({evaluation.get('reason', '')})."
-        )
+    lines += _predictor_lines(summary.get("predictor"))
     lines += [
         "",
         "| Method | Dice | IoU | HD95 (px) | Dice (last) | IoU (last) | HD95 (last) | Guided − plain host "
