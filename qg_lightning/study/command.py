@@ -156,11 +156,12 @@ def study_cli(argv: Sequence[str]) -> int:
     """``qg-lightning study``: see ``--help``. Prints one JSON line (the outcome) on stdout; returns the exit
     code (1 when a run failed)."""
     ns = _build_parser().parse_args(list(argv))
-    if not ns.quiet and not log.handlers:
+    package_log = logging.getLogger("qg_lightning.study")  # the progress lines of every study module
+    if not ns.quiet and not package_log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+        package_log.addHandler(handler)
+        package_log.setLevel(logging.INFO)
     preset = PRESETS[ns.preset]
     if ns.budget is not None:
         preset = preset.scaled(ns.budget)
