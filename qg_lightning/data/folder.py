@@ -339,6 +339,16 @@ def _check_image(path: Path, in_channels: int, keep: bool):
     return {}, ({str(path): image} if keep else {})
 
 
+def _raise_or_skip(root: Path, problems: dict[str, str], skip_bad: bool) -> None:
+    """Raise one error listing every problem, or, with ``skip_bad``, log the files that will be skipped."""
+    if not problems:
+        return
+    if not skip_bad:
+        _raise_problems(root, problems, header=f"Found {len(problems)} problem(s)")
+    listed = "\n".join(f"  - {rel}: {reason}" for rel, reason in sorted(problems.items()))
+    log.warning("Skipping %d bad file(s) in '%s' (skip_bad=True):\n%s", len(problems), root, listed)
+
+
 def _check_mask_dir(mask_dir: str) -> None:
     if (
         not isinstance(mask_dir, str)
@@ -408,11 +418,7 @@ def scan_image_folder(
                     problems[path.relative_to(folder).as_posix()] = reason
                 decoded.update(arrays)
     good = {i: p for i, p in images.items() if p.relative_to(folder).as_posix() not in problems}
-    if problems:
-        if not skip_bad:
-            _raise_problems(folder, problems, header=f"Found {len(problems)} problem(s)")
-        listed = "\n".join(f"  - {rel}: {reason}" for rel, reason in sorted(problems.items()))
-        log.warning("Skipping %d bad file(s) in '%s' (skip_bad=True):\n%s", len(problems), folder, listed)
+    _raise_or_skip(folder, problems, skip_bad)
     if not good:
         raise DataValidationError(f"Image folder '{folder}' has no valid images left.", root=folder,
                                   problems=dict(sorted(problems.items())))  # fmt: skip
@@ -535,11 +541,7 @@ def scan_folder(
     rel = {path: path.relative_to(root).as_posix() for path in [*images.values(), *masks.values()]}
     good_ids = [i for i in ids if rel[images[i]] not in bad and rel[masks[i]] not in bad]
     good_unlabeled = {i: p for i, p in unlabeled.items() if p.relative_to(root).as_posix() not in bad}
-    if problems:
-        if not skip_bad:
-            _raise_problems(root, problems, header=f"Found {len(problems)} problem(s)")
-        listed = "\n".join(f"  - {rel}: {reason}" for rel, reason in sorted(problems.items()))
-        log.warning("Skipping %d bad file(s) in '%s' (skip_bad=True):\n%s", len(problems), root, listed)
+    _raise_or_skip(root, problems, skip_bad)
     if not good_ids:
         raise DataValidationError(
             f"Dataset folder '{root}' has no valid image/mask pairs left; {LAYOUT}.",
