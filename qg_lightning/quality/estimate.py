@@ -175,6 +175,7 @@ def estimate_predictor_time(
                                  num_classes=data.num_classes, pretrained=False, channels_last=recipe.channels_last,
                                  error_map_weight=float(recipe.error_map_weight))  # fmt: skip
         timer = _time_fit(model, qdm, steps, accelerator, precision, root, True)
+        measured["evaluation_per_candidate_s"] = _time_evaluation(model, source, recipe, data, accelerator)
     predictor_step = measured["predictor_step_s"] = _median(timer.train)
     val_batch = measured["predictor_val_batch_s"] = _median(timer.val) if timer.val else predictor_step / 3
     epoch_steps = max(1, n_lab * recipe.samples_per_image // recipe.batch_size)
@@ -189,11 +190,11 @@ def estimate_predictor_time(
     if recipe.max_minutes is not None:
         predictor_s = min(predictor_s, recipe.max_minutes * 60)
     predictor_s += measured["predictor_data_setup_s"] + snapshot_setup
-    # evaluation: uncalibrated, calibrated and (4 flips) TTA passes, each with the image-dependence check's two
-    # extra passes; plus two segmentations of the validation images by every snapshot
+    # evaluation: the uncalibrated and calibrated predictor and (4 flips) its TTA; plus two segmentations of the
+    # validation images by every snapshot
     candidates = n_val * (recipe.eval_candidates_per_image + n_snapshots)
-    passes = 3 * (2 + 4 * int(recipe.tta))
-    evaluation_s = candidates * passes * val_batch / recipe.batch_size
+    evaluations = 1 + int(recipe.calibration != "none") + 4 * int(recipe.tta)
+    evaluation_s = candidates * evaluations * measured["evaluation_per_candidate_s"]
     evaluation_s += 2 * (
         measured["data_setup_s"] + n_snapshots * n_val / recipe.snapshot_batch_size * snapshot_step / 3
     )
@@ -202,6 +203,34 @@ def estimate_predictor_time(
               "predictor_steps": recipe.max_epochs * epoch_steps, "evaluated_candidates": candidates}  # fmt: skip
     device = "cuda" if accelerator != "cpu" and _cuda() else "cpu"
     return TimeEstimate(sum(stages.values()), stages, counts, measured, device)
+
+
+def _time_evaluation(
+    model: Any,
+    source: SemiSupervisedDataModule,
+    recipe: PredictorRecipe,
+    data: PredictorData,
+    accelerator: str,
+) -> float:
+    """Seconds per candidate of :func:`~qg_lightning.quality.evaluation.evaluate_candidate_set` (the
+    predictions and the image-dependence check), on up to 16 validation images x 4 synthetic candidates."""
+    from qg_lightning.quality.evaluation import (
+        evaluate_candidate_set,
+        load_evaluation_images,
+        make_candidate_set,
+    )
+
+    split, index = source.split, source.index
+    if split is None or index is None:  # set by setup
+        raise RuntimeError("SemiSupervisedDataModule.setup() set no split.")
+    ids = list(split.val or split.labeled or [])[:16]
+    images, truths = load_evaluation_images(index, ids, image_size=recipe.image_size, in_channels=data.in_channels,
+                                            num_classes=data.num_classes)  # fmt: skip
+    candidates = make_candidate_set(images, truths, ids, num_classes=data.num_classes, candidates_per_image=4)
+    model = model.to("cuda" if accelerator != "cpu" and _cuda() else "cpu").eval()
+    start = time.perf_counter()
+    evaluate_candidate_set(model, candidates)
+    return (time.perf_counter() - start) / candidates.candidates.shape[0]
 
 
 def _cuda() -> bool:
