@@ -92,6 +92,10 @@ def _as_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+#: Labeled training images with which the recipe's lengths were measured (Kvasir-SEG's train split).
+REFERENCE_LABELED = 448
+
+
 @dataclass(frozen=True)
 class PredictorRecipe:
     """How to train a quality predictor, end to end (defaults: the best recipe measured so far).
@@ -245,6 +249,30 @@ class PredictorRecipe:
         """
         base = {"p_weak": 0.05, "snapshot_policy": "all", "snapshot_threshold": None, "error_map_weight": 0.0}
         return cls(**{**base, **changes})
+
+    def scaled_to(self, n_labeled: int, *, reference: int = REFERENCE_LABELED) -> PredictorRecipe:
+        """The recipe for ``n_labeled`` labeled images, with the training length it was measured with.
+
+        The recipe's lengths are in epochs and candidates per image, measured with ``reference`` (448) labeled
+        images. With fewer images the same settings train the weak models for a few optimizer steps only
+        (near-empty snapshot masks) and show the predictor far fewer candidates. This copy multiplies the
+        snapshot epochs and ``samples_per_image`` by ``reference / n_labeled`` (never below the recipe's,
+        ``samples_per_image`` at most 64), so the weak models take about as many steps and the predictor sees
+        about as many candidates as in the measured setting.
+
+        Example:
+            >>> r = PredictorRecipe().scaled_to(45)
+            >>> r.snapshot_epochs, r.samples_per_image
+            ((10, 20, 40), 40)
+            >>> PredictorRecipe().scaled_to(448) == PredictorRecipe()
+            True
+        """
+        if isinstance(n_labeled, bool) or not isinstance(n_labeled, int) or n_labeled < 1:
+            raise ValueError(f"`n_labeled` must be an integer >= 1, got {n_labeled!r}.")
+        factor = max(1.0, reference / n_labeled)
+        epochs = tuple(sorted({max(1, round(e * factor)) for e in self.snapshot_epochs}))
+        samples = min(64, max(self.samples_per_image, round(self.samples_per_image * factor)))
+        return self.replace(snapshot_epochs=epochs, samples_per_image=samples)
 
     def replace(self, **changes: Any) -> PredictorRecipe:
         """A copy with ``changes`` applied and validated; an unknown name raises ``ValueError`` listing the

@@ -48,6 +48,10 @@ __all__ = ["CacheMismatchError", "ProgressEvent", "TrainedPredictor", "check_out
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[["ProgressEvent"], None]
+
+#: A fitted calibration slope below this flattens the predictor to a near-constant quality (or inverts it):
+#: such a calibration is refused and the uncalibrated predictor kept.
+MIN_CALIBRATION_SCALE = 0.1
 _REPORT_KEYS = ("n", "mae", "pearson", "spearman", "mean_pred", "mean_true", "constant_baseline_mae")
 
 
@@ -395,8 +399,26 @@ def _calibration_stage(
             val_csv = val["candidates_csv"]
         pred, true = read_candidates(val_csv, "real")
         details = {"candidates": val_csv, "source": "real (snapshot masks of the validation images)"}
-        info["calibration"] = calibrate_checkpoint(predictor, pred, true, final, details=details)
-        emit(ProgressEvent("calibration", f"[scale, shift] = {info['calibration']['calibration']}"))
+        fitted = calibrate_checkpoint(predictor, pred, true, final, details=details)
+        scale = float(fitted["calibration"][0])
+        if scale < MIN_CALIBRATION_SCALE:
+            # A (near-)zero or negative slope maps every mask to about the same quality: guidance would weight
+            # every pseudolabel alike (or invert the ranking), silently. Keep the uncalibrated predictor.
+            shutil.copyfile(predictor, final)
+            final.with_suffix(".calibration.json").unlink(missing_ok=True)
+            fitted["applied"] = False
+            fitted["refused"] = (
+                f"fitted slope {scale:.3g} < {MIN_CALIBRATION_SCALE}: the predictor does not rank the validation "
+                "images' snapshot masks (Pearson "
+                f"{fitted['before'].get('pearson', float('nan')):.3f}), so the calibration would flatten it to a "
+                "constant; the uncalibrated predictor is kept"
+            )
+            log.warning("Calibration refused: %s.", fitted["refused"])
+            emit(ProgressEvent("calibration", f"calibration refused: {fitted['refused']}"))
+        else:
+            fitted["applied"] = True
+            emit(ProgressEvent("calibration", f"[scale, shift] = {fitted['calibration']}"))
+        info["calibration"] = fitted
     return stage.done(info)
 
 
@@ -410,7 +432,11 @@ def _report_stage(
     emit(ProgressEvent("report", f"evaluating the final predictor on the {subset} images"))
     folder = out / "report"
     candidates = _candidate_set(recipe, data, out, subset, snapshots, device)
-    calibrated = recipe.calibration != "none" and bool(snapshots)
+    calibrated = (
+        recipe.calibration != "none"
+        and bool(snapshots)
+        and bool((done["calibration"].get("calibration") or {}).get("applied", True))
+    )
     name = "calibrated" if calibrated else "final"
     evaluations = {"uncalibrated": done["calibration"]["uncalibrated"]}
     files = {"uncalibrated": done["calibration"]["uncalibrated_report"]}

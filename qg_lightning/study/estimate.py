@@ -181,7 +181,9 @@ def estimate_study(
         need_predictor = any(s.guidance is not None for s in specs) and config.predictor is None
         phase1 = (
             estimate_predictor_time(
-                study_recipe(config), study_predictor_data(config, split), accelerator=config.accelerator
+                study_recipe(config, max(1, data["n_labeled"])),
+                study_predictor_data(config, split),
+                accelerator=config.accelerator,
             )
             if need_predictor
             else None

@@ -128,7 +128,8 @@ def run_study(
 
         predictor_path: str | None = config.predictor
         if need_predictor and predictor_path is None:
-            progress.stage(f"predictor: training with the recipe {study_recipe(config).to_dict()}")
+            recipe = study_recipe(config, max(1, data["n_labeled"]))
+            progress.stage(f"predictor: training with the recipe {recipe.to_dict()}")
             info = train_study_predictor(config, out, progress=lambda event: progress.stage(event.message))
             predictor_path = str(resolve_path(info["checkpoint"], out))
             real = ((info["evaluations"].get("calibrated_tta") or info["evaluations"].get("calibrated")

@@ -54,11 +54,13 @@ def _describe_data(config: StudyConfig, split_file: Path) -> dict[str, Any]:
     return dm.describe()
 
 
-def study_recipe(config: StudyConfig) -> PredictorRecipe:
-    """The study's predictor recipe: the preset's (the library's best by default) at the study's image size and
-    split seed, with a pretrained backbone exactly when the segmenters are pretrained."""
+def study_recipe(config: StudyConfig, n_labeled: int) -> PredictorRecipe:
+    """The study's predictor recipe: the preset's (the library's best by default) scaled to the study's
+    ``n_labeled`` labeled images (:meth:`~qg_lightning.quality.recipe.PredictorRecipe.scaled_to`: the training
+    length it was measured with), at the study's image size and split seed, with a pretrained backbone exactly
+    when the segmenters are pretrained."""
     preset = config.study_preset
-    return preset.recipe.replace(
+    return preset.recipe.scaled_to(n_labeled).replace(
         image_size=preset.image_size,
         seed=config.split_seed,
         pretrained=config.encoder_weights is not None,
@@ -110,8 +112,9 @@ def train_study_predictor(config: StudyConfig, out: Path, progress: Any = None) 
             "Train a predictor on those masks yourself and pass it with --predictor."
         )
     start = time.perf_counter()
+    n_labeled = len(_read_json(out / "split.json").get("labeled") or [])
     trained = train_predictor(
-        study_recipe(config),
+        study_recipe(config, max(1, n_labeled)),
         study_predictor_data(config, out / "split.json"),
         folder,
         accelerator=config.accelerator,

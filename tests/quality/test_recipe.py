@@ -323,3 +323,31 @@ def test_predictor_config_carries_the_recipe() -> None:
     net = snapshots["model"]["init_args"]
     assert f"{net['arch']}:{net['encoder_name']}" == recipe.snapshot_models[0]
     assert callback["dirpath"] in data["snapshots"]
+
+
+def test_a_calibration_that_would_flatten_the_predictor_is_refused(isolated: Path, monkeypatch) -> None:
+    import qg_lightning.quality.calibration as calibration
+
+    real = calibration.calibrate_checkpoint
+
+    def flat(*args, **kwargs):  # what a predictor blind to real masks gets: slope ~ 0
+        fitted = real(*args, **kwargs)
+        return {**fitted, "calibration": [1e-6, -0.9]}
+
+    monkeypatch.setattr(calibration, "calibrate_checkpoint", flat)
+    result = train_predictor(TINY, PredictorData(**TINY_DATA), isolated / "out", accelerator="cpu")
+    fitted = result.report["calibration"]
+    assert fitted["applied"] is False and "flatten" in fitted["refused"]
+    predictor = isolated / "out" / "predictor" / "predictor.ckpt"
+    assert result.checkpoint.read_bytes() == predictor.read_bytes()  # the uncalibrated predictor is kept
+    assert "calibrated" not in result.report["evaluations"]
+
+
+def test_recipe_scaled_to_a_small_labeled_set_keeps_the_training_length() -> None:
+    base = PredictorRecipe()
+    small = base.scaled_to(45)
+    assert small.snapshot_epochs == (10, 20, 40) and small.samples_per_image == 40
+    assert base.scaled_to(448) == base and base.scaled_to(2000) == base  # never shorter than measured
+    assert base.replace(samples_per_image=16).scaled_to(20).samples_per_image == 64  # capped
+    with pytest.raises(ValueError, match="n_labeled"):
+        base.scaled_to(0)
