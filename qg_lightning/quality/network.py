@@ -88,9 +88,10 @@ def _default_stats(
     return values
 
 
-def _check_number(
+def check_number(
     value: Any, name: str, *, low: float, high: float = math.inf, low_open: bool = False
 ) -> None:
+    """A ValueError naming ``name`` unless ``value`` is a finite number in ``[low, high)`` (``(low, high)``)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > low if low_open else value >= low) and value < high
     if not ok:
@@ -98,7 +99,8 @@ def _check_number(
         raise ValueError(f"`{name}` must be a number in {bracket}{low}, {high}), got {value!r}.")
 
 
-def _check_int(value: Any, name: str, *, minimum: int) -> None:
+def check_int(value: Any, name: str, *, minimum: int) -> None:
+    """A ValueError naming ``name`` unless ``value`` is an integer (not a bool) ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
 
@@ -216,8 +218,8 @@ class QualityNetwork(nn.Module):
         std = _default_stats(image_std, IMAGENET_STD, in_channels, "image_std")
         if any(s <= 0 for s in std):
             raise ValueError(f"`image_std` must be positive, got {std!r}.")
-        _check_number(dropout, "dropout", low=0.0, high=1.0)
-        _check_int(hidden, "hidden", minimum=1)
+        check_number(dropout, "dropout", low=0.0, high=1.0)
+        check_int(hidden, "hidden", minimum=1)
         self.calibration: list[float] | None = _check_calibration(calibration)
         self.image_stats: tuple[list[float], list[float]] = (mean, std)
         self.channels_last = channels_last

@@ -35,9 +35,9 @@ from qg_lightning.quality.network import (
     FlipTTA,
     QualityEnsemble,
     QualityNetwork,
-    _check_int,
-    _check_number,
     build_from_checkpoint,
+    check_int,
+    check_number,
     load_many,
 )
 
@@ -162,13 +162,13 @@ class QualityPredictor(QualityNetwork, L.LightningModule):
         error_map_weight: float = 0.0,
         calibration: list[float] | None = None,
     ) -> None:
-        _check_number(lr, "lr", low=0.0, low_open=True)
-        _check_number(weight_decay, "weight_decay", low=0.0)
-        _check_int(t0, "t0", minimum=1)
-        _check_int(t_mult, "t_mult", minimum=1)
-        _check_number(eta_min, "eta_min", low=0.0)
-        _check_number(smooth_l1_beta, "smooth_l1_beta", low=0.0)
-        _check_number(error_map_weight, "error_map_weight", low=0.0)
+        check_number(lr, "lr", low=0.0, low_open=True)
+        check_number(weight_decay, "weight_decay", low=0.0)
+        check_int(t0, "t0", minimum=1)
+        check_int(t_mult, "t_mult", minimum=1)
+        check_number(eta_min, "eta_min", low=0.0)
+        check_number(smooth_l1_beta, "smooth_l1_beta", low=0.0)
+        check_number(error_map_weight, "error_map_weight", low=0.0)
         super().__init__(
             backbone=backbone, in_channels=in_channels, num_classes=num_classes, pretrained=pretrained,
             image_mean=image_mean, image_std=image_std, dropout=dropout, hidden=hidden,
