@@ -142,7 +142,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def evaluate_predictor_cli(argv: Sequence[str]) -> int:
     """``qg-lightning evaluate-predictor``: see ``--help``. Returns the exit code (0)."""
     from qg_lightning.data import SemiSupervisedDataModule
-    from qg_lightning.quality.predictor import load_quality_predictors
+    from qg_lightning.quality.network import load_quality_networks
 
     ns = _build_parser().parse_args(list(argv))
     if ns.all_images:
@@ -174,7 +174,7 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
                 "Pass --data.image_size to choose.",
                 ", ".join(f"{path}: {size}" for path, size in zip(ns.predictor, sizes, strict=True)),
             )
-    predictor = load_quality_predictors(
+    predictor = load_quality_networks(
         ns.predictor, in_channels=ns.in_channels, num_classes=ns.num_classes, map_location=device, tta=ns.tta
     )
     in_channels, num_classes = predictor.in_channels, predictor.num_classes
