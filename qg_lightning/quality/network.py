@@ -246,7 +246,7 @@ class QualityNetwork(nn.Module):
         last = self.head[-1]
         nn.init.normal_(last.weight, mean=0.0, std=LAST_LAYER_INIT_STD)
         nn.init.zeros_(last.bias)
-        # Non-persistent: the statistics live in the hyper-parameters; the state_dict holds learned weights.
+        # Non-persistent: the statistics live in the checkpoint's hyper-parameters; the state_dict holds weights.
         self.register_buffer("image_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
