@@ -50,8 +50,8 @@ import numpy as np
 from appearance_shift import _read_candidates  # the sibling scripts' candidates reader and metrics
 from compare_predictors import _metrics
 
+from qg_lightning.cli_evaluate import evaluate_predictor_cli
 from qg_lightning.data.splits import Split, make_split
-from qg_lightning.quality.evaluation import evaluate_predictor_cli
 
 GROUPS = ("same", "other")
 

@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from compare_predictors import _metrics  # the sibling script's Pearson, Spearman and MAE
 
-from qg_lightning.quality.evaluation import evaluate_predictor_cli
+from qg_lightning.cli_evaluate import evaluate_predictor_cli
 
 _BENCH = Path(__file__).resolve().parent
 

@@ -346,25 +346,25 @@ def _make_synthetic(argv: Sequence[str]) -> int:
 
 
 def _evaluate_predictor(argv: Sequence[str]) -> int:
-    from qg_lightning.quality.evaluation import evaluate_predictor_cli
+    from qg_lightning.cli_evaluate import evaluate_predictor_cli
 
     return evaluate_predictor_cli(argv)
 
 
 def _calibrate_predictor(argv: Sequence[str]) -> int:
-    from qg_lightning.quality.calibration import calibrate_cli
+    from qg_lightning.cli_calibrate import calibrate_cli
 
     return calibrate_cli(argv)
 
 
 def _score(argv: Sequence[str]) -> int:
-    from qg_lightning.quality.scoring import score_cli
+    from qg_lightning.cli_score import score_cli
 
     return score_cli(argv)
 
 
 def _gallery(argv: Sequence[str]) -> int:
-    from qg_lightning.quality.gallery import gallery_cli
+    from qg_lightning.cli_gallery import gallery_cli
 
     return gallery_cli(argv)
 

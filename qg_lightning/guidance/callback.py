@@ -47,7 +47,7 @@ from qg_lightning.guidance.mixin import GuidanceSettings, QualityGuidedMixin
 from qg_lightning.guidance.schedules import RampSchedule, describe_schedule
 from qg_lightning.guidance.visualize import quality_grid
 from qg_lightning.metrics.functional import dice_score
-from qg_lightning.quality.predictor import load_quality_predictors
+from qg_lightning.quality.network import load_quality_networks
 from qg_lightning.runs import stop_other_ranks
 
 __all__ = ["QualityReweightCallback"]
@@ -343,7 +343,7 @@ class QualityReweightCallback(Callback):
         in_channels = hparams.get("in_channels") if isinstance(hparams, Mapping) else None
         num_classes = hparams.get("num_classes") if isinstance(hparams, Mapping) else None
         try:
-            predictor = load_quality_predictors(
+            predictor = load_quality_networks(
                 self.predictor_paths, in_channels=in_channels, num_classes=num_classes, map_location="cpu"
             )
         except FileNotFoundError as err:

@@ -20,9 +20,14 @@ from qg_lightning.quality.corruptions import (
     get_corruption,
 )
 from qg_lightning.quality.datamodule import QUALITY_CATEGORIES, QualityDataModule
-from qg_lightning.quality.predictor import (
+from qg_lightning.quality.network import (
     FlipTTA,
     QualityEnsemble,
+    QualityNetwork,
+    load_quality_network,
+    load_quality_networks,
+)
+from qg_lightning.quality.predictor import (
     QualityPredictor,
     load_quality_predictor,
     load_quality_predictors,
@@ -45,11 +50,14 @@ __all__ = [
     "QUALITY_CATEGORIES",
     "QualityDataModule",
     "QualityEnsemble",
+    "QualityNetwork",
     "QualityPredictor",
     "SnapshotCallback",
     "TrainedPredictor",
     "find_snapshots",
     "fit_calibration",
+    "load_quality_network",
+    "load_quality_networks",
     "load_quality_predictor",
     "load_quality_predictors",
     "load_snapshot",

@@ -8,14 +8,11 @@ and the blob registry) are drawn once.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -31,7 +28,13 @@ from qg_lightning.quality.corruptions.registry import (
 )
 from qg_lightning.quality.sampling import dice_target
 
-__all__ = ["DEFAULT_REGISTRIES", "GalleryPanel", "corruption_gallery", "gallery_cli", "gallery_panels"]
+__all__ = [
+    "DEFAULT_REGISTRIES",
+    "GalleryPanel",
+    "corruption_gallery",
+    "gallery_cli",  # noqa: F822 (module __getattr__: it lives in qg_lightning.cli_gallery)
+    "gallery_panels",
+]
 
 #: The registries drawn by default, by display name (``multiclass`` is added for multi-class masks).
 DEFAULT_REGISTRIES: Mapping[str, Mapping[str, CorruptionSpec]] = {
@@ -145,7 +148,7 @@ def gallery_panels(
     for reg_name, registry in registries.items():
         for name, spec in registry.items():
             specs.setdefault(name, (spec, []))[1].append(reg_name)
-    from qg_lightning.quality.evaluation import _overlay_rgb
+    from qg_lightning.quality.report import overlay_rgb
 
     truth = foreground_from_labels(torch.from_numpy(labels).unsqueeze(0), num_classes)  # (1, K-1, H, W)
     rgb = _image_rgb(image, labels.shape)[0]
@@ -154,7 +157,7 @@ def gallery_panels(
         g = torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63))
         corrupted = spec(truth.clone(), generator=g)
         dice = float(dice_target(corrupted, truth).mean())
-        overlay = _overlay_rgb(rgb, corrupted[0].float(), truth[0])
+        overlay = overlay_rgb(rgb, corrupted[0].float(), truth[0])
         panels.append(GalleryPanel(name, tuple(regs), dice, overlay))
     return panels
 
@@ -185,12 +188,12 @@ def corruption_gallery(
         >>> pic.dtype, pic.ndim, pic.shape[2]
         (dtype('uint8'), 3, 3)
     """
-    from qg_lightning.quality.evaluation import _panel_figure
+    from qg_lightning.quality.report import panel_figure
 
     if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
         raise ValueError(f"`ncols` must be an integer >= 1, got {ncols!r}.")
     panels = gallery_panels(mask, image=image, seed=seed, registries=registries)
-    fig = _panel_figure(
+    fig = panel_figure(
         [(p.overlay, p.title) for p in panels],
         title="Corruption recipe: corrupted mask (blue) vs ground truth (green outline)",
         ncols=ncols,
@@ -200,72 +203,10 @@ def corruption_gallery(
     return np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
 
 
-def _first_with_lesion(masks: Sequence[np.ndarray]) -> int:
-    for i, m in enumerate(masks):
-        if (m > 0).any():
-            return i
-    raise ValueError("No mask with foreground found; pass --id of an image whose mask is not empty.")
+def __getattr__(name: str) -> Any:
+    """``gallery_cli`` moved to the CLI layer (:mod:`qg_lightning.cli_gallery`); still importable from here."""
+    if name == "gallery_cli":
+        from qg_lightning.cli_gallery import gallery_cli
 
-
-def gallery_cli(argv: Sequence[str]) -> int:
-    """``qg-lightning gallery``: see ``--help``. Returns the exit code (0)."""
-    from qg_lightning.data import SYNTHETIC_SEED, read_image, read_mask, scan_folder, synthetic_sample
-
-    parser = argparse.ArgumentParser(
-        prog="qg-lightning gallery",
-        description="Draw one example of each corruption of the recipe, with its Dice, on a real or embedded "
-        "mask.",
-    )
-    parser.add_argument("--out", required=True, help="PNG to write")
-    parser.add_argument(
-        "--data.root", dest="root", default=None, help="dataset folder (default: embedded data)"
-    )
-    parser.add_argument("--id", default=None, help="image id in --data.root (default: first with a lesion)")
-    parser.add_argument("--data.num_classes", dest="num_classes", type=int, default=2)
-    parser.add_argument("--image-size", type=int, default=128, help="side the image and mask are resized to")
-    parser.add_argument("--seed", type=int, default=0)
-    ns = parser.parse_args(list(argv))
-    if ns.image_size < 16:
-        raise ValueError(f"`--image-size` must be >= 16, got {ns.image_size}.")
-    out = Path(ns.out)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"`--out` must be a .png file path, got '{ns.out}'.")
-    size = ns.image_size
-    if ns.root is None:
-        if ns.id is not None:
-            raise ValueError("`--id` needs --data.root (the embedded data is used without it).")
-        for i in range(1000):
-            image, mask = synthetic_sample(i, image_size=size, seed=SYNTHETIC_SEED)
-            if (mask > 0).any():
-                source = f"embedded synthetic sample {i}"
-                break
-        mask = (mask > 0).astype(np.uint8)
-    else:
-        root = Path(ns.root).expanduser()
-        if not root.is_dir():
-            raise FileNotFoundError(f"--data.root '{root}' does not exist or is not a folder.")
-        index = scan_folder(root, num_classes=ns.num_classes, check=False)
-        if ns.id is None:
-            ids = index.ids
-            pick = None
-            for id_ in ids:
-                if (read_mask(index.mask_paths[id_], ns.num_classes) > 0).any():
-                    pick = id_
-                    break
-            if pick is None:
-                raise ValueError(f"Every mask in '{root}' is empty; pass --id of an image with a lesion.")
-            ns.id = pick
-        if ns.id not in index.image_paths:
-            close = [i for i in index.ids if ns.id in i][:5]
-            raise ValueError(f"--id '{ns.id}' is not an image/mask pair in '{root}'. Similar ids: {close}.")
-        image = read_image(index.image_paths[ns.id], 3)
-        mask = read_mask(index.mask_paths[ns.id], ns.num_classes)
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-        mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
-        source = f"{root} id {ns.id}"
-    picture = corruption_gallery(mask, image=image, seed=ns.seed)
-    from qg_lightning.visualize import save_png
-
-    save_png(picture, out)
-    sys.stdout.write(f"Corruption gallery of {source} ({size} px, seed {ns.seed}) -> {out}\n")
-    return 0
+        return gallery_cli
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

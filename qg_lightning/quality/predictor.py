@@ -1,9 +1,14 @@
-"""The quality predictor g(x, m) -> q in [0, 1] (Phase 1 of QG-SSL [0]) and its safe loader.
+"""Training of the quality predictor g(x, m) -> q in [0, 1] (Phase 1 of QG-SSL [0]) and its safe loader.
 
 g reads an image and candidate foreground mask(s) and predicts the Dice coefficient of each foreground class
-of the candidate against the unseen ground truth. It is trained here (:class:`QualityPredictor`), then frozen
-and used by guidance (QAR feeds it soft probabilities and back-propagates through it; PL-QW feeds it hard
-pseudolabels without gradient). :func:`load_quality_predictor` is the only way guidance should read it back.
+of the candidate against the unseen ground truth. The network itself is
+:class:`~qg_lightning.quality.network.QualityNetwork`; it is trained here (:class:`QualityPredictor`: the
+network plus losses, optimiser and logging), then frozen and used by guidance (QAR feeds it soft
+probabilities and back-propagates through it; PL-QW feeds it hard pseudolabels without gradient), which reads
+it back as a plain network with :func:`~qg_lightning.quality.network.load_quality_networks`.
+:func:`load_quality_predictor` reads it back as the training module (with its hyper-parameters).
+:class:`FlipTTA`, :class:`QualityEnsemble`, ``IMAGENET_MEAN`` and ``IMAGENET_STD`` live in
+:mod:`~qg_lightning.quality.network` and are re-exported here.
 
 [0] Abhishek & Hamarneh, "Quality-Guided Semi-Supervised Learning for Medical Image Segmentation", 2026.
 """
@@ -11,11 +16,10 @@ pseudolabels without gradient). :func:`load_quality_predictor` is the only way g
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -25,9 +29,17 @@ from torch import Tensor, nn
 from torchmetrics import PearsonCorrCoef, SpearmanCorrCoef
 
 from qg_lightning._standalone import standalone
-from qg_lightning.checkpoint import load_checkpoint
-from qg_lightning.masks import check_num_classes
-from qg_lightning.quality.backbones import BACKBONE_ALIASES, BACKBONES, build_backbone, resolve_backbone_name
+from qg_lightning.quality.network import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FlipTTA,
+    QualityEnsemble,
+    QualityNetwork,
+    build_from_checkpoint,
+    check_int,
+    check_number,
+    load_many,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -41,73 +53,18 @@ __all__ = [
     "load_quality_predictors",
 ]
 
-#: ImageNet RGB statistics (what the timm backbones expect).
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-#: Standard deviation of the last linear layer's initial weights: the logit starts near 0 (q near 0.5), so the
-#: sigmoid is not saturated (METHOD.md: a Kaiming-initialised last layer saturates at 1.0 and never trains).
-LAST_LAYER_INIT_STD = 1e-3
-
 _BATCH_KEYS = ("image", "candidate", "quality")
 
 
-def _default_stats(
-    stats: Sequence[float] | None, imagenet: Sequence[float], in_channels: int, name: str
-) -> list:
-    """Resolve ``image_mean`` / ``image_std`` to a list of ``in_channels`` floats."""
-    if stats is None:
-        if in_channels == len(imagenet):
-            return [float(v) for v in imagenet]
-        return [round(sum(imagenet) / len(imagenet), 6)] * in_channels
-    if isinstance(stats, (str, bytes)) or not isinstance(stats, Sequence):
-        raise ValueError(f"`{name}` must be a sequence of {in_channels} floats or None, got {stats!r}.")
-    values = []
-    for v in stats:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"`{name}` must hold finite numbers, got {list(stats)!r}.")
-        values.append(float(v))
-    if len(values) != in_channels:
-        raise ValueError(
-            f"`{name}` has {len(values)} values but `in_channels` is {in_channels}: give one value per image "
-            "channel, or leave it unset (None) for the ImageNet statistics."
-        )
-    return values
-
-
-def _check_number(
-    value: Any, name: str, *, low: float, high: float = math.inf, low_open: bool = False
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value < high
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"`{name}` must be a number in {bracket}{low}, {high}), got {value!r}.")
-
-
-def _check_int(value: Any, name: str, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-
-
-def _autocast_enabled(device_type: str) -> bool:
-    """Whether autocast is on for ``device_type`` (``torch.is_autocast_enabled(device_type)`` needs torch 2.4)."""
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4: separate CPU and CUDA queries
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-
-
-class QualityPredictor(L.LightningModule):
+class QualityPredictor(QualityNetwork, L.LightningModule):
     """Quality predictor g(x, m): the Dice of each foreground class of a candidate mask, in [0, 1] [0].
 
-    Network (paper): a timm classification backbone whose first convolution takes the image channels plus
-    ``K - 1`` mask channels (see :func:`~qg_lightning.quality.backbones.build_backbone` for the
-    initialisation), global average pooling, then ``Dropout(dropout) -> Linear(F, hidden) -> ReLU ->
-    Dropout(dropout / 2) -> Linear(hidden, K - 1) -> sigmoid``. The last layer starts small (normal, std
-    ``1e-3``, bias 0) so the initial outputs sit near 0.5 instead of saturating. The image is normalised
-    inside :meth:`forward` (buffers ``image_mean`` / ``image_std``); the masks are not normalised.
-    :meth:`forward` is differentiable with respect to the masks, which is what QAR needs.
+    The network is :class:`~qg_lightning.quality.network.QualityNetwork` (paper: a timm classification
+    backbone taking the image plus ``K - 1`` mask channels, global average pooling, a two-layer head with a
+    small last layer, sigmoid; the image is normalised inside :meth:`forward`, which is differentiable with
+    respect to the masks, as QAR needs). This class is that network (same attributes and weight names) plus its
+    training as a LightningModule: losses, optimiser, logging, and the hyper-parameters that the checkpoint
+    records.
 
     Batches for ``fit`` / ``validate`` / ``test`` are dicts with ``image`` ``(B, C, H, W)`` float in [0, 1],
     ``candidate`` ``(B, K-1, H, W)`` float masks and ``quality`` ``(B, K-1)`` float true per-class Dice. The
@@ -205,77 +162,23 @@ class QualityPredictor(L.LightningModule):
         error_map_weight: float = 0.0,
         calibration: list[float] | None = None,
     ) -> None:
-        super().__init__()
-        try:
-            resolve_backbone_name(backbone)
-        except KeyError:
-            raise ValueError(
-                f"`backbone` must be one of {sorted(BACKBONES)} (aliases: {sorted(BACKBONE_ALIASES)}), "
-                f"got {backbone!r}."
-            ) from None
-        if isinstance(in_channels, bool) or in_channels not in (1, 3):
-            raise ValueError(f"`in_channels` must be 1 (grayscale) or 3 (RGB), got {in_channels!r}.")
-        check_num_classes(num_classes)
-        for name, flag in (("pretrained", pretrained), ("channels_last", channels_last)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"`{name}` must be a bool, got {flag!r}.")
-        mean = _default_stats(image_mean, IMAGENET_MEAN, in_channels, "image_mean")
-        std = _default_stats(image_std, IMAGENET_STD, in_channels, "image_std")
-        if any(s <= 0 for s in std):
-            raise ValueError(f"`image_std` must be positive, got {std!r}.")
-        _check_number(dropout, "dropout", low=0.0, high=1.0)
-        _check_int(hidden, "hidden", minimum=1)
-        _check_number(lr, "lr", low=0.0, low_open=True)
-        _check_number(weight_decay, "weight_decay", low=0.0)
-        _check_int(t0, "t0", minimum=1)
-        _check_int(t_mult, "t_mult", minimum=1)
-        _check_number(eta_min, "eta_min", low=0.0)
-        _check_number(smooth_l1_beta, "smooth_l1_beta", low=0.0)
-        _check_number(error_map_weight, "error_map_weight", low=0.0)
-        if calibration is not None:
-            ok = isinstance(calibration, Sequence) and len(calibration) == 2
-            ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in calibration)
-            if not ok or not all(math.isfinite(v) for v in calibration) or calibration[0] <= 0:
-                raise ValueError(
-                    f"`calibration` must be null or [scale, shift] with scale > 0 (finite numbers), got "
-                    f"{calibration!r}. Fit it with `qg-lightning calibrate-predictor`."
-                )
-            calibration = [float(v) for v in calibration]
-
+        check_number(lr, "lr", low=0.0, low_open=True)
+        check_number(weight_decay, "weight_decay", low=0.0)
+        check_int(t0, "t0", minimum=1)
+        check_int(t_mult, "t_mult", minimum=1)
+        check_number(eta_min, "eta_min", low=0.0)
+        check_number(smooth_l1_beta, "smooth_l1_beta", low=0.0)
+        check_number(error_map_weight, "error_map_weight", low=0.0)
+        super().__init__(
+            backbone=backbone, in_channels=in_channels, num_classes=num_classes, pretrained=pretrained,
+            image_mean=image_mean, image_std=image_std, dropout=dropout, hidden=hidden,
+            channels_last=channels_last, error_maps=error_map_weight > 0, calibration=calibration,
+        )  # fmt: skip
         self.save_hyperparameters()
-        # Store the resolved statistics as plain lists: the checkpoint then says exactly how images were
-        # normalised, and everything in it stays loadable with torch.load(weights_only=True).
-        self.hparams["image_mean"] = mean
-        self.hparams["image_std"] = std
-        self.hparams["calibration"] = calibration
-
-        self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.num_foreground = num_classes - 1
-        self.backbone, features = build_backbone(
-            backbone, in_channels=in_channels, mask_channels=self.num_foreground, pretrained=pretrained
-        )
-        self.head = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(features, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout / 2),
-            nn.Linear(hidden, self.num_foreground),
-        )
-        # Auxiliary error-map head (training only): FP and FN fractions per cell for each foreground class.
-        self.error_head = (
-            nn.Conv2d(int(self.backbone.num_features), 2 * self.num_foreground, 1)
-            if error_map_weight > 0
-            else None
-        )
-        if channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
-        last = self.head[-1]
-        nn.init.normal_(last.weight, mean=0.0, std=LAST_LAYER_INIT_STD)
-        nn.init.zeros_(last.bias)
-        # Non-persistent: the statistics live in the hyper-parameters; the state_dict holds learned weights.
-        self.register_buffer("image_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        # Store the resolved statistics and calibration as plain lists: the checkpoint then says exactly how
+        # images were normalised, and everything in it stays loadable with torch.load(weights_only=True).
+        self.hparams["image_mean"], self.hparams["image_std"] = self.image_stats
+        self.hparams["calibration"] = self._calibration
 
         with warnings.catch_warnings():  # Spearman warns that it keeps all values; that is intended here
             warnings.simplefilter("ignore", UserWarning)
@@ -284,114 +187,16 @@ class QualityPredictor(L.LightningModule):
             self.test_pearson = PearsonCorrCoef()
             self.test_spearman = SpearmanCorrCoef()
 
-    # ------------------------------------------------------------------ network
-    def _check_inputs(self, images: Tensor, masks: Tensor) -> None:
-        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != self.in_channels:
-            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(
-                f"`images` must have shape (B, {self.in_channels}, H, W) (in_channels={self.in_channels}), "
-                f"got {shape}. This predictor was built for {self.in_channels}-channel images."
-            )
-        if not isinstance(masks, Tensor) or masks.ndim != 4 or masks.shape[1] != self.num_foreground:
-            shape = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
-            raise ValueError(
-                f"`masks` must have shape (B, {self.num_foreground}, H, W) (one channel per foreground "
-                f"class, num_classes={self.num_classes}), got {shape}. Use "
-                "qg_lightning.masks.foreground_from_labels or probs_from_logits to build them."
-            )
-        if masks.shape[0] != images.shape[0] or masks.shape[2:] != images.shape[2:]:
-            raise ValueError(
-                f"`images` {tuple(images.shape)} and `masks` {tuple(masks.shape)} must share batch size and "
-                "spatial size."
-            )
+    @property
+    def calibration(self) -> list[float] | None:
+        """``[scale, shift]`` applied to the output logit, or None: the ``calibration`` hyper-parameter."""
+        return self.hparams.get("calibration", self._calibration)
 
-    def forward(self, images: Tensor, masks: Tensor) -> Tensor:
-        """Predicted per-class quality of ``masks`` for ``images``; differentiable in both inputs.
-
-        Args:
-            images: ``(B, C, H, W)`` float in [0, 1], ``C == in_channels``.
-            masks: ``(B, K-1, H, W)`` float, hard {0, 1} or soft probabilities in [0, 1] (not normalised).
-
-        Returns:
-            ``(B, K-1)`` predicted Dice in [0, 1].
-
-        Raises:
-            ValueError: wrong channel counts or mismatched shapes.
-
-        Example:
-            >>> g = QualityPredictor(num_classes=3).eval()
-            >>> g(torch.rand(1, 3, 32, 32), torch.zeros(1, 2, 32, 32)).shape
-            torch.Size([1, 2])
-        """
-        return self._quality(self._head(self.backbone(self._input(images, masks))))
-
-    def _head(self, pooled: Tensor) -> Tensor:
-        """Quality logits from pooled features. Under mixed precision (autocast) the small head runs in float32,
-        so predictions keep float32 resolution: bfloat16 spaces values near 1 by 1/256 and float16 saturates
-        the sigmoid's input sooner."""
-        device = pooled.device.type
-        if _autocast_enabled(device) and self.head[-1].weight.dtype == torch.float32:
-            with torch.autocast(device, enabled=False):
-                return self.head(pooled.float())
-        return self.head(pooled)
-
-    def _quality(self, logits: Tensor) -> Tensor:
-        calibration = self.hparams.get("calibration")
-        if calibration is not None:
-            logits = calibration[0] * logits + calibration[1]
-        return torch.sigmoid(logits)
-
-    def _input(self, images: Tensor, masks: Tensor) -> Tensor:
-        self._check_inputs(images, masks)
-        x = (images - self.image_mean) / self.image_std
-        x = torch.cat([x, masks.to(x.dtype)], dim=1)
-        if self.hparams.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def forward_with_error_maps(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-        """Predicted quality ``(B, K-1)`` and error-map logits ``(B, 2 (K-1), h, w)`` on the last feature grid.
-
-        Channels ``2c`` and ``2c + 1`` are the false-positive and false-negative fractions of class ``c``.
-        Only for predictors built with ``error_map_weight > 0``.
-
-        Example:
-            >>> g = QualityPredictor(error_map_weight=0.5)
-            >>> q, maps = g.forward_with_error_maps(torch.rand(1, 3, 64, 64), torch.zeros(1, 1, 64, 64))
-            >>> q.shape, maps.shape
-            (torch.Size([1, 1]), torch.Size([1, 2, 2, 2]))
-        """
-        if self.error_head is None:
-            raise ValueError("This predictor has no error-map head: build it with `error_map_weight` > 0.")
-        fmap = self.backbone.forward_features(self._input(images, masks))
-        pooled = self.backbone.forward_head(fmap)
-        return self._quality(self._head(pooled)), self.error_head(fmap)
-
-    @torch.no_grad()
-    def predict_quality(self, images: Tensor, masks: Tensor) -> Tensor:
-        """Batch scoring without gradient, in eval mode (the previous train/eval mode is restored).
-
-        Use :meth:`forward` (or call the module) where a gradient is needed, e.g. for QAR.
-
-        Args:
-            images: ``(B, C, H, W)`` float in [0, 1].
-            masks: ``(B, K-1, H, W)`` float.
-
-        Returns:
-            ``(B, K-1)`` predicted Dice in [0, 1], detached.
-
-        Example:
-            >>> g = QualityPredictor()
-            >>> q = g.predict_quality(torch.rand(2, 3, 32, 32), torch.ones(2, 1, 32, 32))
-            >>> q.shape, q.requires_grad, g.training
-            (torch.Size([2, 1]), False, True)
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            return self(images, masks)
-        finally:
-            self.train(was_training)
+    @calibration.setter
+    def calibration(self, value: list[float] | None) -> None:
+        self._calibration = value  # first set by QualityNetwork.__init__, before the hyper-parameters exist
+        if "calibration" in self.hparams:
+            self.hparams["calibration"] = value
 
     # ------------------------------------------------------------------ steps
     def _unpack(self, batch: Any, stage: str) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -505,135 +310,6 @@ class QualityPredictor(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
-class FlipTTA(nn.Module):
-    """Test-time augmentation: the mean prediction over the identity, horizontal, vertical and both flips.
-
-    The Dice of a mask is invariant to flipping image and mask together, so the four predictions estimate the
-    same number; averaging them costs 4 forward passes and typically improves the ranking a little (measured on
-    Kvasir-SEG real-model masks: Pearson 0.443 -> 0.478, see benchmarks/RESULTS.md). Used by
-    ``qg-lightning evaluate-predictor --tta`` and ``qg-lightning score --tta``; wrap a predictor yourself for
-    other uses. The wrapped predictor's train/eval mode and gradients are left as they are.
-
-    Example:
-        >>> g = QualityPredictor().eval()
-        >>> tta = FlipTTA(g)
-        >>> images, masks = torch.rand(2, 3, 32, 32), torch.ones(2, 1, 32, 32)
-        >>> manual = sum(g(images.flip(d), masks.flip(d)) for d in ([], [-1], [-2], [-2, -1])) / 4
-        >>> bool(torch.allclose(tta(images, masks), manual, atol=1e-6)), tta.num_classes
-        (True, 2)
-    """
-
-    _FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
-
-    def __init__(self, predictor: nn.Module) -> None:
-        super().__init__()
-        self.predictor = predictor
-
-    @property
-    def in_channels(self) -> int:
-        return self.predictor.in_channels
-
-    @property
-    def num_classes(self) -> int:
-        return self.predictor.num_classes
-
-    @property
-    def num_foreground(self) -> int:
-        return self.predictor.num_foreground
-
-    def forward(self, images: Tensor, masks: Tensor) -> Tensor:
-        """Mean of the predictor's ``(B, K-1)`` output over the four flips of ``images`` and ``masks``."""
-        total = None
-        for dims in self._FLIPS:
-            out = (
-                self.predictor(images.flip(dims), masks.flip(dims)) if dims else self.predictor(images, masks)
-            )
-            total = out if total is None else total + out
-        return total / len(self._FLIPS)
-
-
-class QualityEnsemble(nn.Module):
-    """The mean prediction of several quality predictors, e.g. trained with different seeds or backbones.
-
-    Members must agree on ``in_channels`` and ``num_classes``; each may be calibrated
-    (``qg-lightning calibrate-predictor``) or wrapped in :class:`FlipTTA`, and is run as it is. On Kvasir-SEG
-    real-model masks the mean of predictors trained with different seeds ranked about as well as the better
-    member and up to 0.03 Pearson better than the weaker (calibrated: 0.669 and 0.690 alone, 0.700 together;
-    see benchmarks/RESULTS.md), at the cost of one forward pass per member. :meth:`forward_with_spread` also
-    returns how much the members disagree (``qg-lightning score`` writes it as ``quality_spread``). With two
-    or three seeds on Kvasir-SEG that disagreement did not single out the masks the mean misjudged, so read it
-    as information, not as a confidence. The ensemble is differentiable like its members (QAR back-propagates
-    through every member); freeze it with ``.eval().requires_grad_(False)``.
-
-    Args:
-        predictors: two or more (one is allowed) modules ``(images, masks) -> (B, K-1)`` with integer
-            attributes ``in_channels`` and ``num_classes``, e.g. :class:`QualityPredictor`.
-
-    Raises:
-        ValueError: no member, or members that disagree on ``in_channels`` / ``num_classes`` (named by
-            position).
-        TypeError: a member that is not an ``nn.Module``.
-
-    Example:
-        >>> a, b = QualityPredictor().eval(), QualityPredictor().eval()
-        >>> ens = QualityEnsemble([a, b])
-        >>> images, masks = torch.rand(2, 3, 32, 32), torch.ones(2, 1, 32, 32)
-        >>> bool(torch.allclose(ens(images, masks), (a(images, masks) + b(images, masks)) / 2, atol=1e-6))
-        True
-        >>> mean, spread = ens.forward_with_spread(images, masks)
-        >>> mean.shape, spread.shape, len(ens), ens.num_foreground
-        (torch.Size([2, 1]), torch.Size([2, 1]), 2, 1)
-    """
-
-    def __init__(self, predictors: Sequence[nn.Module]) -> None:
-        super().__init__()
-        members = list(predictors)
-        if not members:
-            raise ValueError("`predictors` must hold at least one quality predictor, got none.")
-        for i, member in enumerate(members):
-            if not isinstance(member, nn.Module):
-                raise TypeError(
-                    f"`predictors[{i}]` must be an nn.Module (e.g. a QualityPredictor), got "
-                    f"{type(member).__name__}."
-                )
-        shapes = [(getattr(m, "in_channels", None), getattr(m, "num_classes", None)) for m in members]
-        if any(shape != shapes[0] for shape in shapes):
-            listed = ", ".join(f"[{i}] in_channels={c}, num_classes={k}" for i, (c, k) in enumerate(shapes))
-            raise ValueError(
-                f"The quality predictors of an ensemble must agree on in_channels and num_classes, got {listed}. "
-                "Combine only predictors trained for the same task."
-            )
-        self.members = nn.ModuleList(members)
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    @property
-    def in_channels(self) -> int:
-        return self.members[0].in_channels
-
-    @property
-    def num_classes(self) -> int:
-        return self.members[0].num_classes
-
-    @property
-    def num_foreground(self) -> int:
-        return self.num_classes - 1
-
-    def _stacked(self, images: Tensor, masks: Tensor) -> Tensor:
-        return torch.stack([member(images, masks) for member in self.members])  # (M, B, K-1)
-
-    def forward(self, images: Tensor, masks: Tensor) -> Tensor:
-        """Mean of the members' ``(B, K-1)`` predictions."""
-        return self._stacked(images, masks).mean(dim=0)
-
-    def forward_with_spread(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-        """``(mean, spread)``, both ``(B, K-1)``: the members' mean and their standard deviation (population,
-        0 for a single member), i.e. how much they disagree about each mask."""
-        stacked = self._stacked(images, masks)
-        return stacked.mean(dim=0), stacked.std(dim=0, correction=0)
-
-
 def error_map_targets(candidate: Tensor, truth: Tensor, size: tuple[int, int]) -> Tensor:
     """False-positive and false-negative pixel fractions of ``candidate`` per cell of a ``size`` grid.
 
@@ -668,23 +344,6 @@ def _ctor_params() -> dict[str, inspect.Parameter]:
     return {k: p for k, p in params.items() if k != "self"}
 
 
-def _describe_foreign(hparams: Mapping[str, Any], keys: Sequence[str]) -> str:
-    """Best guess of what kind of checkpoint this is, for the error message."""
-    class_path = hparams.get("_class_path")
-    if isinstance(class_path, str) and class_path:
-        return f"'{class_path}'"
-    seg_hparams = {"arch", "encoder_name", "encoder_weights", "decoder_channels"}
-    seg_prefixes = ("model.encoder.", "model.decoder.", "encoder.", "decoder.", "segmentation_head.")
-    if seg_hparams & set(hparams) or any(k.startswith(seg_prefixes) for k in keys):
-        arch = hparams.get("arch")
-        return f"segmentation model ({arch})" if isinstance(arch, str) else "segmentation model"
-    if any(k.startswith(("student.", "teacher.", "ema_")) for k in keys):
-        return "semi-supervised segmentation (student/teacher)"
-    if not keys:
-        return "weights-free"
-    return f"different model's (first keys: {list(keys)[:3]})"
-
-
 def load_quality_predictor(
     path: str | os.PathLike,
     *,
@@ -693,6 +352,9 @@ def load_quality_predictor(
     map_location: str = "cpu",
 ) -> QualityPredictor:
     """Rebuild a :class:`QualityPredictor` from a Lightning checkpoint, safely (``weights_only=True``).
+
+    This is the training module with its hyper-parameters (e.g. to fine-tune it); to use the predictor,
+    :func:`~qg_lightning.quality.network.load_quality_network` gives the plain network (same outputs).
 
     The model is built from the checkpoint's hyper-parameters with ``pretrained=False`` (the weights come from
     the checkpoint), loaded with ``strict=True`` and returned in eval mode. It is not frozen: guidance sets
@@ -725,67 +387,18 @@ def load_quality_predictor(
         >>> h.training, h.num_foreground
         (False, 1)
     """
-    ckpt = load_checkpoint(path, map_location=map_location, what="quality predictor checkpoint")
-    hparams = ckpt.get("hyper_parameters")
-    state_dict = ckpt.get("state_dict")
-    hparams = dict(hparams) if isinstance(hparams, Mapping) else {}
-    keys = list(state_dict) if isinstance(state_dict, Mapping) else []
-    looks_right = (
-        isinstance(hparams.get("backbone"), str)
-        and bool(keys)
-        and any(k.startswith("backbone.") for k in keys)
-        and any(k.startswith("head.") for k in keys)
-    )
-    if not looks_right:
-        raise ValueError(
-            f"'{path}' is not a quality predictor checkpoint: this looks like a "
-            f"{_describe_foreign(hparams, keys)} checkpoint, expected a quality predictor trained with "
-            "QualityPredictor (qg_lightning.quality.QualityPredictor; hyper-parameter 'backbone' and weights "
-            "'backbone.*', 'head.*'). "
-            "Point the predictor path to the Phase-1 checkpoint."
-        )
-
     params = _ctor_params()
-    unknown = sorted(k for k in hparams if k not in params and not k.startswith("_"))
-    if unknown:
-        rank_zero_warn(
-            f"Ignoring unknown hyper-parameters {unknown} in quality predictor checkpoint '{path}'."
-        )
-    kwargs = {k: v for k, v in hparams.items() if k in params}
-    kwargs["pretrained"] = False
-    ckpt_in = kwargs.get("in_channels", params["in_channels"].default)
-    ckpt_k = kwargs.get("num_classes", params["num_classes"].default)
-    mismatches = []
-    if in_channels is not None and in_channels != ckpt_in:
-        mismatches.append(f"in_channels={ckpt_in} (asked for in_channels={in_channels})")
-    if num_classes is not None and num_classes != ckpt_k:
-        mismatches.append(
-            f"num_classes={ckpt_k}, i.e. {ckpt_k - 1} mask channel(s) (asked for num_classes={num_classes})"
-        )
-    if mismatches:
-        raise ValueError(
-            f"Quality predictor checkpoint '{path}' is incompatible: it expects {' and '.join(mismatches)}. "
-            "Train a predictor for this task, or fix in_channels / num_classes in your config."
-        )
+    defaults = {"in_channels": params["in_channels"].default, "num_classes": params["num_classes"].default}
 
-    model = standalone(QualityPredictor, **kwargs)  # its own hyper-parameters, even inside a CLI-built module
-    expected = set(model.state_dict())
-    missing = sorted(expected - set(keys))
-    unexpected = sorted(set(keys) - expected)
-    if missing or unexpected:
-        raise ValueError(
-            f"Quality predictor checkpoint '{path}' does not match a QualityPredictor({kwargs}): "
-            f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''} ({len(missing)}), "
-            f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''} ({len(unexpected)}). "
-            "Was it saved by a different qg_lightning / timm version?"
-        )
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f"Could not load the weights of quality predictor checkpoint '{path}': {err}"
-        ) from None
-    return model.to(map_location).eval()
+    def build(**kwargs: Any) -> QualityPredictor:
+        # its own hyper-parameters, even inside a CLI-built module
+        return standalone(QualityPredictor, **kwargs)
+
+    model = build_from_checkpoint(
+        path, build, set(params), defaults, in_channels=in_channels, num_classes=num_classes,
+        map_location=map_location,
+    )  # fmt: skip
+    return cast(QualityPredictor, model)
 
 
 def load_quality_predictors(
@@ -825,32 +438,7 @@ def load_quality_predictors(
         >>> type(ens).__name__, len(ens), ens.in_channels, ens.training
         ('QualityEnsemble', 2, 1, False)
     """
-    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    if not items:
-        raise ValueError("Give at least one quality predictor checkpoint, got none.")
-    seen: dict[str, int] = {}
-    for i, path in enumerate(items):
-        key = os.path.realpath(path)
-        if key in seen:
-            raise ValueError(
-                f"Quality predictor checkpoint '{path}' is given twice (positions {seen[key]} and {i}); an "
-                "ensemble averages different predictors, so list each checkpoint once."
-            )
-        seen[key] = i
-    members: list[nn.Module] = []
-    for path in items:
-        model = load_quality_predictor(
-            path, in_channels=in_channels, num_classes=num_classes, map_location=map_location
-        )
-        first = members[0] if members else model
-        if (model.in_channels, model.num_classes) != (first.in_channels, first.num_classes):
-            raise ValueError(
-                f"Quality predictor checkpoints '{items[0]}' (in_channels={first.in_channels}, "
-                f"num_classes={first.num_classes}) and '{path}' (in_channels={model.in_channels}, "
-                f"num_classes={model.num_classes}) do not fit together; an ensemble needs predictors trained "
-                "for the same task."
-            )
-        members.append(FlipTTA(model) if tta else model)
-    if len(members) == 1:
-        return members[0]
-    return QualityEnsemble(members).eval()
+    return load_many(
+        load_quality_predictor, paths, in_channels=in_channels, num_classes=num_classes,
+        map_location=map_location, tta=tta,
+    )  # fmt: skip

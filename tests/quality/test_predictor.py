@@ -388,6 +388,18 @@ def test_checkpoint_round_trip(fitted: tuple[QualityPredictor, Path, Path]) -> N
     torch.testing.assert_close(best(images, masks), model(images, masks), rtol=0, atol=0)
 
 
+def test_trainer_checkpoint_loads_as_the_plain_network(fitted: tuple[QualityPredictor, Path, Path]) -> None:
+    """What guidance loads from a Trainer-written checkpoint: a QualityNetwork with the predictor's outputs."""
+    from qg_lightning.quality.network import QualityNetwork, load_quality_network
+
+    model, path, best_path = fitted
+    images, masks = _inputs(3, 3, 1, seed=5)
+    for file in (path, best_path):
+        net = load_quality_network(str(file), in_channels=3, num_classes=2)
+        assert type(net) is QualityNetwork and not net.training
+        torch.testing.assert_close(net(images, masks), model.eval()(images, masks), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
@@ -549,63 +561,6 @@ def test_error_map_loss_trains_and_round_trips(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="error-map head"):
         plain.forward_with_error_maps(batch["image"], batch["candidate"])
-
-
-def test_flip_tta_averages_the_four_flips_and_keeps_the_mode() -> None:
-    from qg_lightning.quality.predictor import FlipTTA
-
-    torch.manual_seed(0)
-    g = QualityPredictor(num_classes=3)
-    tta = FlipTTA(g)
-    assert (tta.in_channels, tta.num_classes, tta.num_foreground) == (3, 3, 2)
-    g.eval()
-    gen = torch.Generator().manual_seed(4)
-    images, masks = (
-        torch.rand(2, 3, 32, 32, generator=gen),
-        (torch.rand(2, 2, 32, 32, generator=gen) > 0.5).float(),
-    )
-    flips = [g(images, masks), g(images.flip(-1), masks.flip(-1)), g(images.flip(-2), masks.flip(-2)),
-             g(images.flip(-2, -1), masks.flip(-2, -1))]  # fmt: skip
-    assert torch.allclose(tta(images, masks), torch.stack(flips).mean(0), atol=1e-6)
-    # flipping the input only permutes the four terms
-    assert torch.allclose(tta(images.flip(-1), masks.flip(-1)), tta(images, masks), atol=1e-5)
-    assert not g.training
-
-
-def test_quality_ensemble_mean_spread_and_gradients() -> None:
-    from qg_lightning.quality.predictor import FlipTTA, QualityEnsemble
-
-    torch.manual_seed(0)
-    a, b = QualityPredictor(num_classes=3).eval(), QualityPredictor(num_classes=3).eval()
-    ens = QualityEnsemble([a, FlipTTA(b)])
-    assert (len(ens), ens.in_channels, ens.num_classes, ens.num_foreground) == (2, 3, 3, 2)
-    gen = torch.Generator().manual_seed(2)
-    images = torch.rand(2, 3, 32, 32, generator=gen)
-    masks = (torch.rand(2, 2, 32, 32, generator=gen) > 0.5).float()
-    with torch.no_grad():
-        qa, qb = a(images, masks), FlipTTA(b)(images, masks)
-        mean, spread = ens.forward_with_spread(images, masks)
-    assert torch.allclose(ens(images, masks), (qa + qb) / 2, atol=1e-6)
-    assert torch.allclose(mean, (qa + qb) / 2, atol=1e-6)
-    assert torch.allclose(spread, (qa - qb).abs() / 2, atol=1e-6)
-    assert torch.equal(QualityEnsemble([a]).forward_with_spread(images, masks)[1], torch.zeros(2, 2))
-    # QAR back-propagates through every member of a frozen ensemble into the masks
-    ens.requires_grad_(False)
-    soft = masks.clone().requires_grad_(True)
-    ens(images, soft).sum().backward()
-    assert soft.grad is not None and soft.grad.abs().sum() > 0
-    assert all(p.grad is None for p in ens.parameters())
-
-
-def test_quality_ensemble_refuses_members_that_do_not_fit() -> None:
-    from qg_lightning.quality.predictor import QualityEnsemble
-
-    with pytest.raises(ValueError, match="at least one"):
-        QualityEnsemble([])
-    with pytest.raises(TypeError, match=r"predictors\[1\]"):
-        QualityEnsemble([QualityPredictor(), "g.ckpt"])  # type: ignore[list-item]
-    with pytest.raises(ValueError, match=r"\[1\] in_channels=1, num_classes=2.*same task"):
-        QualityEnsemble([QualityPredictor(), QualityPredictor(in_channels=1)])
 
 
 def test_load_quality_predictors_one_or_several(tmp_path: Path) -> None:
