@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sys
 
-from qg_lightning.study import study_cli
+from qg_lightning.cli_study import study_cli
 
 if __name__ == "__main__":
     raise SystemExit(study_cli(sys.argv[1:]))

@@ -376,7 +376,7 @@ def _train_predictor(argv: Sequence[str]) -> int:
 
 
 def _study(argv: Sequence[str]) -> int:
-    from qg_lightning.study import study_cli
+    from qg_lightning.cli_study import study_cli
 
     return study_cli(argv)
 

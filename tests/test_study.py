@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from qg_lightning.cli import EXTRA_COMMANDS, main
+from qg_lightning.cli_study import study_cli
 from qg_lightning.data.synthetic import generate_synthetic_dataset
 from qg_lightning.study import (
     DEFAULT_METHODS,
@@ -21,7 +22,6 @@ from qg_lightning.study import (
     resolve_schedule,
     run_study,
     steps_per_epoch,
-    study_cli,
     summarize_study,
 )
 
@@ -126,7 +126,9 @@ def test_run_results_and_summary(study):
     on_disk = json.loads((out / "summary.json").read_text())
     assert [m["method"] for m in on_disk["methods"]] == list(METHODS_E2E)
     predictor = on_disk["predictor"]
-    assert predictor["recipe"]["image_size"] == PRESETS["smoke"].image_size  # the library's recipe, study-sized
+    assert (
+        predictor["recipe"]["image_size"] == PRESETS["smoke"].image_size
+    )  # the library's recipe, study-sized
     assert predictor["evaluations"]["uncalibrated"]["real"].keys() >= {"mae", "pearson", "spearman"}
     assert (out / predictor["checkpoint"]).is_file()  # relative to the study folder
 

@@ -36,7 +36,6 @@ Example:
     5000
 """
 
-from qg_lightning.study.command import study_cli
 from qg_lightning.study.config import StudyConfig
 from qg_lightning.study.estimate import estimate_study
 from qg_lightning.study.methods import DEFAULT_METHODS, METHODS, PAIRS, MethodSpec
@@ -74,3 +73,12 @@ __all__ = [
     "summarize_study",
     "write_results_markdown",
 ]
+
+
+def __getattr__(name: str):
+    """``study_cli`` lives in the CLI layer (:mod:`qg_lightning.cli_study`); imported lazily from there."""
+    if name == "study_cli":
+        from qg_lightning.cli_study import study_cli
+
+        return study_cli
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
