@@ -387,9 +387,11 @@ def test_packed_warps_give_each_plane_its_own_warp(channels, dtype, channels_las
     mask = (img > img.float().mean()).to(dtype)  # several mask planes: nearest, zero border
     params = draw_spatial(5, max_rotation=30, generator=torch.Generator().manual_seed(6))
     warped_img, warped_mask = apply_spatial(params, img, mask, image_padding=image_padding)
-    assert torch.equal(
-        warped_img, _plane_by_plane(img, params, linear=True, replicate=image_padding == "border")
-    )
+    reference = _plane_by_plane(img, params, linear=True, replicate=image_padding == "border")
+    if dtype == torch.uint8:
+        assert torch.equal(warped_img, reference)
+    else:  # OpenCV 5's vectorised multi-channel float warp may round one float32 step off its 1-channel path
+        assert (warped_img - reference).abs().max() <= 1e-6
     assert torch.equal(warped_mask, _plane_by_plane(mask, params, linear=False))
     assert warped_img.is_contiguous() and warped_mask.is_contiguous() and warped_img.dtype == dtype
 
