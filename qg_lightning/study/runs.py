@@ -124,10 +124,8 @@ def _test_metrics(path: Path) -> dict[str, Any] | None:
     return _read_json(path).get("metrics")
 
 
-def _test_extra(
-    trainer: L.Trainer, model: L.LightningModule, folder: str, config: StudyConfig, run_dir: Path, best: str
-) -> dict[str, Any]:
-    """Test the last weights and the best checkpoint on every image of another labeled folder."""
+def _extra_loader(folder: str, config: StudyConfig) -> DataLoader:
+    """Every image/mask pair of another labeled folder, at the study's image size."""
     index = scan_folder(folder, num_classes=config.num_classes, in_channels=config.in_channels)
     dataset = SegmentationDataset(
         [index.image_paths[i] for i in index.ids],
@@ -137,16 +135,24 @@ def _test_extra(
         num_classes=config.num_classes,
         transform=build_transforms("none", config.study_preset.image_size, in_channels=config.in_channels),
     )
-    loader = DataLoader(dataset, batch_size=16, shuffle=False, num_workers=config.num_workers)
-    name = Path(folder).name
-    out: dict[str, Any] = {"n_images": len(dataset)}
-    for which, ckpt in (("last", None), ("best", best or None)):
-        if which == "best" and ckpt is None:
-            continue
+    return DataLoader(dataset, batch_size=16, shuffle=False, num_workers=config.num_workers)
+
+
+def _test_extra(
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    loaders: dict[str, DataLoader],
+    run_dir: Path,
+    which: str,
+    ckpt: str | None = None,
+) -> dict[str, Any]:
+    """Test the model's current weights (``ckpt`` None) or a checkpoint on each extra folder; one report each."""
+    out: dict[str, Any] = {}
+    for name, loader in loaders.items():
         model.test_tag = f"extra_{name}_{which}"
         kwargs = {"ckpt_path": ckpt, "weights_only": True} if ckpt else {}
         trainer.test(model, dataloaders=loader, verbose=False, **kwargs)
-        out[which] = _test_metrics(run_dir / f"test_metrics_extra_{name}_{which}.json")
+        out[name] = _test_metrics(run_dir / f"test_metrics_extra_{name}_{which}.json")
     return out
 
 
@@ -232,15 +238,19 @@ def execute_run(
         raise KeyboardInterrupt(f"Run {spec.name} seed {seed} was interrupted.")
     steps = int(trainer.global_step)
     test_start = time.perf_counter()
+    loaders = {Path(folder).name: _extra_loader(folder, config) for folder in config.extra_test}
     model.test_tag = "last"
     trainer.test(model, datamodule=dm, verbose=False)
+    extra_last = _test_extra(trainer, model, loaders, run_dir, "last")  # before any checkpoint is loaded
     best_path = checkpoint.best_model_path
+    extra_best: dict[str, Any] = {}
     if best_path:
         model.test_tag = "best"
         trainer.test(model, datamodule=dm, ckpt_path=best_path, verbose=False, weights_only=True)
+        extra_best = _test_extra(trainer, model, loaders, run_dir, "best", best_path)
     extra = {
-        Path(folder).name: _test_extra(trainer, model, folder, config, run_dir, best_path)
-        for folder in config.extra_test
+        name: {"n_images": len(loader.dataset), "last": extra_last[name], "best": extra_best.get(name)}
+        for name, loader in loaders.items()
     }
     model.test_tag = ""
     test_time = time.perf_counter() - test_start
