@@ -112,7 +112,8 @@ def train_study_predictor(config: StudyConfig, out: Path, progress: Any = None) 
             "Train a predictor on those masks yourself and pass it with --predictor."
         )
     start = time.perf_counter()
-    n_labeled = len(_read_json(out / "split.json").get("labeled") or [])
+    split = _read_json(out / "split.json")
+    n_labeled = len(split.get("labeled") or split.get("train") or [])  # no labeled list: all of train
     trained = train_predictor(
         study_recipe(config, max(1, n_labeled)),
         study_predictor_data(config, out / "split.json"),
