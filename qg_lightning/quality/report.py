@@ -26,17 +26,27 @@ __all__ = ["json_safe", "save_calibration_png", "save_worst_png", "write_candida
 
 
 def json_safe(obj: Any) -> Any:
-    """NaN / inf -> None (JSON has no NaN), numpy scalars -> Python, recursively."""
+    """NaN / inf -> None (JSON has no NaN), numpy scalars and 0-d tensors -> Python, paths -> str,
+    recursively (the one JSON-safe conversion of the package).
+
+    Example:
+        >>> json_safe({"a": float("nan"), "b": (np.int64(2), Path("x"))})
+        {'a': None, 'b': [2, 'x']}
+    """
     if isinstance(obj, Mapping):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     if isinstance(obj, (np.floating, float)):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # 0-d tensors
+        return json_safe(obj.item())
     return obj
 
 

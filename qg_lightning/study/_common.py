@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qg_lightning.quality.report import json_safe as _json_safe
 from qg_lightning.study.presets import StudyPreset
 
 log = logging.getLogger(__name__)
@@ -56,23 +57,6 @@ def _environment() -> dict[str, Any]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item):  # 0-d tensors
-        return _json_safe(obj.item())
-    return obj
 
 
 def relative_paths(obj: Any, base: Path) -> Any:
