@@ -34,7 +34,8 @@ class SemiSupervisedSegmenter(QualityGuidedMixin, SupervisedSegmenter):
     * adds ``qar_lambda * QAR`` on the student's soft probabilities when the callback enables ``"qar"``;
     * when unlabeled batches carry the hidden masks of their images (``"true_mask"``, from
       ``SemiSupervisedDataModule(unlabeled_true_masks=True)``, analysis only), records the true Dice of every
-      pseudolabel beside the scores that weighted it (predicted quality, teacher confidence) and logs, at every
+      pseudolabel beside the scores that weighted it (predicted quality, teacher confidence, and ``oracle``: the
+      true Dice itself at the same tau, i.e. what a perfect predictor would keep) and logs, at every
       validation, ``diag/true_dice_mean`` and ``diag/<score>/<statistic>`` (Pearson, Spearman, kept fraction,
       mean true Dice of kept and dropped pseudolabels; see :mod:`qg_lightning.guidance.diagnostics`). The
       masks never enter a loss here.
@@ -152,6 +153,13 @@ class SemiSupervisedSegmenter(QualityGuidedMixin, SupervisedSegmenter):
             scores["quality"] = (terms["quality"], self.quality_guidance_settings.tau)
         if terms.get("confidence") is not None:
             scores["confidence"] = (terms["confidence"], float(self.hparams.get("conf_tau", 0.5)))
+        # The true Dice itself at the weighting's tau: what a perfect predictor (PL-oracle) would keep.
+        tau = (
+            self.quality_guidance_settings.tau
+            if self.quality_guidance_active
+            else float(self.hparams.get("conf_tau", self.quality_guidance_settings.tau))
+        )
+        scores["oracle"] = (dice, tau)
         self.pseudolabel_diagnostics.update(dice, scores)
 
     def on_validation_epoch_end(self) -> None:

@@ -44,6 +44,9 @@ DIAGNOSTIC_KEYS: tuple[str, ...] = (
     "confidence/kept_frac",
     "confidence/kept_true_dice",
     "confidence/dropped_true_dice",
+    "oracle/kept_frac",
+    "oracle/kept_true_dice",
+    "oracle/dropped_true_dice",
 )
 
 
@@ -208,7 +211,9 @@ def analysis_markdown(summary: Mapping[str, Any]) -> list[str]:
             "",
             "## Pseudolabel diagnostics (training, mean over validation intervals and seeds)",
             "",
-            "How well each score sees the true Dice of the very pseudolabels it weighted; kept = score >= tau.",
+            "How well each score sees the true Dice of the very pseudolabels it weighted; kept = score >= tau. "
+            "The `oracle` rows score each pseudolabel by its true Dice: what a perfect predictor would keep "
+            "at the same tau.",
             "",
             "| Method | True Dice of pseudolabels | Score | Spearman | Pearson | Kept fraction | "
             "True Dice kept | True Dice dropped |",
@@ -216,7 +221,7 @@ def analysis_markdown(summary: Mapping[str, Any]) -> list[str]:
         ]
         for method, diag in diag_rows:
             true = _fmt((diag.get("true_dice_mean") or {}).get("mean"))
-            for score in ("quality", "confidence"):
+            for score in ("quality", "confidence", "oracle"):
                 if f"{score}/kept_frac" not in diag:
                     continue
 

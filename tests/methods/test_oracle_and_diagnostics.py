@@ -107,6 +107,12 @@ def test_guided_run_logs_quality_and_confidence_diagnostics(data_root, predictor
         assert key in logged, key
     assert 0.0 <= float(logged["diag/true_dice_mean"]) <= 1.0
     assert float(logged["diag/n"]) == 3 * 4  # 3 steps x 4 unlabeled images
+    # the oracle score is the true Dice itself at the guidance's tau: what a perfect predictor would keep
+    kept, kept_dice = float(logged["diag/oracle/kept_frac"]), float(logged["diag/oracle/kept_true_dice"])
+    assert 0.0 <= kept <= 1.0
+    assert kept == 0.0 or kept_dice >= callback.tau
+    if kept < 1.0:
+        assert float(logged["diag/oracle/dropped_true_dice"]) < callback.tau
     assert len(model.pseudolabel_diagnostics) == 0  # summarised and reset at the validation
 
 
