@@ -143,11 +143,12 @@ def test_oracle_headroom_diagnostics_and_other_centre(study):
     assert oracle["host_kwargs"]["weighting"] == "oracle" and oracle["true_masks"] is True
     assert sup["true_masks"] is False  # supervised-only sees no unlabeled batch at all
     # the guided run logged how well predicted quality and confidence see pseudolabel quality
-    assert {"true_dice_mean", "quality/kept_frac", "confidence/kept_frac"} <= set(
+    assert {"true_dice_mean", "quality/kept_frac", "confidence/kept_frac", "oracle/kept_frac"} <= set(
         guided["diagnostics_curves"]
     )
     row = next(r for r in summary["methods"] if r["method"] == "PL-QW")
     assert row["diagnostics"]["quality/kept_frac"]["n_runs"] == 2
+    assert row["diagnostics"]["oracle/kept_true_dice"]["n_runs"] == 2  # what a perfect predictor would keep
     room = summary["headroom"]
     assert (room["plain"], room["guided"], room["oracle"]) == ("PL-C", "PL-QW", "PL-oracle")
     assert room["headroom"]["seeds"] == list(SEEDS_E2E)

@@ -149,26 +149,31 @@ def plot_study(out: str | os.PathLike, summary: Mapping[str, Any]) -> dict[str, 
 
 def _plot_diagnostics(out: Path, rows: Sequence[Mapping[str, Any]]) -> str | None:
     """``pseudolabel_diagnostics.png``: per validation interval, Spearman between each score (predicted
-    quality, teacher confidence) and the true Dice of the pseudolabels it weighted, and the true Dice of the
-    pseudolabels each score keeps and drops."""
-    series = []
-    for r in rows:
-        diag = r.get("diagnostics") or {}
-        for score, style in (("quality", "-"), ("confidence", "--")):
-            if (diag.get(f"{score}/spearman") or {}).get("curve"):
-                series.append((r["method"], score, style, diag))
-    if not series:
+    quality, teacher confidence) and the true Dice of the pseudolabels it weighted (left), and the true Dice of
+    the pseudolabels the predicted quality keeps and drops beside what the oracle (the true Dice at the same
+    tau) would keep and drop (right; confidence keeps almost everything, so it is left out there)."""
+    diags = [(r["method"], r.get("diagnostics") or {}) for r in rows]
+    diags = [(m, d) for m, d in diags if d]
+
+    def curve(diag: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+        return (diag.get(key) or {}).get("curve")
+
+    if not any(curve(d, f"{s}/spearman") or curve(d, f"{s}/kept_true_dice") for _, d in diags
+               for s in ("quality", "confidence", "oracle")):  # fmt: skip
         return None
     fig = _figure(11.0, 3.8)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for method, score, style, diag in series:
-        c = diag[f"{score}/spearman"]["curve"]
-        left.plot(c["step"], c["value"], ls=style, marker=".", ms=3, label=f"{method}: {score}")
-        for stat, marker in (("kept_true_dice", "o"), ("dropped_true_dice", "x")):
-            k = (diag.get(f"{score}/{stat}") or {}).get("curve")
-            if k:
-                right.plot(k["step"], k["value"], ls=style, marker=marker, ms=3,
-                           label=f"{method}: {score}, {stat.split('_')[0]}")  # fmt: skip
+    for method, diag in diags:
+        for score, style in (("quality", "-"), ("confidence", "--")):
+            c = curve(diag, f"{score}/spearman")
+            if c:
+                left.plot(c["step"], c["value"], ls=style, marker=".", ms=3, label=f"{method}: {score}")
+        for score, style in (("quality", "-"), ("oracle", ":")):
+            for stat, marker in (("kept_true_dice", "o"), ("dropped_true_dice", "x")):
+                k = curve(diag, f"{score}/{stat}")
+                if k:
+                    right.plot(k["step"], k["value"], ls=style, marker=marker, ms=3,
+                               label=f"{method}: {score}, {stat.split('_')[0]}")  # fmt: skip
     left.axhline(0.0, color="black", lw=0.6)
     left.set_xlabel("optimizer step")
     left.set_ylabel("Spearman(score, true Dice)")
@@ -176,6 +181,6 @@ def _plot_diagnostics(out: Path, rows: Sequence[Mapping[str, Any]]) -> str | Non
     left.legend(fontsize=7)
     right.set_xlabel("optimizer step")
     right.set_ylabel("true Dice of pseudolabels")
-    right.set_title("Kept (o) vs dropped (x) pseudolabels")
+    right.set_title("Kept (o) / dropped (x): quality (solid), oracle (dotted)")
     right.legend(fontsize=6, ncol=2)
     return _save(fig, out / "pseudolabel_diagnostics.png")
