@@ -364,9 +364,10 @@ def test_cli_print_recipe(capsys: pytest.CaptureFixture) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ configs
-def test_predictor_config_carries_the_recipe() -> None:
+@pytest.mark.parametrize("name", ["kvasir_seg", "neopolyp_3class"])
+def test_predictor_config_carries_the_recipe(name: str) -> None:
     recipe = PredictorRecipe()
-    config = yaml.safe_load((CONFIG_DIR / "predictor" / "kvasir_seg.yaml").read_text())
+    config = yaml.safe_load((CONFIG_DIR / "predictor" / f"{name}.yaml").read_text())
     model, data = config["model"]["init_args"], config["data"]["init_args"]
     assert (model["backbone"], model["pretrained"]) == (recipe.backbone, recipe.pretrained)
     assert (model["error_map_weight"], model["channels_last"]) == (
@@ -377,13 +378,20 @@ def test_predictor_config_carries_the_recipe() -> None:
     assert tuple(data["snapshot_threshold"]) == recipe.snapshot_threshold
     assert (data["image_size"], data["samples_per_image"]) == (recipe.image_size, recipe.samples_per_image)
     assert (data["batch_size"], config["trainer"]["max_epochs"]) == (recipe.batch_size, recipe.max_epochs)
-    snapshots = yaml.safe_load((CONFIG_DIR / "snapshots" / "kvasir_seg.yaml").read_text())
+    snapshots = yaml.safe_load((CONFIG_DIR / "snapshots" / f"{name}.yaml").read_text())
     callback = snapshots["trainer"]["callbacks"][0]["init_args"]
     assert tuple(callback["epochs"]) == recipe.snapshot_epochs
     assert snapshots["trainer"]["max_epochs"] == max(recipe.snapshot_epochs)
     net = snapshots["model"]["init_args"]
     assert f"{net['arch']}:{net['encoder_name']}" == recipe.snapshot_models[0]
     assert callback["dirpath"] in data["snapshots"]
+    # model, predictor data and snapshot data agree on the classes and the masks they read
+    weak = snapshots["data"]["init_args"]
+    assert (
+        model["num_classes"] == data["num_classes"] == net.get("num_classes", 2) == weak.get("num_classes", 2)
+    )
+    assert data.get("mask_dir", "masks") == weak.get("mask_dir", "masks")
+    assert (data["root"], data.get("labeled_fraction")) == (weak["root"], weak.get("labeled_fraction"))
 
 
 def test_a_calibration_that_would_flatten_the_predictor_is_refused(isolated: Path, monkeypatch) -> None:
