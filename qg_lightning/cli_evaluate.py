@@ -312,6 +312,12 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
         f"  all:       MAE {format_value(report['mae'])}  Pearson {format_value(report['pearson'])}  Spearman "
         f"{format_value(report['spearman'])}  (constant baseline MAE {format_value(report['constant_baseline_mae'])})",
     ]
+    for name, c in (report.get("per_class") or {}).items():
+        lines.append(
+            f"  {name + ':':<10} MAE {format_value(c['mae'])}  Pearson {format_value(c['pearson'])}  Spearman "
+            f"{format_value(c['spearman'])}  (n={c['n']} with the class in truth or candidate; "
+            f"{c['n_both_empty']} both-empty left out, mean prediction there {format_value(c['mean_pred_both_empty'])})"
+        )
     for label in (SYNTHETIC, "real"):
         s = report["by_source"][label]
         if s.get("n"):
