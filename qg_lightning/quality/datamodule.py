@@ -9,7 +9,8 @@ Training data (METHOD.md, "Training masks"), generated fresh every epoch from th
    allowed for that image (binarised at a threshold drawn from ``snapshot_threshold`` when that is a range;
    with ``snapshot_appearance``, predicted on the plain image or one of its fixed colour-cast copies),
    otherwise one draw of :class:`~qg_lightning.quality.sampling.CorruptionSampler`;
-4. the target is the per-class Dice of the candidate against the (warped) truth;
+4. the target is the per-class Dice of the candidate against the (warped) truth (a class absent from both:
+   1.0; one painted where the truth has none, or missed: 0.0);
 5. image-only photometric augmentation (a snapshot mask's image gets its copy's cast, if any).
 
 Steps 2-5 run batched on the training device in :meth:`QualityDataModule.on_after_batch_transfer`, with a
