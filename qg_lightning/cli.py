@@ -26,7 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from qg_lightning.callbacks import ExactResume
 from qg_lightning.checkpoint import AtomicCheckpointIO, UnsafeCheckpointError
-from qg_lightning.data.folder import ROOT_ARGUMENT, SKIP_BAD_FIX
+from qg_lightning.data.folder import MASK_DIR_ARGUMENT, ROOT_ARGUMENT, SKIP_BAD_FIX
 from qg_lightning.runs import run_dir
 
 __all__ = ["QGLightningCLI", "check_compatible", "cli_main", "console_main", "main"]
@@ -277,6 +277,7 @@ def _remove_empty_run_dir(trainer: L.Trainer | None) -> None:
 _CLI_SPELLINGS = {
     SKIP_BAD_FIX: "pass `--data.skip_bad true` (in a config: `data.init_args.skip_bad: true`)",
     ROOT_ARGUMENT: "`--data.root`",
+    MASK_DIR_ARGUMENT: "`--data.mask_dir`",
 }
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from qg_lightning.checkpoint import load_checkpoint
+from qg_lightning.data.folder import check_mask_folder
 from qg_lightning.quality.candidates import (
     SYNTHETIC,
     load_evaluation_images,
@@ -88,6 +89,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--data.split_file", dest="split_file", default=None, help="split JSON (default ROOT/split.json)"
+    )
+    p.add_argument(
+        "--data.mask_dir",
+        dest="mask_dir",
+        default=None,
+        help="mask sub-folder of the dataset folder, e.g. masks_3class (default: the predictor's, else masks)",
     )
     p.add_argument(
         "--data.image_size",
@@ -204,8 +211,11 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
             "path "
             "is relative to where training ran). Pass --data.root."
         )
+    mask_dir = pick(ns.mask_dir, "mask_dir", "masks")
+    check_mask_folder(root, mask_dir, option="--data.mask_dir", root_option="--data.root")
     dm = SemiSupervisedDataModule(
         root=root,
+        mask_dir=mask_dir,
         synthetic_images=pick(ns.synthetic_images, "synthetic_images", 300),
         synthetic_size=pick(ns.synthetic_size, "synthetic_size", 128),
         split_file=ns.split_file,
@@ -283,6 +293,7 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
         **({"members": members} if members else {}),
         "data": {
             "root": str(index.root),
+            "mask_dir": mask_dir,
             "subset": subset,
             "n_images": n,
             "image_size": image_size,
@@ -301,6 +312,12 @@ def evaluate_predictor_cli(argv: Sequence[str]) -> int:
         f"  all:       MAE {format_value(report['mae'])}  Pearson {format_value(report['pearson'])}  Spearman "
         f"{format_value(report['spearman'])}  (constant baseline MAE {format_value(report['constant_baseline_mae'])})",
     ]
+    for name, c in (report.get("per_class") or {}).items():
+        lines.append(
+            f"  {name + ':':<10} MAE {format_value(c['mae'])}  Pearson {format_value(c['pearson'])}  Spearman "
+            f"{format_value(c['spearman'])}  (n={c['n']} with the class in truth or candidate; "
+            f"{c['n_both_empty']} both-empty left out, mean prediction there {format_value(c['mean_pred_both_empty'])})"
+        )
     for label in (SYNTHETIC, "real"):
         s = report["by_source"][label]
         if s.get("n"):

@@ -20,6 +20,7 @@ __all__ = ["gallery_cli"]
 def gallery_cli(argv: Sequence[str]) -> int:
     """``qg-lightning gallery``: see ``--help``. Returns the exit code (0)."""
     from qg_lightning.data import SYNTHETIC_SEED, read_image, read_mask, scan_folder, synthetic_sample
+    from qg_lightning.data.folder import check_mask_folder
 
     parser = argparse.ArgumentParser(
         prog="qg-lightning gallery",
@@ -32,6 +33,10 @@ def gallery_cli(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--id", default=None, help="image id in --data.root (default: first with a lesion)")
     parser.add_argument("--data.num_classes", dest="num_classes", type=int, default=2)
+    parser.add_argument(
+        "--data.mask_dir", dest="mask_dir", default="masks",
+        help="mask sub-folder of --data.root (default masks), e.g. masks_3class with --data.num_classes 3",
+    )  # fmt: skip
     parser.add_argument("--image-size", type=int, default=128, help="side the image and mask are resized to")
     parser.add_argument("--seed", type=int, default=0)
     ns = parser.parse_args(list(argv))
@@ -54,7 +59,8 @@ def gallery_cli(argv: Sequence[str]) -> int:
         root = Path(ns.root).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"--data.root '{root}' does not exist or is not a folder.")
-        index = scan_folder(root, num_classes=ns.num_classes, check=False)
+        check_mask_folder(root, ns.mask_dir, option="--data.mask_dir", root_option="--data.root")
+        index = scan_folder(root, num_classes=ns.num_classes, check=False, mask_dir=ns.mask_dir)
         if ns.id is None:
             ids = index.ids
             pick = None

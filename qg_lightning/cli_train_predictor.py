@@ -4,6 +4,8 @@ Usage::
 
     qg-lightning train-predictor --data.root ../shared/data/kvasir_seg [--out DIR] [--config recipe.yaml]
         [--recipe.FIELD VALUE ...] [--preset release] [--estimate-only] [--print-recipe]
+    qg-lightning train-predictor --data.root ../shared/data/neopolyp --data.mask_dir masks_3class
+        --data.num_classes 3      (a second mask folder of the same images, read in place)
 
 The command checks every input, logs a measured estimate of the run time, logs one line per stage and
 epoch on stderr, and prints the final (calibrated) checkpoint's path as the last line on stdout: the path
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 _RECIPE_FIELDS = tuple(f.name for f in fields(PredictorRecipe))
 _DATA_FIELDS = tuple(f.name for f in fields(PredictorData))
 _PRESETS = {"best": PredictorRecipe, "release": PredictorRecipe.release}
+#: data fields read as plain text, never as YAML (a folder named ``2024`` or ``null`` stays a name)
+_PATH_FIELDS = ("root", "split_file", "mask_dir")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -71,7 +75,12 @@ def _build_parser() -> argparse.ArgumentParser:
         if name == "skip_bad":
             p.add_argument(flag, dest=f"data.{name}", action="store_true", help="skip unreadable files")
             continue
-        hint = "dataset folder (default: the embedded synthetic data)" if name == "root" else None
+        hints = {
+            "root": "dataset folder (default: the embedded synthetic data)",
+            "mask_dir": "mask sub-folder of the dataset folder (default masks), e.g. masks_3class with "
+            "--data.num_classes 3",
+        }
+        hint = hints.get(name)
         p.add_argument(flag, dest=f"data.{name}", default=None, metavar="VALUE",
                        help=hint or f"PredictorData.{name} (default {getattr(defaults, name)!r})")  # fmt: skip
     recipe = PredictorRecipe()
@@ -159,9 +168,7 @@ def parse_train_predictor_args(
             if value:
                 data_values[name] = True
         elif value is not None:
-            data_values[name] = (
-                value if name in ("root", "split_file") else _value(value, f"--data.{name}", parser)
-            )
+            data_values[name] = value if name in _PATH_FIELDS else _value(value, f"--data.{name}", parser)
     try:
         recipe = _PRESETS[ns.preset](**recipe_values)
     except (TypeError, ValueError) as err:

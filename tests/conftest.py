@@ -24,6 +24,30 @@ def predictor_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
+#: the shared data folder, beside the repository (tests that need it skip when it is absent)
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def three_class_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny folder with binary ``masks/`` and 3-class ``masks_3class/`` (values 0..2) of the same 24 images
+    (40 px): the lesion's left half is class 2, except on every third image, which has class 1 only (an
+    absent class, as in NeoPolyp)."""
+    import numpy as np
+    from PIL import Image
+
+    from qg_lightning.data.synthetic import generate_synthetic_dataset
+
+    root = generate_synthetic_dataset(tmp_path_factory.mktemp("three") / "d", n_images=24, image_size=40)
+    (root / "masks_3class").mkdir()
+    for i, path in enumerate(sorted((root / "masks").iterdir())):
+        mask = (np.array(Image.open(path)) > 0).astype(np.uint8)
+        if i % 3:
+            mask[:, : mask.shape[1] // 2] *= 2
+        Image.fromarray(mask).save(root / "masks_3class" / path.name)
+    return root
+
+
 @pytest.fixture
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in tmp_path (relative run dirs land there) with the synthetic-data cache in tmp_path."""

@@ -82,6 +82,17 @@ def test_fit_prints_run_folder_checkpoints_and_test_table(
     assert "predictor: runs/predictor/quality_predictor.ckpt" in guided  # what the guided config loads
 
 
+def test_a_missing_mask_folder_is_spelled_as_its_flag(tmp_path: Path) -> None:
+    from qg_lightning.data import DataValidationError, scan_folder
+
+    for name in ("images", "masks"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(DataValidationError) as info:
+        scan_folder(tmp_path, mask_dir="masks_3class")
+    message = str(cli._cli_spelling(info.value))
+    assert "(`--data.mask_dir` is 'masks_3class'; the folder's candidate mask folders: ['masks'])" in message
+
+
 def test_failed_fit_leaves_no_empty_run_folder_and_spells_cli_flags(isolated: Path) -> None:
     from qg_lightning.data import DataValidationError, generate_synthetic_dataset
 

@@ -41,6 +41,7 @@ __all__ = [
     "MASK_EXTENSIONS",
     "DataValidationError",
     "FolderIndex",
+    "check_mask_folder",
     "read_image",
     "read_mask",
     "scan_folder",
@@ -64,6 +65,7 @@ _MAX_LISTED = 12
 #: (:mod:`qg_lightning.cli`) rewrites these into its flags (``--data.skip_bad true``, ``--data.root``).
 SKIP_BAD_FIX = "pass skip_bad=True"
 ROOT_ARGUMENT = "argument `root`"
+MASK_DIR_ARGUMENT = "argument `mask_dir`"
 
 
 class DataValidationError(ValueError):
@@ -362,6 +364,72 @@ def _check_mask_dir(mask_dir: str) -> None:
         )
 
 
+def _mask_folders(root: Path) -> list[str]:
+    """Sub-folders of ``root`` that could hold masks (everything but ``images`` and ``unlabeled``)."""
+    try:
+        children = sorted(p.name for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    return [name for name in children if name not in ("images", "unlabeled") and not name.startswith(".")]
+
+
+def check_mask_folder(
+    root: str | os.PathLike | None,
+    mask_dir: str,
+    *,
+    key: str | None = None,
+    option: str = "`mask_dir`",
+    root_option: str = "`root`",
+) -> None:
+    """Check ``mask_dir`` before any work: a plain folder name, and, when ``root`` is an existing folder, one
+    of its sub-folders; with ``root`` None (the embedded synthetic data) only ``masks``. A ``root`` that does
+    not exist is left to the caller's own check.
+
+    Args:
+        root: the dataset folder, or None.
+        mask_dir: the mask sub-folder's name (e.g. ``masks_3class``).
+        key: the config key that set ``mask_dir``, named in the error (e.g. ``data.init_args.mask_dir``).
+        option, root_option: how the error spells the two settings (a command line passes its flags, e.g.
+            ``--data.mask_dir`` and ``--data.root``).
+
+    Raises:
+        ValueError: ``mask_dir`` is not a plain folder name (a path, ``images``, ``unlabeled``, ...), or is
+            not ``masks`` with ``root`` None.
+        FileNotFoundError: ``root`` has no ``mask_dir`` sub-folder; the message names both and lists the
+            sub-folders that could be meant.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     (Path(tmp) / "masks").mkdir()
+        ...     check_mask_folder(tmp, "masks")
+        ...     try:
+        ...         check_mask_folder(tmp, "masks_3class")
+        ...     except FileNotFoundError as err:
+        ...         print(str(err).split(" (")[0])
+        `mask_dir`='masks_3class' names no sub-folder of the dataset folder
+    """
+    _check_mask_dir(mask_dir)
+    if root is None and mask_dir != "masks":
+        raise ValueError(
+            f"{option}='{mask_dir}' needs {root_option}: the embedded synthetic data has binary masks/ only. "
+            f"Set {root_option} to the dataset folder that holds {mask_dir}/, or leave {option} at 'masks'."
+        )
+    if root is None or not isinstance(root, (str, os.PathLike)):
+        return
+    folder = Path(root).expanduser()
+    if not folder.is_dir() or (folder / mask_dir).is_dir():
+        return
+    where = f" (config key {key})" if key else ""
+    found = _mask_folders(folder)
+    listed = f"its candidate mask folders: {found}" if found else "it has no mask folder at all"
+    raise FileNotFoundError(
+        f"{option}='{mask_dir}' names no sub-folder of the dataset folder ('{folder / mask_dir}' does not "
+        f"exist){where}; {listed}. Set {option} to the folder that holds the masks (default 'masks'), "
+        f"or check {root_option}."
+    )
+
+
 def scan_image_folder(
     folder: str | os.PathLike,
     *,
@@ -490,8 +558,13 @@ def scan_folder(
     _check_mask_dir(mask_dir)
     missing = [name for name in ("images", mask_dir) if not (root / name).is_dir()]
     if missing:
+        named = (
+            f" ({MASK_DIR_ARGUMENT} is '{mask_dir}'; the folder's candidate mask folders: {_mask_folders(root)})"
+            if mask_dir in missing and mask_dir != "masks"
+            else ""
+        )
         raise DataValidationError(
-            f"Dataset folder '{root}' has no {' or '.join(n + '/' for n in missing)} sub-folder; {LAYOUT}.",
+            f"Dataset folder '{root}' has no {' or '.join(n + '/' for n in missing)} sub-folder{named}; {LAYOUT}.",
             root=root,
         )
 

@@ -192,10 +192,26 @@ def reduce_class_quality(quality: Tensor, class_reduction: ClassReduction = "mea
 
     For binary tasks (K-1 = 1) all three are identical.
 
+    Absent classes. The predictor's target for a class that neither the pseudolabel nor the truth has is 1.0
+    (Dice of two empty masks: nothing to get wrong), so a class it judges rightly absent comes in at about 1,
+    and one painted where it judges the image has none at about 0. Then:
+
+    * ``"min"`` and ``"product"`` are neutral to rightly absent classes: a quality of 1 is never the minimum
+      and leaves a product unchanged, so the weight is that of the classes present (the product over them);
+    * ``"mean"`` is lifted by them: each absent class adds a 1 to the average, so with one present class of
+      quality q and A absent ones the sample counts as ``(q + A) / (1 + A)``. On data where most images
+      lack most classes, a poor pseudolabel of the one class present can still clear ``tau`` (0.4 -> 0.7
+      with one absent class); use ``"min"`` when that matters;
+    * a class painted where the image has none (quality about 0) zeroes ``"min"`` and ``"product"`` and
+      pulls ``"mean"`` down by ``1 / (K-1)``.
+
     Example:
         >>> q = torch.tensor([[0.9, 0.5], [0.8, 0.8]])
         >>> [reduce_class_quality(q, r) for r in ("mean", "min", "product")]
         [tensor([0.7000, 0.8000]), tensor([0.5000, 0.8000]), tensor([0.4500, 0.6400])]
+        >>> absent = torch.tensor([[0.4, 1.0]])  # class 2 rightly absent, rated 1
+        >>> [reduce_class_quality(absent, r) for r in ("mean", "min", "product")]
+        [tensor([0.7000]), tensor([0.4000]), tensor([0.4000])]
     """
     check_class_reduction(class_reduction)
     if quality.ndim != 2:

@@ -69,6 +69,14 @@ class SupervisedSegmenter(L.LightningModule):
     ``test_metrics[_TAG].json`` (mean, std and n of per-image Dice, IoU and HD95) and ``test_per_image[_TAG].csv``
     into the run directory; ``TAG`` is :attr:`test_tag` (the CLI sets ``best`` and ``last``).
 
+    Multi-class (``num_classes > 2``): validation and test use
+    :class:`~qg_lightning.metrics.SegmentationMetrics` with ``absent_classes="skip"``: a class absent from an
+    image's ground truth is left out of that image, so each per-class Dice is the mean over the images whose
+    truth has the class (NaN-aware), never lifted by trivially right "absent" classes. They also log
+    ``{stage}/dice_class{k}`` (and IoU / HD95) and the report gives per-class figures with ``n_absent`` and
+    ``n_false_positive`` (a class predicted where the truth has none, which these means do not see). Binary
+    results are unchanged (``"count"``: an image with an empty truth and an empty prediction scores 1.0).
+
     SSL hosts subclass it and override :meth:`training_loss` (not :meth:`training_step`, which applies the
     non-finite policy around it), calling :meth:`supervised_loss` for the labeled part.
 
@@ -141,8 +149,13 @@ class SupervisedSegmenter(L.LightningModule):
         self.save_hyperparameters()
         self.num_classes = num_classes
         self.model = self.build_network()
-        self.val_metrics = SegmentationMetrics(num_classes=num_classes, include_hd95=val_hd95)
-        self.test_metrics = SegmentationMetrics(num_classes=num_classes, include_hd95=True)
+        absent = "skip" if num_classes > 2 else "count"  # multi-class: per class over images that have it
+        self.val_metrics = SegmentationMetrics(
+            num_classes=num_classes, include_hd95=val_hd95, absent_classes=absent
+        )
+        self.test_metrics = SegmentationMetrics(
+            num_classes=num_classes, include_hd95=True, absent_classes=absent
+        )
         self.test_tag = ""
         self._test_ids: list[str] = []
         self.nonfinite_skipped = 0
@@ -290,8 +303,15 @@ class SupervisedSegmenter(L.LightningModule):
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
         return self._evaluate(batch, self.val_metrics, "val")
 
+    def _epoch_values(self, metrics: SegmentationMetrics) -> dict[str, Tensor]:
+        """The figures logged at the end of an evaluation epoch (per-class ones for K > 2)."""
+        values = metrics.compute()
+        if self.num_classes > 2:
+            values.update(metrics.compute_per_class())
+        return values
+
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
+        values = self._epoch_values(self.val_metrics)
         for name, value in values.items():
             self.log(f"val/{name}", value, prog_bar=name == "dice")
         self.val_metrics.reset()
@@ -304,11 +324,16 @@ class SupervisedSegmenter(L.LightningModule):
         self._test_ids = []
 
     def on_test_epoch_end(self) -> None:
-        values = self.test_metrics.compute()
+        values = self._epoch_values(self.test_metrics)
         for name, value in values.items():
             self.log(f"test/{name}", value)
         summary = self.test_metrics.summary()
         per_image = {k: v.tolist() for k, v in self.test_metrics.per_image().items()}
+        if self.num_classes > 2:
+            for name, table in self.test_metrics.per_class().items():
+                per_image.update(
+                    {f"{name}_class{c + 1}": table[:, c].tolist() for c in range(table.shape[1])}
+                )
         self.test_metrics.reset()
         if self._trainer is not None:
             self._write_test_report(run_dir(self.trainer), summary, per_image)  # run_dir: on every rank
@@ -324,7 +349,14 @@ class SupervisedSegmenter(L.LightningModule):
             "tag": self.test_tag or None,
             "num_classes": self.num_classes,
             "hd95_unit": "pixels",
+            "absent_classes": self.test_metrics.absent_classes,
         }
+        if self.test_metrics.absent_classes == "skip":
+            report["absent_classes_rule"] = (
+                "a class absent from an image's ground truth is left out of that image: per-class figures are "
+                "means over the images whose truth has the class (n), n_absent images lack it, n_false_positive "
+                "of them have it predicted; an image's value is the mean over the classes its truth has"
+            )
         (out / f"test_metrics{suffix}.json").write_text(json.dumps(report, indent=2))
         n = len(next(iter(per_image.values()), []))
         if len(self._test_ids) == n:

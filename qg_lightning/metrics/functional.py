@@ -12,6 +12,11 @@ Empty-mask rules (each is a named argument, never a hidden smoothing term):
   diagonal ``sqrt((H * sy) ** 2 + (W * sx) ** 2)``, which is larger than any distance two non-empty masks
   can reach. Never 0.
 
+For multi-class masks these rules apply per class, so a class absent from both prediction and truth scores
+``both_empty``. That is the quality target's rule; a *reported* multi-class Dice should not average such
+trivial 1.0s in: :class:`~qg_lightning.metrics.SegmentationMetrics` with ``absent_classes="skip"`` averages
+each class over the images whose truth has it (``docs/predictor.md``, "Multi-class masks: absent classes").
+
 References:
     [0] Abhishek & Hamarneh, "Quality-Guided Semi-Supervised Learning for Medical Image Segmentation", 2026.
     [1] MedPy, ``medpy.metric.binary.hd95`` (surface distances and percentile definition used here).

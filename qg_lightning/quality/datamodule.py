@@ -9,7 +9,8 @@ Training data (METHOD.md, "Training masks"), generated fresh every epoch from th
    allowed for that image (binarised at a threshold drawn from ``snapshot_threshold`` when that is a range;
    with ``snapshot_appearance``, predicted on the plain image or one of its fixed colour-cast copies),
    otherwise one draw of :class:`~qg_lightning.quality.sampling.CorruptionSampler`;
-4. the target is the per-class Dice of the candidate against the (warped) truth;
+4. the target is the per-class Dice of the candidate against the (warped) truth (a class absent from both:
+   1.0; one painted where the truth has none, or missed: 0.0);
 5. image-only photometric augmentation (a snapshot mask's image gets its copy's cast, if any).
 
 Steps 2-5 run batched on the training device in :meth:`QualityDataModule.on_after_batch_transfer`, with a
@@ -40,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from qg_lightning._standalone import standalone
 from qg_lightning.data import SemiSupervisedDataModule, derive_seed, read_image, read_mask
+from qg_lightning.data.folder import check_mask_folder
 from qg_lightning.masks import check_num_classes, foreground_from_labels
 from qg_lightning.quality.augment import (
     IMAGE_PADDINGS,
@@ -183,7 +185,12 @@ class QualityDataModule(L.LightningDataModule):
     Args:
         root, synthetic_images, synthetic_size, split_file, num_classes, in_channels, image_size,
         val_fraction, test_fraction, n_labeled, labeled_fraction, seed, skip_bad: as in
-            ``SemiSupervisedDataModule``.
+            ``SemiSupervisedDataModule``. ``num_classes`` is never inferred from the masks: a mask value
+            outside ``0..num_classes-1`` (other than binary 255) fails the folder check at set-up, before any
+            training, with the file named.
+        mask_dir: mask sub-folder of ``root`` (default ``masks``), e.g. ``masks_3class`` to train on a second
+            set of masks of the same images without copying files (with ``num_classes: 3``). Checked here:
+            a ``root`` without that sub-folder raises ``FileNotFoundError`` naming both.
         samples_per_image: candidates per labeled image per epoch (K; paper 50).
         batch_size: batch size (paper 32).
         eval_candidates_per_image: fixed synthetic candidates per validation / test image (5).
@@ -267,9 +274,11 @@ class QualityDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         skip_bad: bool = False,
+        mask_dir: str = "masks",
     ) -> None:
         super().__init__()
         check_num_classes(num_classes)
+        check_mask_folder(root, mask_dir, key="data.init_args.mask_dir")
         for name, value, lo in (("samples_per_image", samples_per_image, 1), ("batch_size", batch_size, 1),
                                 ("eval_candidates_per_image", eval_candidates_per_image, 1),
                                 ("noise_reuse", noise_reuse, 1), ("num_workers", num_workers, 0),
@@ -329,7 +338,7 @@ class QualityDataModule(L.LightningDataModule):
             root=root, synthetic_images=synthetic_images, synthetic_size=synthetic_size, split_file=split_file,
             num_classes=num_classes, in_channels=in_channels, image_size=image_size, val_fraction=val_fraction,
             test_fraction=test_fraction, n_labeled=n_labeled, labeled_fraction=labeled_fraction,
-            use_unlabeled=False, seed=seed, skip_bad=skip_bad,
+            use_unlabeled=False, seed=seed, skip_bad=skip_bad, mask_dir=mask_dir,
         )  # fmt: skip
         self.train_data: dict[str, Tensor] = {}
         self.eval_data: dict[str, dict[str, Tensor]] = {}

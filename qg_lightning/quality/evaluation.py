@@ -249,15 +249,40 @@ def image_dependence(
 
 
 # ---------------------------------------------------------------------------------------------- reporting
+def _any_foreground(masks: Tensor) -> Tensor:
+    """``(M, K-1)`` bool: the mask has the class (any pixel above 0.5)."""
+    return (masks.detach().cpu() > 0.5).flatten(2).any(dim=2)
+
+
 def _mean_over_classes(values: np.ndarray) -> np.ndarray:
     return values.reshape(values.shape[0], -1).mean(axis=1)
 
 
+def _per_class(pred: np.ndarray, true: np.ndarray, present: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Regression figures of each class over the candidates where the class is present in the truth or in the
+    candidate; the both-empty pairs (true Dice 1 by definition, nothing to get wrong) are left out of the
+    figures and counted (``n_both_empty``), with the mean prediction on them (ideally 1)."""
+    out = {}
+    for k in range(pred.shape[1]):
+        keep = present[:, k]
+        figures = regression_metrics(pred[keep, k], true[keep, k])
+        figures["n_both_empty"] = int((~keep).sum())
+        figures["mean_pred_both_empty"] = float(pred[~keep, k].mean()) if (~keep).any() else math.nan
+        out[f"class{k + 1}"] = figures
+    return out
+
+
 def _summary(
-    pred: np.ndarray, true: np.ndarray, threshold: float, extra_scores: Mapping[str, np.ndarray]
+    pred: np.ndarray,
+    true: np.ndarray,
+    threshold: float,
+    extra_scores: Mapping[str, np.ndarray],
+    present: np.ndarray,
 ) -> dict:
-    """Regression figures over per-class values + failure detection on per-candidate mean quality."""
+    """Regression figures over per-class values + failure detection on per-candidate mean quality; per-class
+    figures (K-1 > 1) over the pairs where the class is present (:func:`_per_class`)."""
     out: dict[str, Any] = _with_counts(regression_metrics(pred, true), pred)
+    out["n_both_empty"] = int((~present).sum())
     if pred.shape[0] == 0:
         return out
     true_mean = _mean_over_classes(true)
@@ -266,9 +291,7 @@ def _summary(
         fd[name] = failure_detection(scores, true_mean, threshold)
     out["failure_detection"] = fd
     if pred.shape[1] > 1:
-        out["per_class"] = {
-            f"class{k + 1}": regression_metrics(pred[:, k], true[:, k]) for k in range(pred.shape[1])
-        }
+        out["per_class"] = _per_class(pred, true, present)
     return out
 
 
@@ -333,8 +356,13 @@ def evaluate_predictor(
     Returns:
         The report: ``n`` (candidates), ``n_values`` (per-class values, ``n * (K-1)``), ``num_foreground``,
         ``mae``, ``pearson``, ``spearman``, ``mean_pred``, ``mean_true``, ``constant_baseline_mae`` (over all
-        per-class values of all candidates);
-        ``by_source`` (``"synthetic"`` and ``"real"``, each with the same figures plus
+        per-class values of all candidates, both-empty pairs included: guidance reads those predictions too),
+        ``n_both_empty`` (per-class values whose class is in neither the truth nor the candidate: true Dice 1,
+        nothing to get wrong); for K-1 > 1, ``per_class`` (``class1``, ...: the same figures of each class over
+        the candidates where the class is in the truth or in the candidate, so trivially right absent classes
+        cannot inflate them, plus ``n_both_empty``, the pairs left out, and ``mean_pred_both_empty``, the mean
+        prediction on them, ideally 1);
+        ``by_source`` (``"synthetic"`` and ``"real"``, each with the same figures, ``per_class`` included, plus
         ``failure_detection``); ``by_segmenter`` (each real model); ``by_category`` and ``by_corruption``
         (synthetic: ``n``, ``mae``, ``mean_pred``, ``mean_true``); ``image_dependence``;
         ``failure_detection`` (``threshold``, ``predictor`` over all candidates, ``synthetic``, ``real``,
@@ -384,6 +412,8 @@ def evaluate_predictor(
 
     aligned_truths = truths if index is None else truths[index]
     true = dice_target(candidates, aligned_truths).double().numpy()
+    # (M, K-1): the class is in the truth or in the candidate (else a both-empty pair, true Dice 1)
+    present = (_any_foreground(candidates) | _any_foreground(aligned_truths)).numpy()
     members = getattr(predictor, "members", None)  # a QualityEnsemble: each member once, then their mean
     if isinstance(members, nn.ModuleList) and len(members) > 1:
         member_preds = [
@@ -405,11 +435,14 @@ def evaluate_predictor(
 
     report: dict[str, Any] = {
         **_with_counts(regression_metrics(pred, true), pred),
+        "n_both_empty": int((~present).sum()),
         "num_foreground": int(pred.shape[1]),
     }
+    if pred.shape[1] > 1:
+        report["per_class"] = _per_class(pred, true, present)
     by_source = {}
     for label, sel in ((SYNTHETIC, synthetic), ("real", real)):
-        by_source[label] = _summary(pred[sel], true[sel], threshold, {})
+        by_source[label] = _summary(pred[sel], true[sel], threshold, {}, present[sel])
     report["by_source"] = by_source
     if member_preds:  # what each member alone scores on the same candidates, to set beside the mean
         subsets = (("all", np.ones(m, bool)), (SYNTHETIC, synthetic), ("real", real))
@@ -421,7 +454,7 @@ def evaluate_predictor(
     for name in sorted(set(src[real].tolist())):
         sel = src == name
         extra = {k: v[sel] for k, v in scores.items() if np.isfinite(v[sel]).all()}
-        report["by_segmenter"][name] = _summary(pred[sel], true[sel], threshold, extra)
+        report["by_segmenter"][name] = _summary(pred[sel], true[sel], threshold, extra, present[sel])
 
     cats = np.asarray([str(c) if c is not None else "" for c in categories])
     report["by_category"] = {

@@ -40,6 +40,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from qg_lightning.data.folder import check_mask_folder
+
 __all__ = ["PredictorData", "PredictorRecipe", "fingerprint", "stage_fields"]
 
 SnapshotPolicy = Literal["heldout", "all"]
@@ -340,13 +342,28 @@ class PredictorData:
         n_labeled: number of labeled training images (not with ``labeled_fraction``).
         val_fraction, test_fraction: fractions of a generated split.
         in_channels: 1 (grayscale) or 3 (RGB).
-        num_classes: K including background (2 = binary).
+        num_classes: K including background (2 = binary). Not inferred from the masks: every mask must hold
+            binary {0, 255} / {0, 1} or class indices ``0..K-1``; a file with other values (e.g. a 3-class
+            mask with ``num_classes`` 2) fails the folder check of the first stage, before any training, and
+            the error names the file.
         synthetic_images, synthetic_size: the embedded synthetic data (only when ``root`` is None).
         skip_bad: skip unreadable files with a warning instead of failing.
+        mask_dir: mask sub-folder of ``root`` (default ``masks``), e.g. ``masks_3class`` to learn from a
+            second set of masks of the same images in place (with ``num_classes`` 3). It is part of the
+            data's identity: a run cached with other masks is refused, not reused.
 
     Raises:
-        FileNotFoundError: ``root`` or ``split_file`` does not exist (checked before any work).
+        FileNotFoundError: ``root``, ``root/mask_dir`` or ``split_file`` does not exist (checked before any
+            work).
         ValueError: a field is out of range; the message names it.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     Path(root, "masks_3class").mkdir()
+        ...     data = PredictorData(root=root, mask_dir="masks_3class", num_classes=3)
+        ...     data.datamodule_kwargs(128)["mask_dir"]
+        'masks_3class'
     """
 
     root: str | None = None
@@ -361,6 +378,7 @@ class PredictorData:
     synthetic_images: int = 300
     synthetic_size: int = 128
     skip_bad: bool = False
+    mask_dir: str = "masks"
 
     def __post_init__(self) -> None:
         for name in ("root", "split_file"):
@@ -374,6 +392,7 @@ class PredictorData:
                 f"`root` '{self.root}' is not a folder. Give a dataset folder in the standard layout "
                 "(images/, masks/), or null for the embedded synthetic data."
             )
+        check_mask_folder(self.root, self.mask_dir)
         if self.split_file is not None and not Path(self.split_file).expanduser().is_file():
             raise FileNotFoundError(f"`split_file` '{self.split_file}' does not exist. Check the path.")
         if not _is_int(self.split_seed):
@@ -430,6 +449,7 @@ class PredictorData:
             "labeled_fraction": self.labeled_fraction,
             "seed": self.split_seed,
             "skip_bad": self.skip_bad,
+            "mask_dir": self.mask_dir,
         }
 
 
@@ -503,7 +523,8 @@ def stage_fields(
 ) -> dict[str, Any]:
     """The settings a stage's cached output depends on: the data and the recipe fields of this stage and of
     every earlier one (``split`` < ``snapshots`` < ``predictor`` < ``calibration`` < ``report``), plus
-    ``extra``.
+    ``extra``. ``data.mask_dir`` is left out at its default (``masks``), so that runs cached before the field
+    existed still match; any other mask folder is part of every stage's settings.
 
     Example:
         >>> sorted(stage_fields("split", PredictorRecipe(), PredictorData()))[:3]
@@ -514,6 +535,8 @@ def stage_fields(
     if stage not in STAGES:
         raise ValueError(f"`stage` must be one of {STAGES}, got {stage!r}.")
     out: dict[str, Any] = {f"data.{k}": v for k, v in data.to_dict().items()}
+    if data.mask_dir == "masks":  # the default is left out: runs cached before `mask_dir` existed still match
+        del out["data.mask_dir"]
     if data.root is not None:  # where the images are, not how the path was spelt
         out["data.root"] = str(Path(data.root).expanduser().resolve())
     if data.split_file is not None:

@@ -102,7 +102,11 @@ def dice_target(candidate: Tensor, truth: Tensor) -> Tensor:
     """Per-class Dice between hard candidate and ground-truth foreground masks.
 
     ``Dice = 2 |A n B| / (|A| + |B|)`` per sample and foreground channel. Rules for empty masks (METHOD.md):
-    Dice(empty, empty) = 1.0; empty against non-empty = 0.0. Float masks are binarised at 0.5.
+    Dice(empty, empty) = 1.0; empty against non-empty = 0.0. Float masks are binarised at 0.5. Per class of a
+    multi-class mask this means: a class absent from both candidate and truth has target 1.0 (nothing to get
+    wrong); a class the candidate paints where the truth has none, or misses where it has some, 0.0. These
+    are the targets the quality predictor trains on (``docs/predictor.md``, "Multi-class masks: absent
+    classes").
 
     Args:
         candidate: ``(B, C, H, W)`` float / bool / uint8 masks.
@@ -120,6 +124,9 @@ def dice_target(candidate: Tensor, truth: Tensor) -> Tensor:
         tensor([[0.6667],
                 [0.0000],
                 [1.0000]])
+        >>> truth3 = torch.zeros(1, 2, 4, 4); truth3[:, 0, :2] = 1  # class 2 absent from the truth
+        >>> dice_target(truth3, truth3), dice_target(torch.ones(1, 2, 4, 4) - truth3, truth3)
+        (tensor([[1., 1.]]), tensor([[0., 0.]]))
     """
     check_masks(candidate, "candidate")
     check_masks(truth, "truth")

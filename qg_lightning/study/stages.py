@@ -68,7 +68,8 @@ def study_recipe(config: StudyConfig, n_labeled: int) -> PredictorRecipe:
 
 
 def study_predictor_data(config: StudyConfig, split_file: Path) -> PredictorData:
-    """The predictor's data: the study's own split, so it learns from the study's labeled images only."""
+    """The predictor's data: the study's own split and masks (``mask_dir``), so it learns from the study's labeled
+    images only."""
     preset = config.study_preset
     return PredictorData(
         root=config.root,
@@ -78,6 +79,7 @@ def study_predictor_data(config: StudyConfig, split_file: Path) -> PredictorData
         num_classes=config.num_classes,
         synthetic_images=preset.synthetic_images,
         synthetic_size=preset.synthetic_size,
+        mask_dir=config.mask_dir,
     )
 
 
@@ -106,11 +108,6 @@ def train_study_predictor(config: StudyConfig, out: Path, progress: Any = None) 
     :func:`~qg_lightning.quality.training.train_predictor` under ``OUT/predictor``; return a summary with the
     checkpoint and the real-mask figures on the validation split."""
     folder = out / "predictor"
-    if config.mask_dir != "masks":
-        raise ValueError(
-            f"The study trains its quality predictor on ROOT/masks/ only, but `mask_dir`='{config.mask_dir}'. "
-            "Train a predictor on those masks yourself and pass it with --predictor."
-        )
     start = time.perf_counter()
     split = _read_json(out / "split.json")
     n_labeled = len(split.get("labeled") or split.get("train") or [])  # no labeled list: all of train

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qg_lightning.data.folder import DataValidationError, read_image, read_mask, scan_folder
+from qg_lightning.data.folder import (
+    DataValidationError,
+    check_mask_folder,
+    read_image,
+    read_mask,
+    scan_folder,
+)
 
 
 def _image(size: tuple[int, int] = (16, 12), mode: str = "RGB", seed: int = 0) -> Image.Image:
@@ -256,6 +262,21 @@ def test_empty_and_missing_folders(tmp_path: Path) -> None:
     message = _error(tmp_path)
     assert "no image/mask pairs" in message and "expected layout" in message
     assert "no images/ or masks/" in _error(tmp_path / "images")
+
+
+def test_a_missing_second_mask_folder_names_the_option(tmp_path: Path) -> None:
+    for name in ("images", "masks", "masks_3class"):
+        (tmp_path / name).mkdir()
+    message = _error(tmp_path, mask_dir="masks_4class")
+    assert "no masks_4class/ sub-folder (argument `mask_dir` is 'masks_4class'" in message
+    assert "['masks', 'masks_3class']" in message  # the folders that could be meant
+    check_mask_folder(tmp_path, "masks_3class")  # present: no error
+    with pytest.raises(FileNotFoundError, match=r"--m='masks_4class'.*config key k\.m.*check --r\."):
+        check_mask_folder(tmp_path, "masks_4class", key="k.m", option="--m", root_option="--r")
+    with pytest.raises(ValueError, match="`mask_dir`='masks_3class' needs `root`"):
+        check_mask_folder(None, "masks_3class")  # the embedded synthetic data has masks/ only
+    check_mask_folder(None, "masks")
+    check_mask_folder(tmp_path / "absent", "masks_3class")  # a missing root is the caller's to report
 
 
 def test_skip_bad_with_nothing_left(tmp_path: Path) -> None:

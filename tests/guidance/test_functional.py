@@ -207,3 +207,21 @@ def test_module_exports_weighted_mean_from_losses() -> None:
     from qg_lightning import losses
 
     assert F.weighted_mean is losses.weighted_mean
+
+
+def test_reductions_treat_a_class_rated_absent_as_documented() -> None:
+    """Rule (d): a class the predictor rates absent (about 1) leaves min / product at the present classes'
+    value and lifts the mean; a class painted where there is none (about 0) zeroes min / product."""
+    present = torch.tensor([0.4, 0.9, 0.3])
+    absent = torch.ones(3, 1)
+    q = torch.cat([present.unsqueeze(1), absent], dim=1)  # class 2 rightly absent on every sample
+    torch.testing.assert_close(reduce_class_quality(q, "min"), present)
+    torch.testing.assert_close(reduce_class_quality(q, "product"), present)
+    torch.testing.assert_close(reduce_class_quality(q, "mean"), (present + 1) / 2)
+    # the lifted mean lets a poor pseudolabel of the one present class clear tau = 0.5 ...
+    weights = weights_from_quality(reduce_class_quality(q, "mean"), tau=0.5)
+    assert weights[0] > 0 and weights_from_quality(reduce_class_quality(q, "min"), tau=0.5)[0] == 0
+    # ... and a class painted where the image has none counts against the sample
+    painted = torch.tensor([[0.9, 0.0]])
+    assert reduce_class_quality(painted, "min").item() == 0 == reduce_class_quality(painted, "product").item()
+    assert reduce_class_quality(painted, "mean").item() == pytest.approx(0.45)

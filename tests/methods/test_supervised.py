@@ -57,6 +57,30 @@ def test_test_report_and_overlays(tmp_path):
     assert (run / "test_overlays_best.png").is_file()
 
 
+def test_multi_class_report_averages_each_class_over_the_images_that_have_it(three_class_root, tmp_path):
+    """Rule (c): for K > 2 the test report leaves a class out of the images whose truth lacks it, per class,
+    and says so; what it leaves out is counted."""
+    dm = SemiSupervisedDataModule(root=str(three_class_root), mask_dir="masks_3class", num_classes=3, image_size=32,
+                                  use_unlabeled=False, batch_size=4, val_fraction=0.3, test_fraction=0.3)  # fmt: skip
+    model = SupervisedSegmenter(encoder_name="resnet18", num_classes=3)
+    assert model.test_metrics.absent_classes == "skip" == model.val_metrics.absent_classes
+    assert SupervisedSegmenter(encoder_name="resnet18").test_metrics.absent_classes == "count"  # binary
+    trainer = _trainer(tmp_path / "run")
+    assert "val/dice_class2" in trainer.validate(model, datamodule=dm, verbose=False)[0]
+    model.test_tag = "best"
+    logged = trainer.test(model, datamodule=dm, verbose=False)[0]
+    assert {"test/dice", "test/dice_class1", "test/dice_class2", "test/hd95_class2"} <= set(logged)
+    report = json.loads((tmp_path / "run" / "test_metrics_best.json").read_text())
+    assert report["absent_classes"] == "skip" and "left out" in report["absent_classes_rule"]
+    truth = torch.cat([b["mask"] for b in dm.test_dataloader()])
+    has_class2 = int((truth == 2).flatten(1).any(1).sum())
+    class2 = report["metrics"]["per_class"]["class2"]["dice"]
+    assert class2["n"] == has_class2 and class2["n"] + class2["n_absent"] == len(dm.split.test)
+    assert 0 < has_class2 < len(dm.split.test)  # the fixture leaves class 2 out of every third image
+    header = (tmp_path / "run" / "test_per_image_best.csv").read_text().splitlines()[0]
+    assert header == "id,dice,iou,hd95,dice_class1,dice_class2,iou_class1,iou_class2,hd95_class1,hd95_class2"
+
+
 def test_cosine_schedule_reaches_min_lr(tmp_path):
     root = generate_synthetic_dataset(tmp_path / "syn", n_images=12, image_size=32, seed=2)
     dm = SemiSupervisedDataModule(root=str(root), image_size=32, use_unlabeled=False, batch_size=2)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torchmetrics.utilities import dim_zero_cat
 
 from qg_lightning.metrics import SegmentationMetrics, dice_score, hd95, iou_score
 
@@ -145,10 +146,13 @@ def test_class_attributes_and_state_reduction() -> None:
     assert SegmentationMetrics.higher_is_better is None
     assert SegmentationMetrics.full_state_update is False
     metric = SegmentationMetrics(num_classes=2)
-    assert set(metric._reductions) == {"dice", "iou", "hd95"}
+    assert set(metric._reductions) == {"dice", "iou", "hd95", "true_present", "pred_present"}
+    assert set(metric._reductions.values()) == {dim_zero_cat}
 
 
-@pytest.mark.parametrize("kwargs", [{"num_classes": 1}, {"spacing": (1.0, -1.0)}, {"spacing": (1.0,)}])
+@pytest.mark.parametrize(
+    "kwargs", [{"num_classes": 1}, {"spacing": (1.0, -1.0)}, {"spacing": (1.0,)}, {"absent_classes": "drop"}]
+)
 def test_invalid_arguments(kwargs) -> None:
     with pytest.raises(ValueError, match=f"`{next(iter(kwargs))}`"):
         SegmentationMetrics(**kwargs)
@@ -170,3 +174,68 @@ def test_mean_over_foreground_classes_per_image() -> None:
     metric.update(preds, target)
     expected = np.mean([1.0, 2 / 3])
     assert metric.compute()["dice"].item() == pytest.approx(expected)
+
+
+# ----------------------------------------------------------- absent classes (multi-class test sets)
+def _three_class_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """4 images of 3 classes: class 2 is in the truth of image 0 only; image 2 predicts class 2 where the
+    truth has none; image 3 has no foreground class at all (and predicts none)."""
+    preds = torch.zeros(4, 8, 8, dtype=torch.long)
+    target = torch.zeros(4, 8, 8, dtype=torch.long)
+    target[:3, :4] = 1
+    preds[:3, :3] = 1  # class 1: Dice 2 * 24 / (32 + 24) = 6/7 on images 0-2
+    target[0, 6:] = 2
+    preds[0, 7:] = 2  # class 2 on image 0: Dice 2 * 8 / (16 + 8) = 2/3
+    preds[2, 6:] = 2  # class 2 painted on image 2, whose truth has none
+    return preds, target
+
+
+def test_skip_averages_each_class_over_the_images_whose_truth_has_it() -> None:
+    preds, target = _three_class_case()
+    metric = SegmentationMetrics(num_classes=3, absent_classes="skip")
+    metric.update(preds, target)
+    per_class = metric.compute_per_class()
+    assert per_class["dice_class1"].item() == pytest.approx(6 / 7)  # images 0-2
+    assert per_class["dice_class2"].item() == pytest.approx(2 / 3)  # image 0 only: no trivial 1.0, no FP 0.0
+    per_image = metric.per_image()["dice"]
+    torch.testing.assert_close(per_image[:3], torch.tensor([(6 / 7 + 2 / 3) / 2, 6 / 7, 6 / 7]))
+    assert per_image[3].isnan()  # no foreground class in the truth: left out, and counted
+    assert metric.compute()["dice"].item() == pytest.approx(per_image[:3].mean().item())
+    summary = metric.summary()
+    assert (summary["dice"]["n"], summary["dice"]["n_absent"]) == (3, 1)
+    class2 = summary["per_class"]["class2"]
+    assert (class2["dice"]["n"], class2["dice"]["n_absent"], class2["dice"]["n_false_positive"]) == (1, 3, 1)
+    assert class2["hd95"]["n"] == 1 and summary["per_class"]["class1"]["dice"]["n_false_positive"] == 0
+    assert metric.per_class()["dice"].shape == (4, 2)
+    json.loads(json.dumps(summary))
+
+
+def test_count_keeps_the_functional_rules_and_binary_results_unchanged() -> None:
+    preds, target = _three_class_case()
+    metric = SegmentationMetrics(num_classes=3)  # "count", the default
+    metric.update(preds, target)
+    # class 2: 2/3 on image 0, 1.0 on images 1 and 3 (absent from both), 0.0 on image 2 (painted)
+    assert metric.compute_per_class()["dice_class2"].item() == pytest.approx((2 / 3 + 1 + 0 + 1) / 4)
+    assert "n_absent" not in metric.summary()["dice"]
+    # binary: "skip" only differs on images without foreground; "count" is what binary results always used
+    binary_preds, binary_target = (preds == 1).long(), (target == 1).long()
+    plain = SegmentationMetrics(num_classes=2)
+    plain.update(binary_preds, binary_target)
+    expected = dice_score(binary_preds, binary_target, 2).mean(dim=1)
+    torch.testing.assert_close(plain.per_image()["dice"], expected)
+    assert plain.compute()["dice"].item() == pytest.approx(expected.mean().item())
+    assert set(plain.summary()) == {"dice", "iou", "hd95"}  # no per-class block for K = 2
+
+
+def test_skip_state_syncs_across_processes() -> None:
+    preds, target = _three_class_case()
+    metric = SegmentationMetrics(num_classes=3, include_hd95=False, absent_classes="skip")
+    metric.update(preds, target)
+
+    def fake_gather(tensor: torch.Tensor, group=None) -> list[torch.Tensor]:
+        return [tensor, tensor.clone()]
+
+    metric.dist_sync_fn = fake_gather
+    metric.distributed_available_fn = lambda: True
+    class2 = metric.summary()["per_class"]["class2"]["dice"]
+    assert (class2["n"], class2["n_absent"], class2["n_false_positive"]) == (2, 6, 2)

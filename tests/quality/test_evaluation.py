@@ -148,6 +148,53 @@ def test_evaluate_predictor_multiclass_counts() -> None:
     )
 
 
+class AbsentIsOne(nn.Module):
+    """Stub predictor with no skill: 1.0 for a class the candidate lacks (right whenever the truth lacks it
+    too), 0.5 for any class the candidate has."""
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        has = masks.flatten(2).amax(dim=2) > 0.5
+        return torch.where(has, torch.full(has.shape, 0.5), torch.ones(has.shape))
+
+
+def test_per_class_figures_leave_out_both_empty_pairs_and_count_them() -> None:
+    """Rule (b): per-class Pearson / Spearman / MAE are computed over the pairs where the class is in the
+    truth or in the candidate; trivially right absent classes would flatter a predictor with no skill."""
+    n = 12
+    truths = torch.zeros(n, 2, 16, 16)
+    truths[:, 0, :8] = 1
+    truths[:4, 1, 8:] = 1  # class 2 only in the truth of images 0-3
+    cands = truths.clone()
+    for i in range(4):
+        cands[i, 1, 8 : 9 + i] = 0  # class 2 cut by various amounts
+    cands[4, 1, 14:] = 1  # class 2 painted on image 4, whose truth has none: true Dice 0
+    images = torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    report = evaluate_predictor(AbsentIsOne(), images, truths, cands, ["net"] * n, [None] * n)
+    class2 = report["per_class"]["class2"]
+    # class 2 is in the truth of images 0-3 and in the candidate of image 4; images 5-11 are both empty
+    assert (class2["n"], class2["n_both_empty"], class2["mean_pred_both_empty"]) == (5, 7, 1.0)
+    true = torch.tensor(_dice_per_candidate(truths[:, 1], cands[:, 1]))
+    assert class2["mae"] == pytest.approx((0.5 - true[:5]).abs().mean().item())
+    assert class2["mean_true"] == pytest.approx(true[:5].mean().item())
+    assert class2["pearson"] is None  # undefined (JSON null): a constant guess ranks nothing
+    # counting the both-empty pairs would make the same predictor look good
+    pred = AbsentIsOne()(images, cands)[:, 1]
+    assert np.corrcoef(pred.numpy(), true.numpy())[0, 1] > 0.6
+    assert (pred - true).abs().mean().item() < class2["mae"] / 2
+    assert report["by_source"]["real"]["per_class"]["class2"]["n"] == 5
+    assert report["n_both_empty"] == report["by_source"]["real"]["n_both_empty"] == 7
+    assert report["per_class"]["class1"]["n_both_empty"] == 0
+
+
+def _dice_per_candidate(truth: torch.Tensor, cand: torch.Tensor) -> list[float]:
+    """Dice per candidate (both empty -> 1), computed independently of the library."""
+    out = []
+    for t, c in zip(truth, cand, strict=True):
+        denom = float(t.sum() + c.sum())
+        out.append(1.0 if denom == 0 else float(2 * (t * c).sum()) / denom)
+    return out
+
+
 def test_evaluate_predictor_validates_lengths() -> None:
     truths = torch.ones(2, 1, 8, 8)
     with pytest.raises(ValueError, match="`sources` must have one entry per candidate"):

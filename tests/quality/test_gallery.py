@@ -71,3 +71,14 @@ def test_gallery_cli(tmp_path: Path, capsys) -> None:
         main(["gallery", "--out", str(out2), "--data.root", str(root), "--id", "nope"])
     with pytest.raises(FileNotFoundError, match="--data.root"):
         main(["gallery", "--out", str(out2), "--data.root", str(tmp_path / "absent")])
+
+
+def test_gallery_cli_reads_a_second_mask_folder(three_class_root: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "g3.png"
+    args = ["gallery", "--out", str(out), "--data.root", str(three_class_root), "--image-size", str(SIZE)]
+    assert (
+        main([*args, "--data.mask_dir", "masks_3class", "--data.num_classes", "3", "--id", "syn_00001"]) == 0
+    )
+    assert out.is_file() and "syn_00001" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="--data.mask_dir='masks_4class' names no sub-folder"):
+        main([*args, "--data.mask_dir", "masks_4class"])

@@ -5,7 +5,7 @@ import lightning as L
 import pytest
 import torch
 
-from qg_lightning.data import SemiSupervisedDataModule, generate_synthetic_dataset
+from qg_lightning.data import DataValidationError, SemiSupervisedDataModule, generate_synthetic_dataset
 from qg_lightning.masks import foreground_from_labels
 from qg_lightning.methods import SupervisedSegmenter
 from qg_lightning.quality.augment import quantized_normal_
@@ -444,3 +444,83 @@ def test_snapshot_candidates_get_the_cast_of_the_copy_they_were_predicted_on(roo
                 assert got_e[i] == 1 and torch.equal(got_g[i], torch.ones(3))
         assert 0 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1
     assert min(counts.values()) > 3, counts
+
+
+# --------------------------------------------------------------------- a second mask folder (mask_dir)
+NEOPOLYP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "neopolyp"
+
+
+def test_mask_dir_reads_a_three_class_folder_in_place(three_class_root):
+    qdm = _qdm(three_class_root, num_classes=3, mask_dir="masks_3class")
+    qdm.setup("fit")
+    assert qdm.source.index.mask_paths[qdm.train_ids[0]].parent.name == "masks_3class"
+    assert qdm.train_data["labels"].unique().tolist() == [0, 1, 2]
+    batch = qdm.make_training_batch(
+        next(iter(qdm.train_dataloader())), generator=torch.Generator().manual_seed(0)
+    )
+    assert batch["candidate"].shape[1] == batch["truth"].shape[1] == batch["quality"].shape[1] == 2
+    assert qdm.eval_data["val"]["quality"].shape[1] == 2
+    binary = _qdm(three_class_root)  # the same images and split, binary masks
+    binary.setup("fit")
+    assert binary.split == qdm.split and binary.train_data["labels"].max() == 1
+    assert (
+        qdm.hparams["mask_dir"] == "masks_3class"
+    )  # recorded in checkpoints, read back by evaluate-predictor
+
+
+def test_a_missing_mask_folder_is_named_before_any_work(three_class_root):
+    with pytest.raises(
+        FileNotFoundError, match=r"`mask_dir`='masks_4class'.*data\.init_args\.mask_dir.*masks_3class"
+    ):
+        _qdm(three_class_root, num_classes=3, mask_dir="masks_4class")
+    with pytest.raises(ValueError, match="mask_dir"):
+        _qdm(three_class_root, mask_dir="../masks")
+
+
+def test_three_class_masks_with_num_classes_2_fail_at_setup_naming_the_file(three_class_root):
+    """``num_classes`` is never inferred: class indices above it fail the folder check, before training."""
+    qdm = _qdm(three_class_root, mask_dir="masks_3class")  # num_classes=2
+    with pytest.raises(
+        DataValidationError, match=r"masks_3class/syn_00001\.png: has mask values 2 .*num_classes"
+    ):
+        qdm.setup("fit")
+    assert not qdm.train_data  # nothing was built
+
+
+def test_targets_of_an_absent_class_are_one_and_a_painted_absent_class_zero(three_class_root):
+    """Rule (a): a class absent from both truth and candidate has target 1.0 (nothing to get wrong); a
+    candidate that paints a class the truth lacks has target 0.0. The predictor trains on these targets as is."""
+    qdm = _qdm(three_class_root, num_classes=3, mask_dir="masks_3class", labeled_fraction=None)
+    qdm.setup("fit")
+    raw = next(iter(qdm.train_dataloader()))
+    truth, cand, quality = [], [], []
+    for seed in range(12):
+        batch = qdm.make_training_batch(raw, generator=torch.Generator().manual_seed(seed))
+        truth.append(batch["truth"].flatten(2).any(2))
+        cand.append(batch["candidate"].flatten(2).any(2))
+        quality.append(batch["quality"])
+    fixed = qdm.eval_data["val"]
+    truth.append(foreground_from_labels(fixed["labels"].long(), 3).flatten(2).any(2))
+    cand.append(fixed["candidate_u8"].bool().flatten(2).any(2))
+    quality.append(fixed["quality"])
+    truth, cand, quality = torch.cat(truth).bool(), torch.cat(cand).bool(), torch.cat(quality)
+    both_absent, painted = ~truth & ~cand, ~truth & cand
+    assert both_absent.any() and painted.any() and (truth & cand).any()
+    assert (quality[both_absent] == 1.0).all()
+    assert (quality[painted] == 0.0).all()
+    assert (quality[truth & ~cand] == 0.0).all()  # a missed class: 0 as well
+
+
+@pytest.mark.skipif(
+    not (NEOPOLYP / "masks_3class").is_dir(), reason="../shared/data/neopolyp is not available"
+)
+def test_neopolyp_three_classes_reach_the_predictor_data_in_place():
+    qdm = QualityDataModule(root=str(NEOPOLYP), mask_dir="masks_3class", num_classes=3, image_size=32,
+                            n_labeled=8, samples_per_image=1, batch_size=4, p_weak=0.0, eval_candidates_per_image=1)  # fmt: skip
+    qdm.setup("fit")
+    assert len(qdm.train_ids) == 8 and qdm.eval_data["val"]["quality"].shape[1] == 2
+    assert set(qdm.train_data["labels"].unique().tolist()) <= {0, 1, 2}
+    labels = torch.cat([qdm.train_data["labels"], qdm.eval_data["val"]["labels"]])
+    assert 2 in labels.unique().tolist()  # the non-neoplastic class reaches the predictor's data
+    with pytest.raises(DataValidationError, match=r"masks_3class/\w+\.png: has mask values 2"):
+        QualityDataModule(root=str(NEOPOLYP), mask_dir="masks_3class", p_weak=0.0).setup("fit")

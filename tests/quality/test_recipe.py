@@ -110,7 +110,28 @@ def test_data_checks_paths_and_fields(tmp_path: Path) -> None:
         PredictorData(labeled_fraction=0.5, n_labeled=3)
     with pytest.raises(ValueError, match="`in_channels`"):
         PredictorData(in_channels=2)
+    with pytest.raises(FileNotFoundError, match="`mask_dir`='masks' names no sub-folder"):
+        PredictorData(root=tmp_path)  # the default mask folder is checked as early as any other
+    (tmp_path / "masks").mkdir()
     assert PredictorData(root=tmp_path).root == str(tmp_path)
+
+
+def test_data_mask_dir_is_checked_early_and_joins_the_fingerprint(three_class_root: Path) -> None:
+    data = PredictorData(root=str(three_class_root), mask_dir="masks_3class", num_classes=3)
+    assert data.datamodule_kwargs(32)["mask_dir"] == "masks_3class"
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"`mask_dir`='masks_4class'.*candidate mask folders: \['masks', 'masks_3class'\]",
+    ):
+        PredictorData(root=str(three_class_root), mask_dir="masks_4class")
+    with pytest.raises(ValueError, match="`mask_dir` must be the name of a mask folder"):
+        PredictorData(mask_dir="a/b")
+    # the default stays out of the cache fingerprint (runs cached before the field existed still match) ...
+    binary = PredictorData(root=str(three_class_root))
+    assert "data.mask_dir" not in stage_fields("split", PredictorRecipe(), binary)
+    # ... and any other mask folder is in every stage's, so a cache made with other masks is refused
+    for stage in ("split", "snapshots", "predictor", "calibration", "report"):
+        assert stage_fields(stage, PredictorRecipe(), data)["data.mask_dir"] == "masks_3class"
 
 
 # -------------------------------------------------------------------------------------------- end to end
@@ -231,6 +252,33 @@ def test_snapshot_label_fraction_trains_weak_models_on_a_nested_subset(isolated:
     assert load_quality_predictor(str(result.checkpoint)).hparams.calibration is None
 
 
+def test_train_predictor_on_a_three_class_mask_folder(three_class_root: Path, isolated: Path) -> None:
+    """mask_dir reaches every stage: the split, the weak models (3 classes), the predictor, the calibration
+    and the report (per-class figures); a run cached with other masks is refused, not reused."""
+    data = PredictorData(root=str(three_class_root), mask_dir="masks_3class", num_classes=3)
+    result = train_predictor(TINY.replace(tta=False), data, isolated / "out", accelerator="cpu")
+    assert load_quality_predictor(str(result.checkpoint)).hparams.num_classes == 3
+    recorded = torch.load(result.checkpoint, weights_only=False)["datamodule_hyper_parameters"]
+    assert recorded["mask_dir"] == "masks_3class"
+    snapshot = next(result.paths["snapshots"].rglob("*.pt"))
+    assert torch.load(snapshot, weights_only=False)["hyper_parameters"]["num_classes"] == 3
+    report = json.loads(result.paths["report_uncalibrated"].read_text())
+    assert report["num_foreground"] == 2
+    assert set(report["by_source"]["real"]["per_class"]) == {"class1", "class2"}
+    assert result.report["data"]["mask_dir"] == "masks_3class"
+    mismatch = r"split stage .*data\.mask_dir: 'masks_3class' -> '<unset>'"
+    with pytest.raises(CacheMismatchError, match=mismatch):
+        check_output(TINY.replace(tta=False), data.replace(mask_dir="masks"), isolated / "out")
+    # evaluate-predictor reads the mask folder the checkpoint recorded (or --data.mask_dir)
+    args = ["evaluate-predictor", "--predictor", str(result.checkpoint), "--candidates-per-image", "1",
+            "--device", "cpu", "--worst", "0"]  # fmt: skip
+    assert main([*args, "--out", str(isolated / "eval.json")]) == 0
+    evaluated = json.loads((isolated / "eval.json").read_text())
+    assert evaluated["data"]["mask_dir"] == "masks_3class" and evaluated["num_foreground"] == 2
+    with pytest.raises(FileNotFoundError, match="--data.mask_dir='masks_4class' names no sub-folder"):
+        main([*args, "--out", str(isolated / "eval4.json"), "--data.mask_dir", "masks_4class"])
+
+
 def test_estimate_measures_steps(isolated: Path) -> None:
     estimate = estimate_predictor_time(TINY, PredictorData(**TINY_DATA), accelerator="cpu", steps=1)
     assert estimate.seconds > 0 and set(estimate.stages) == {"snapshots", "predictor", "evaluation"}
@@ -264,6 +312,7 @@ def test_cli_parses_config_and_overrides(tmp_path: Path) -> None:
         (["--recipe.p_strong", "2"], "unknown recipe field(s) ['--recipe.p_strong']"),
         (["--data.root", "/no/such/folder"], "--data.root '/no/such/folder' is not a folder"),
         (["--data.in_channels", "2"], "--data.in_channels must be"),
+        (["--data.mask_dir", "masks_3class"], "--data.mask_dir='masks_3class' needs --data.root"),
         (["--config", "/no/such.yaml"], "--config '/no/such.yaml' does not exist"),
         (["--recipe.snapshot_threshold", "[0.2"], "--recipe.snapshot_threshold: cannot read"),
     ],
@@ -273,6 +322,18 @@ def test_cli_rejects_bad_input_before_any_work(argv, message, capsys: pytest.Cap
         main(["train-predictor", *argv])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_reads_mask_dir_as_a_folder_name(three_class_root: Path, capsys: pytest.CaptureFixture) -> None:
+    root = str(three_class_root)
+    _, _, data, _ = parse_train_predictor_args(["--data.root", root, "--data.mask_dir", "masks_3class",
+                                                "--data.num_classes", "3"])  # fmt: skip
+    assert (data.mask_dir, data.num_classes) == ("masks_3class", 3)
+    with pytest.raises(SystemExit) as exc:
+        main(["train-predictor", "--data.root", root, "--data.mask_dir", "masks_4class"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--data.mask_dir='masks_4class' names no sub-folder" in err and "'masks_3class'" in err
 
 
 def test_cli_prints_the_checkpoint_path(trained, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -303,9 +364,10 @@ def test_cli_print_recipe(capsys: pytest.CaptureFixture) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ configs
-def test_predictor_config_carries_the_recipe() -> None:
+@pytest.mark.parametrize("name", ["kvasir_seg", "neopolyp_3class"])
+def test_predictor_config_carries_the_recipe(name: str) -> None:
     recipe = PredictorRecipe()
-    config = yaml.safe_load((CONFIG_DIR / "predictor" / "kvasir_seg.yaml").read_text())
+    config = yaml.safe_load((CONFIG_DIR / "predictor" / f"{name}.yaml").read_text())
     model, data = config["model"]["init_args"], config["data"]["init_args"]
     assert (model["backbone"], model["pretrained"]) == (recipe.backbone, recipe.pretrained)
     assert (model["error_map_weight"], model["channels_last"]) == (
@@ -316,13 +378,20 @@ def test_predictor_config_carries_the_recipe() -> None:
     assert tuple(data["snapshot_threshold"]) == recipe.snapshot_threshold
     assert (data["image_size"], data["samples_per_image"]) == (recipe.image_size, recipe.samples_per_image)
     assert (data["batch_size"], config["trainer"]["max_epochs"]) == (recipe.batch_size, recipe.max_epochs)
-    snapshots = yaml.safe_load((CONFIG_DIR / "snapshots" / "kvasir_seg.yaml").read_text())
+    snapshots = yaml.safe_load((CONFIG_DIR / "snapshots" / f"{name}.yaml").read_text())
     callback = snapshots["trainer"]["callbacks"][0]["init_args"]
     assert tuple(callback["epochs"]) == recipe.snapshot_epochs
     assert snapshots["trainer"]["max_epochs"] == max(recipe.snapshot_epochs)
     net = snapshots["model"]["init_args"]
     assert f"{net['arch']}:{net['encoder_name']}" == recipe.snapshot_models[0]
     assert callback["dirpath"] in data["snapshots"]
+    # model, predictor data and snapshot data agree on the classes and the masks they read
+    weak = snapshots["data"]["init_args"]
+    assert (
+        model["num_classes"] == data["num_classes"] == net.get("num_classes", 2) == weak.get("num_classes", 2)
+    )
+    assert data.get("mask_dir", "masks") == weak.get("mask_dir", "masks")
+    assert (data["root"], data.get("labeled_fraction")) == (weak["root"], weak.get("labeled_fraction"))
 
 
 def test_a_calibration_that_would_flatten_the_predictor_is_refused(isolated: Path, monkeypatch) -> None:
