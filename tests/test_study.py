@@ -250,6 +250,9 @@ def test_invalid_settings_fail_early(tmp_path):
         StudyConfig(out=str(tmp_path), preset="huge")
     with pytest.raises(FileNotFoundError, match="root"):
         StudyConfig(out=str(tmp_path), root=str(tmp_path / "missing"))
+    (tmp_path / "other" / "masks").mkdir(parents=True)  # an extra test folder lacking the study's mask folder
+    with pytest.raises(FileNotFoundError, match=r"other.*--extra-test.*masks_3class"):
+        StudyConfig(out=str(tmp_path), extra_test=(str(tmp_path / "other"),), mask_dir="masks_3class")
     with pytest.raises(ValueError, match="Unknown method"):
         run_study(StudyConfig(out=str(tmp_path / "o"), methods=("SUP", "PL-XYZ"), preset="smoke"))
     with pytest.raises(ValueError, match="budget"):

@@ -44,7 +44,8 @@ class StudyConfig:
             protocol: label every training image with ``labeled_fraction=1``, take the unlabeled images from
             here). ``ROOT/unlabeled/`` is used as well when present.
         extra_test: other labeled folders (standard layout) on which every final model is also tested, all of
-            their images (e.g. another centre), reported beside the in-domain test Dice.
+            their images (e.g. another centre), reported beside the in-domain test Dice. Their masks are read
+            from the same ``mask_dir`` as ``root``'s (the classes must mean the same).
         diagnostics: when every unlabeled image has a hidden mask (the unlabeled part of a labeled split), give
             the masks to the runs for analysis only: PL-oracle's weights and the pseudolabel diagnostics
             (``diag/*``); no other loss reads them.
@@ -120,6 +121,11 @@ class StudyConfig:
                 raise FileNotFoundError(
                     f"Extra test folder '{folder}' (--extra-test) does not exist; pass labeled folders in the "
                     "standard layout (images/, masks/)."
+                )
+            if not (Path(folder).expanduser() / self.mask_dir).is_dir():
+                raise FileNotFoundError(
+                    f"Extra test folder '{folder}' (--extra-test) has no '{self.mask_dir}/' mask folder; every "
+                    f"extra folder is read with the study's --mask-dir ({self.mask_dir!r})."
                 )
         if len({Path(f).expanduser().resolve() for f in extra}) != len(extra):
             raise ValueError(f"`extra_test` names a folder twice: {list(extra)}.")

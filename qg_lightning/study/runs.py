@@ -126,7 +126,9 @@ def _test_metrics(path: Path) -> dict[str, Any] | None:
 
 def _extra_loader(folder: str, config: StudyConfig) -> DataLoader:
     """Every image/mask pair of another labeled folder, at the study's image size."""
-    index = scan_folder(folder, num_classes=config.num_classes, in_channels=config.in_channels)
+    index = scan_folder(
+        folder, num_classes=config.num_classes, in_channels=config.in_channels, mask_dir=config.mask_dir
+    )
     dataset = SegmentationDataset(
         [index.image_paths[i] for i in index.ids],
         [index.mask_paths[i] for i in index.ids],
