@@ -123,7 +123,7 @@ def test_a_config_may_name_the_classes_without_their_module(isolated: Path) -> N
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "SupervisedSegmenter SemiSupervisedDataModule"

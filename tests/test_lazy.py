@@ -35,7 +35,7 @@ def _fresh(code: str, env: dict[str, str] | None = None) -> dict:
     base = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     base["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     done = subprocess.run(
-        [sys.executable, "-c", code], env={**base, **(env or {})}, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], env={**base, **(env or {})}, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
