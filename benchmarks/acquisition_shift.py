@@ -47,6 +47,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _paths import shared_dataset
 from appearance_shift import _read_candidates  # the sibling scripts' candidates reader and metrics
 from compare_predictors import _metrics
 
@@ -54,10 +55,6 @@ from qg_lightning.cli_evaluate import evaluate_predictor_cli
 from qg_lightning.data.splits import Split, make_split
 
 GROUPS = ("same", "other")
-
-
-def _default_kvasir() -> Path:
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "kvasir_seg"
 
 
 def acquisition_groups(manifest: Path, min_width: int) -> dict[str, list[str]]:
@@ -189,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="step", required=True)
     sp = sub.add_parser("splits", help="write the split files")
-    sp.add_argument("--root", default=str(_default_kvasir()))
+    sp.add_argument("--root", default=str(shared_dataset("kvasir_seg")))
     sp.add_argument("--out-dir", required=True)
     sp.add_argument(
         "--min-width", type=int, default=700, help="original width (px) from which an image is 'other'"
@@ -198,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     sp.add_argument("--n-test", type=int, default=63, help="held-out images of the training system")
     sp.add_argument("--seed", type=int, default=0)
     ev = sub.add_parser("evaluate", help="evaluate a predictor on each test group")
-    ev.add_argument("--root", default=str(_default_kvasir()))
+    ev.add_argument("--root", default=str(shared_dataset("kvasir_seg")))
     ev.add_argument("--splits", required=True, help="the --out-dir of the splits step")
     ev.add_argument("--predictor", nargs="+", required=True, help="several: their mean (an ensemble)")
     ev.add_argument("--segmenter", nargs="+", required=True)

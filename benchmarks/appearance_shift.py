@@ -40,6 +40,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _paths import shared_dataset
 from compare_predictors import _metrics  # the sibling script's Pearson, Spearman and MAE
 
 from qg_lightning.cli_evaluate import evaluate_predictor_cli
@@ -162,7 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--predictor", type=Path, required=True, help="quality predictor checkpoint")
     parser.add_argument("--segmenter", type=Path, nargs="*", default=[], help="real candidates' models")
-    parser.add_argument("--root", type=Path, default=_BENCH.parents[1] / "shared" / "data" / "kvasir_seg")
+    parser.add_argument("--root", type=Path, default=shared_dataset("kvasir_seg"))
     parser.add_argument(
         "--split-file", type=Path, default=_BENCH / "results" / "predictor_quality" / "split.json"
     )

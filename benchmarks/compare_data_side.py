@@ -32,15 +32,10 @@ from types import ModuleType
 
 import cv2
 import torch
+from _paths import REPO, shared_dataset
 
 import qg_lightning
 from qg_lightning.quality import QualityDataModule
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _default_kvasir() -> Path:
-    return REPO.parent / "shared" / "data" / "kvasir_seg"
 
 
 def _import_old(ref: str, workdir: Path) -> ModuleType:
@@ -83,7 +78,9 @@ def _stream(dm_class: type, root: str, size: int, noise_reuse: int) -> Iterator[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--old-ref", required=True, help="git commit or tag to compare against, e.g. 01472bd")
-    parser.add_argument("--root", default=str(_default_kvasir()), help="standard-layout folder (kvasir_seg)")
+    parser.add_argument(
+        "--root", default=str(shared_dataset("kvasir_seg")), help="standard-layout folder (kvasir_seg)"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
     parser.add_argument("--batches", type=int, default=40, help="timed batches per version and setting")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "compare_data_side.json"))

@@ -40,6 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _paths import shared_dataset
 
 from qg_lightning.quality import (
     BLOB,
@@ -53,10 +54,6 @@ from qg_lightning.quality.corruptions import BACKENDS
 
 REFERENCE_MASKS_PER_S = {"224": 2200.0, "128": 5100.0}
 CPU = torch.device("cpu")
-
-
-def _default_kvasir() -> Path:
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "kvasir_seg"
 
 
 def _resize(masks: list[np.ndarray], size: int) -> torch.Tensor:
@@ -419,7 +416,7 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--kvasir", type=Path, default=_default_kvasir(), help="Kvasir-SEG root with masks/*.png"
+        "--kvasir", type=Path, default=shared_dataset("kvasir_seg"), help="Kvasir-SEG root with masks/*.png"
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
     parser.add_argument(

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from _paths import shared_dataset
 
 from qg_lightning.data import SemiSupervisedDataModule
 from qg_lightning.methods import SupervisedSegmenter
@@ -74,10 +75,6 @@ VARIANTS: dict[str, PredictorRecipe] = {
 }
 _ALIASES = {"ours_errmap": "recipe"}
 _KEYS = ("n", "mae", "pearson", "spearman", "mean_pred", "mean_true", "constant_baseline_mae")
-
-
-def _default_kvasir() -> Path:
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "kvasir_seg"
 
 
 def _trainer(root_dir: Path, **kw) -> L.Trainer:
@@ -169,7 +166,7 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
 def main() -> None:
     recipe = PredictorRecipe()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default=str(_default_kvasir()))
+    parser.add_argument("--root", default=str(shared_dataset("kvasir_seg")))
     parser.add_argument(
         "--out-dir", default=str(Path(__file__).resolve().parent / "results" / "predictor_quality")
     )

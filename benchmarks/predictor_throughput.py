@@ -45,6 +45,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _paths import shared_dataset
 from corruptions import NumpyOpenCVBaseline, parse_device, sync  # the sibling script's helpers
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
@@ -53,10 +54,6 @@ from qg_lightning.quality import QualityDataModule, QualityPredictor
 CPU = torch.device("cpu")
 REFERENCE_SAMPLES_PER_S_224 = 300.0
 TARGET_DATA_SAMPLES_PER_S_224 = 900.0
-
-
-def _default_kvasir() -> Path:
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "kvasir_seg"
 
 
 def _batches(dm: QualityDataModule, device: torch.device = CPU) -> Iterator[dict[str, torch.Tensor]]:
@@ -227,7 +224,9 @@ def _end_to_end(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default=str(_default_kvasir()), help="standard-layout folder (kvasir_seg)")
+    parser.add_argument(
+        "--root", default=str(shared_dataset("kvasir_seg")), help="standard-layout folder (kvasir_seg)"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data-batches", type=int, default=30)

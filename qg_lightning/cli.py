@@ -9,6 +9,7 @@ LightningModule / LightningDataModule chosen by ``class_path`` in the config). O
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import math
@@ -305,6 +306,22 @@ def _configured_checkpoint_io(plugins: Any) -> bool:
 #: Exit status after a SIGTERM that saved the run (128 + 15, the shell's convention for "terminated").
 SIGTERM_EXIT_CODE = 143
 
+#: Packages whose public classes a config may name without their module (``class_path: PseudoLabelSegmenter``).
+CONFIG_PACKAGES: tuple[str, ...] = (
+    "qg_lightning.data",
+    "qg_lightning.guidance",
+    "qg_lightning.methods",
+    "qg_lightning.quality",
+)
+
+
+def _import_config_classes() -> None:
+    """Import every public name of :data:`CONFIG_PACKAGES`. jsonargparse finds a class given by its name alone
+    among the subclasses imported so far, and the packages import their names lazily (on first use)."""
+    for package in map(importlib.import_module, CONFIG_PACKAGES):
+        for name in package.__all__:
+            getattr(package, name)
+
 
 def cli_main(args: Sequence[str] | None = None, *, run: bool = True) -> QGLightningCLI:
     """Run the LightningCLI (``fit``, ``validate``, ``test``, ``predict``) over any module and DataModule.
@@ -312,6 +329,7 @@ def cli_main(args: Sequence[str] | None = None, *, run: bool = True) -> QGLightn
     After a SIGTERM during ``fit`` (the run saved ``last.ckpt``, see :class:`~qg_lightning.callbacks.ExactResume`)
     the process exits with status :data:`SIGTERM_EXIT_CODE` instead of running the after-fit tests.
     """
+    _import_config_classes()
     try:
         return QGLightningCLI(
             L.LightningModule,

@@ -16,29 +16,17 @@ References:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qg_lightning._validation import check_number
 from qg_lightning.masks import check_num_classes, foreground_from_labels, logit_channels
 
 __all__ = ["segmentation_loss_per_image", "segmentation_loss", "weighted_mean"]
 
 _WEIGHT_EPS = 1e-8
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-
-
-def _check_nonnegative(value: float, name: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
-    return float(value)
 
 
 def _targets(labels: Tensor, num_classes: int, batch: int, height: int, width: int) -> tuple[Tensor, bool]:
@@ -136,9 +124,9 @@ def segmentation_loss_per_image(
         )
     if not logits.is_floating_point():
         raise ValueError(f"`logits` must be a float tensor, got dtype {logits.dtype}.")
-    bce_weight = _check_nonnegative(bce_weight, "bce_weight")
-    dice_weight = _check_nonnegative(dice_weight, "dice_weight")
-    smooth = _check_nonnegative(smooth, "smooth")
+    bce_weight = check_number(bce_weight, "bce_weight", low=0, finite=True)
+    dice_weight = check_number(dice_weight, "dice_weight", low=0, finite=True)
+    smooth = check_number(smooth, "smooth", low=0, finite=True)
     batch, _, height, width = logits.shape
     # half-precision sums over a large image overflow: compute in at least float32
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
@@ -247,8 +235,7 @@ def weighted_mean(values: Tensor, weights: Tensor, eps: float = 1e-8) -> Tensor:
             f"`weights` must have the shape of `values`, got {tuple(weights.shape)} and "
             f"{tuple(values.shape)}."
         )
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-        raise ValueError(f"`eps` must be a positive finite number, got {eps!r}.")
+    check_number(eps, "eps", low=0, low_open=True, finite=True)
     if weights.numel() > 0 and bool((weights < 0).any()):
         raise ValueError("`weights` must be non-negative; got negative entries.")
     weights = weights.to(values.dtype)

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from qg_lightning._validation import check_int
+
 __all__ = [
     "check_num_classes",
     "foreground_from_labels",
@@ -33,11 +35,7 @@ def check_num_classes(num_classes: int, *, name: str = "num_classes") -> int:
         >>> check_num_classes(2)
         2
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(
-            f"`{name}` counts the background class and must be an integer >= 2 (2 = binary), got {num_classes!r}."
-        )
-    return num_classes
+    return check_int(num_classes, name, minimum=2, hint="It counts the background class (2 = binary).")
 
 
 def logit_channels(num_classes: int) -> int:

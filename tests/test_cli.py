@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +109,32 @@ def test_failed_fit_leaves_no_empty_run_folder_and_spells_cli_flags(isolated: Pa
     assert info.value.problems and "masks/syn_00000.png" in info.value.problems
     assert not list((isolated / "runs").rglob("version_*")), sorted((isolated / "runs").rglob("*"))
     assert not (isolated / "runs" / "quickstart").exists()
+
+
+# ------------------------------------------------------------------ class names without their module
+SHORT_NAMES = """
+from qg_lightning.cli import cli_main
+cli = cli_main(["--model", "SupervisedSegmenter", "--model.encoder_weights", "null", "--data",
+                "SemiSupervisedDataModule", "--trainer.logger", "false", "--trainer.accelerator", "cpu"], run=False)
+print(type(cli.model).__name__, type(cli.datamodule).__name__)
+"""
+
+
+def test_a_config_may_name_the_classes_without_their_module(isolated: Path) -> None:
+    """jsonargparse finds ``class_path: SupervisedSegmenter`` among the imported subclasses; the package imports
+    are lazy, so the CLI imports the public classes first. A fresh process: this one has imported them all."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(cli.__file__).resolve().parents[1]),
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SHORT_NAMES],
+        cwd=isolated,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "SupervisedSegmenter SemiSupervisedDataModule"

@@ -59,6 +59,7 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
+from qg_lightning._validation import check_bool, check_fraction, check_int, check_number, is_int
 from qg_lightning.data.folder import (
     DataValidationError,
     FolderIndex,
@@ -97,14 +98,6 @@ log = logging.getLogger(__name__)
 SYNTHETIC_SEED = 0
 SPLIT_FILE_NAME = "split.json"
 UnlabeledViews = Literal["weak", "weak_strong"]
-
-
-def _check_int(value: Any, name: str, minimum: int, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        allowed = f"an integer >= {minimum}" + (" or None" if optional else "")
-        raise ValueError(f"`{name}` must be {allowed}, got {value!r}.")
 
 
 def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
@@ -195,40 +188,31 @@ class SemiSupervisedDataModule(L.LightningDataModule):
             raise ValueError(f"`root` must be a folder path (str) or None for synthetic data, got {root!r}.")
         if split_file is not None and not isinstance(split_file, (str, os.PathLike)):
             raise ValueError(f"`split_file` must be a path (str) or None, got {split_file!r}.")
-        _check_int(synthetic_images, "synthetic_images", 4)
-        _check_int(synthetic_size, "synthetic_size", 16)
+        check_int(synthetic_images, "synthetic_images", minimum=4)
+        check_int(synthetic_size, "synthetic_size", minimum=16)
         check_num_classes(num_classes)
         if isinstance(in_channels, bool) or in_channels not in (1, 3):
             raise ValueError(f"`in_channels` must be 1 (grayscale) or 3 (RGB), got {in_channels!r}.")
-        _check_int(image_size, "image_size", 8)
+        check_int(image_size, "image_size", minimum=8)
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
+            check_number(value, name, low=0, high=1, high_open=True)
         if val_fraction + test_fraction >= 1:
             raise ValueError(
                 f"`val_fraction` + `test_fraction` must be < 1, got {val_fraction} + {test_fraction}."
             )
-        _check_int(n_labeled, "n_labeled", 1, optional=True)
-        if labeled_fraction is not None and (
-            isinstance(labeled_fraction, bool)
-            or not isinstance(labeled_fraction, (int, float))
-            or not 0 < labeled_fraction <= 1
-        ):
-            raise ValueError(f"`labeled_fraction` must be in (0, 1] or None, got {labeled_fraction!r}.")
+        check_int(n_labeled, "n_labeled", minimum=1, optional=True)
+        check_fraction(labeled_fraction, "labeled_fraction", optional=True)
         if n_labeled is not None and labeled_fraction is not None:
             raise ValueError(
                 f"Set only one of `n_labeled` ({n_labeled}) and `labeled_fraction` ({labeled_fraction}); "
                 "leave both unset to label all of train."
             )
-        _check_int(batch_size, "batch_size", 1)
-        _check_int(unlabeled_batch_size, "unlabeled_batch_size", 1, optional=True)
-        _check_int(num_workers, "num_workers", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"`seed` must be an integer, got {seed!r}.")
-        _check_int(n_folds, "n_folds", 2)
-        if fold is not None and (
-            isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n_folds
-        ):
+        check_int(batch_size, "batch_size", minimum=1)
+        check_int(unlabeled_batch_size, "unlabeled_batch_size", minimum=1, optional=True)
+        check_int(num_workers, "num_workers", minimum=0)
+        check_int(seed, "seed")
+        check_int(n_folds, "n_folds", minimum=2)
+        if fold is not None and (not is_int(fold) or not 0 <= fold < n_folds):
             raise ValueError(f"`fold` must be None or an integer in [0, n_folds={n_folds}), got {fold!r}.")
         _check_choice(labeled_augment, "labeled_augment", get_args(AugmentName))
         if not isinstance(mask_dir, str) or not mask_dir or Path(mask_dir).name != mask_dir:
@@ -244,8 +228,7 @@ class SemiSupervisedDataModule(L.LightningDataModule):
                     f"`unlabeled_root`='{unlabeled_root}' does not exist or is not a folder. Pass a folder of "
                     "images without masks (e.g. another source's images), or leave it unset."
                 )
-        if not isinstance(unlabeled_true_masks, bool):
-            raise ValueError(f"`unlabeled_true_masks` must be true or false, got {unlabeled_true_masks!r}.")
+        check_bool(unlabeled_true_masks, "unlabeled_true_masks")
         _check_choice(unlabeled_views, "unlabeled_views", get_args(UnlabeledViews))
         if root is None and num_classes != 2:
             rank_zero_warn(

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from qg_lightning._validation import check_int, is_int
 from qg_lightning.data.folder import (
     read_image,
     read_mask,
@@ -98,12 +99,10 @@ class SeededSampler(DistributedSampler):
         rank: int = 0,
         batch_size: int = 1,
     ) -> None:
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
-            raise ValueError(f"`num_samples` must be an integer >= 0, got {num_samples!r}.")
-        for name, value, low in (("num_replicas", num_replicas, 1), ("batch_size", batch_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
+        check_int(num_samples, "num_samples", minimum=0)
+        check_int(num_replicas, "num_replicas", minimum=1)
+        check_int(batch_size, "batch_size", minimum=1)
+        if not is_int(rank) or not 0 <= rank < num_replicas:
             raise ValueError(f"`rank` must be an integer in [0, num_replicas={num_replicas}), got {rank!r}.")
         super().__init__(range(num_samples), num_replicas=num_replicas, rank=rank, shuffle=shuffle)
         self.num_samples = num_samples

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qg_lightning._validation import check_fraction, check_int, check_number
+
 __all__ = ["SPLIT_KEYS", "Split", "load_split", "make_split"]
 
 log = logging.getLogger(__name__)
@@ -161,31 +163,14 @@ class Split:
             )
 
 
-def _check_fraction(
-    value: float, name: str, *, low_open: bool, high: float = 1.0, high_open: bool = True
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"`{name}` must be a number, got {value!r}.")
-    low_ok = value > 0 if low_open else value >= 0
-    high_ok = value < high if high_open else value <= high
-    if not (low_ok and high_ok):
-        interval = f"{'(' if low_open else '['}0, {high}{')' if high_open else ']'}"
-        raise ValueError(f"`{name}` must be in {interval}, got {value!r}.")
-    return float(value)
-
-
 def _check_labeled_args(n_labeled: int | None, labeled_fraction: float | None) -> None:
     if n_labeled is not None and labeled_fraction is not None:
         raise ValueError(
             f"Set only one of `n_labeled` ({n_labeled!r}) and `labeled_fraction` ({labeled_fraction!r}); "
             "leave both unset to label all of train."
         )
-    if n_labeled is not None and (
-        isinstance(n_labeled, bool) or not isinstance(n_labeled, int) or n_labeled < 1
-    ):
-        raise ValueError(f"`n_labeled` must be an integer >= 1 or None, got {n_labeled!r}.")
-    if labeled_fraction is not None:
-        _check_fraction(labeled_fraction, "labeled_fraction", low_open=True, high_open=False)
+    check_int(n_labeled, "n_labeled", minimum=1, optional=True)
+    check_fraction(labeled_fraction, "labeled_fraction", optional=True)
 
 
 def _labeled_subset(
@@ -242,8 +227,8 @@ def make_split(
     duplicates = sorted(i for i, c in Counter(ids).items() if c > 1)
     if duplicates:
         raise ValueError(f"`ids` contains duplicates: {_listing(duplicates)}.")
-    val_fraction = _check_fraction(val_fraction, "val_fraction", low_open=False)
-    test_fraction = _check_fraction(test_fraction, "test_fraction", low_open=False)
+    val_fraction = check_number(val_fraction, "val_fraction", low=0, high=1, high_open=True)
+    test_fraction = check_number(test_fraction, "test_fraction", low=0, high=1, high_open=True)
     if val_fraction + test_fraction >= 1:
         raise ValueError(
             f"`val_fraction` + `test_fraction` must be < 1 so that some ids are left for training, got "
@@ -350,8 +335,7 @@ def assign_folds(ids: Sequence[str], *, n_folds: int, seed: int) -> dict[str, in
         >>> sorted(folds.values())
         [0, 0, 1, 1]
     """
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
-        raise ValueError(f"`n_folds` must be an integer >= 2, got {n_folds!r}.")
+    check_int(n_folds, "n_folds", minimum=2)
     ordered = sorted(set(ids))
     if len(ordered) < n_folds:
         raise ValueError(f"Cannot split {len(ordered)} ids into `n_folds`={n_folds} folds; use fewer folds.")

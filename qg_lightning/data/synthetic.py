@@ -29,6 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from qg_lightning._validation import check_int
+
 __all__ = [
     "GENERATOR_VERSION",
     "default_cache_dir",
@@ -47,10 +49,9 @@ _P_EMPTY = 0.05
 _P_TWO = 0.20
 
 
-def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
+def _as_int(value: object) -> object:
+    """NumPy integers (an index drawn with NumPy, say) count as integers here: ``int`` them for the checks."""
+    return int(value) if isinstance(value, np.integer) else value
 
 
 def _value_noise(rng: np.random.Generator, size: int, octaves: int = 4, base_cells: int = 3) -> np.ndarray:
@@ -110,8 +111,8 @@ def synthetic_sample(index: int, *, image_size: int = 128, seed: int = 0) -> tup
         >>> bool((a == b).all() and (m == n).all()), a.shape, m.shape
         (True, (32, 32, 3), (32, 32))
     """
-    index = _check_positive_int(index, "index", 0)
-    size = _check_positive_int(image_size, "image_size", 16)
+    index = check_int(_as_int(index), "index", minimum=0)
+    size = check_int(_as_int(image_size), "image_size", minimum=16)
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, index, GENERATOR_VERSION])
 
     # Background tissue: a base colour modulated by fractal texture, with some per-channel variation.
@@ -273,12 +274,10 @@ def generate_synthetic_dataset(
         ...     sorted(p.name for p in (root / "masks").iterdir())
         ['syn_00000.png', 'syn_00001.png', 'syn_00002.png']
     """
-    n_images = _check_positive_int(n_images, "n_images", 1)
-    image_size = _check_positive_int(image_size, "image_size", 16)
-    n_unlabeled = _check_positive_int(n_unlabeled, "n_unlabeled", 0)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"`seed` must be an integer, got {seed!r}.")
-    seed = int(seed)
+    n_images = check_int(_as_int(n_images), "n_images", minimum=1)
+    image_size = check_int(_as_int(image_size), "image_size", minimum=16)
+    n_unlabeled = check_int(_as_int(n_unlabeled), "n_unlabeled", minimum=0)
+    seed = check_int(_as_int(seed), "seed")
     out = Path(out_dir).expanduser()
     meta = _meta(n_images, image_size, seed, n_unlabeled)
     if out.exists():

@@ -37,6 +37,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from qg_lightning._validation import check_int
+
 __all__ = [
     "AugmentName",
     "build_strong_photometric",
@@ -52,9 +54,7 @@ MAX_ROTATION = 20.0
 
 
 def _check_size(image_size: int) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"`image_size` must be an integer >= 8, got {image_size!r}.")
-    return image_size
+    return check_int(image_size, "image_size", minimum=8)
 
 
 def _check_channels(in_channels: int) -> int:

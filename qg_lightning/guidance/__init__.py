@@ -8,18 +8,23 @@
 
 from __future__ import annotations
 
-from qg_lightning.guidance.callback import QualityReweightCallback
-from qg_lightning.guidance.functional import (
-    confidence_pixel_mask,
-    confidence_weights,
-    frac_above,
-    qar_loss,
-    quality_weights,
-    quality_weights_per_class,
-    weighted_mean,
-)
-from qg_lightning.guidance.mixin import GuidanceSettings, QualityGuidedMixin
-from qg_lightning.guidance.schedules import QAR_SCHEDULE, QW_SCHEDULE, RampSchedule
+from typing import TYPE_CHECKING
+
+from qg_lightning._lazy import lazy_exports
+
+if TYPE_CHECKING:  # for type checkers and the API docs; at run time each name loads on first use
+    from qg_lightning.guidance.callback import QualityReweightCallback
+    from qg_lightning.guidance.functional import (
+        confidence_pixel_mask,
+        confidence_weights,
+        frac_above,
+        qar_loss,
+        quality_weights,
+        quality_weights_per_class,
+        weighted_mean,
+    )
+    from qg_lightning.guidance.mixin import GuidanceSettings, QualityGuidedMixin
+    from qg_lightning.guidance.schedules import QAR_SCHEDULE, QW_SCHEDULE, RampSchedule
 
 __all__ = [
     "QualityGuidedMixin",
@@ -36,3 +41,21 @@ __all__ = [
     "confidence_pixel_mask",
     "frac_above",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "qg_lightning.guidance.callback": ("QualityReweightCallback",),
+        "qg_lightning.guidance.functional": (
+            "confidence_pixel_mask",
+            "confidence_weights",
+            "frac_above",
+            "qar_loss",
+            "quality_weights",
+            "quality_weights_per_class",
+            "weighted_mean",
+        ),
+        "qg_lightning.guidance.mixin": ("GuidanceSettings", "QualityGuidedMixin"),
+        "qg_lightning.guidance.schedules": ("QAR_SCHEDULE", "QW_SCHEDULE", "RampSchedule"),
+    },
+)

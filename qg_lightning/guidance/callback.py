@@ -40,6 +40,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
+from qg_lightning._validation import check_bool, check_int, check_number, is_int
 from qg_lightning.checkpoint import load_checkpoint
 from qg_lightning.guidance import functional as F
 from qg_lightning.guidance import guards
@@ -60,17 +61,6 @@ _TRUE_PRECISION_DTYPES = {
     "64-true": torch.float64,
 }
 _KEY = "QualityReweightCallback"
-
-
-def _check_nonnegative(value: Any, name: str, hint: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not value >= 0
-        or value == float("inf")
-    ):
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}. {hint}")
-    return float(value)
 
 
 def _check_mechanisms(mechanisms: Any) -> tuple[str, ...]:
@@ -173,14 +163,14 @@ class QualityReweightCallback(Callback):
         except ValueError as err:  # name where the value comes from (the config key)
             raise ValueError(f"{err} {hint}") from None
         self.qw_schedule = RampSchedule(
-            _check_nonnegative(qw_weight, "qw_weight", hint),
-            _check_nonnegative(qw_warmup, "qw_warmup", hint),
-            _check_nonnegative(qw_ramp, "qw_ramp", hint),
+            check_number(qw_weight, "qw_weight", low=0, finite=True, hint=hint),
+            check_number(qw_warmup, "qw_warmup", low=0, finite=True, hint=hint),
+            check_number(qw_ramp, "qw_ramp", low=0, finite=True, hint=hint),
         )
         self.qar_schedule = RampSchedule(
-            _check_nonnegative(qar_weight, "qar_weight", hint),
-            _check_nonnegative(qar_warmup, "qar_warmup", hint),
-            _check_nonnegative(qar_ramp, "qar_ramp", hint),
+            check_number(qar_weight, "qar_weight", low=0, finite=True, hint=hint),
+            check_number(qar_warmup, "qar_warmup", low=0, finite=True, hint=hint),
+            check_number(qar_ramp, "qar_ramp", low=0, finite=True, hint=hint),
         )
         for name, schedule in (("qw", self.qw_schedule), ("qar", self.qar_schedule)):
             if name in self.mechanisms and schedule.max_value == 0:
@@ -206,13 +196,10 @@ class QualityReweightCallback(Callback):
             ("log_images_every_n_steps", log_images_every_n_steps, 0),
             ("n_log_images", n_log_images, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+            check_int(value, name, minimum=low)
         self.log_images_every_n_steps = log_images_every_n_steps
         self.n_log_images = n_log_images
-        if not isinstance(check_alignment, bool):
-            raise ValueError(f"`check_alignment` must be a bool, got {check_alignment!r}.")
-        self.check_alignment = check_alignment
+        self.check_alignment = check_bool(check_alignment, "check_alignment")
         if isinstance(predictor, (str, Path)):
             paths = [str(predictor)]
         elif (
@@ -373,7 +360,7 @@ class QualityReweightCallback(Callback):
                 "datamodule_hyper_parameters"
             )
             size = hparams.get("image_size") if isinstance(hparams, Mapping) else None
-            sizes.append(size if isinstance(size, int) and not isinstance(size, bool) else None)
+            sizes.append(size if is_int(size) else None)
         if len(set(sizes)) > 1:
             rank_zero_warn(
                 f"{_KEY}: the predictors were trained at different image sizes "

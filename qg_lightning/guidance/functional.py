@@ -26,12 +26,12 @@ These functions check shapes but not values (that would cost a device sync per c
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from qg_lightning._validation import check_number, is_int
 from qg_lightning.losses import weighted_mean
 from qg_lightning.masks import foreground_from_labels
 
@@ -61,10 +61,6 @@ CLASS_REDUCTIONS: tuple[str, ...] = ("mean", "min", "product")
 # --------------------------------------------------------------------------------------------------
 # validation
 # ----------------------------------------------------------------------------------------------------
-def _is_number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float))
-
-
 def check_tau(tau: float, *, name: str = "tau") -> float:
     """Validate a quality/confidence threshold in ``[0, 1]`` and return it as ``float``.
 
@@ -72,12 +68,13 @@ def check_tau(tau: float, *, name: str = "tau") -> float:
         >>> check_tau(0.5)
         0.5
     """
-    if not _is_number(tau) or not 0.0 <= float(tau) <= 1.0:
-        raise ValueError(
-            f"`{name}` must be a number in [0, 1], got {tau!r}. It is a threshold on predicted Dice "
-            "(paper default 0.5; 0 keeps every sample)."
-        )
-    return float(tau)
+    return check_number(
+        tau,
+        name,
+        low=0,
+        high=1,
+        hint="It is a threshold on predicted Dice (paper default 0.5; 0 keeps every sample).",
+    )
 
 
 def check_temperature(temperature: float, *, name: str = "temperature") -> float:
@@ -87,12 +84,14 @@ def check_temperature(temperature: float, *, name: str = "temperature") -> float
         >>> check_temperature(2)
         2.0
     """
-    if not _is_number(temperature) or not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(
-            f"`{name}` must be a finite number > 0, got {temperature!r}. It is the exponent T in "
-            "w = q ** T (paper default 2; 1 = linear)."
-        )
-    return float(temperature)
+    return check_number(
+        temperature,
+        name,
+        low=0,
+        low_open=True,
+        finite=True,
+        hint="It is the exponent T in w = q ** T (paper default 2; 1 = linear).",
+    )
 
 
 def check_class_reduction(class_reduction: str, *, name: str = "class_reduction") -> str:
@@ -128,7 +127,7 @@ def _check_frozen(predictor: nn.Module, *, need_no_grad: bool) -> None:
 
 def _num_foreground(predictor: nn.Module) -> int:
     num_foreground = getattr(predictor, "num_foreground", None)
-    if isinstance(num_foreground, bool) or not isinstance(num_foreground, int) or num_foreground < 1:
+    if not is_int(num_foreground) or num_foreground < 1:
         raise TypeError(
             "`predictor` must have an integer attribute `num_foreground` >= 1 (K-1), got "
             f"{num_foreground!r}. Use a qg_lightning QualityPredictor."

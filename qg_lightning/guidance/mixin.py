@@ -32,6 +32,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
+from qg_lightning._validation import check_int
 from qg_lightning.guidance import functional as F
 from qg_lightning.guidance import guards
 from qg_lightning.masks import foreground_from_labels, labels_from_logits
@@ -113,8 +114,7 @@ class GuidanceSettings:
                 f"`size_mismatch` must be one of {list(guards.SIZE_POLICIES)}, got {self.size_mismatch!r}."
             )
         size = self.image_size
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise ValueError(f"`image_size` must be a positive integer or None, got {size!r}.")
+        check_int(size, "image_size", minimum=1, optional=True)
 
 
 class _PredictorRef:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from qg_lightning._validation import is_number
+
 __all__ = ["RampSchedule", "QW_SCHEDULE", "QAR_SCHEDULE", "schedule_milestones", "describe_schedule"]
 
 
@@ -192,7 +194,7 @@ def describe_schedule(
 def _check_field(value: object, name: str, hint: str = "") -> None:
     """Raise ``ValueError`` naming ``name`` unless ``value`` is a finite real number >= 0."""
     suffix = f" {hint}" if hint else ""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise ValueError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).{suffix}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from scipy.ndimage import distance_transform_edt
 from torch import Tensor
 
+from qg_lightning._validation import is_number
 from qg_lightning.masks import check_num_classes
 
 __all__ = ["dice_score", "iou_score", "hd95"]
@@ -86,7 +87,7 @@ def _check_inputs(preds: Tensor, target: Tensor, num_classes: int) -> None:
 
 
 def _check_both_empty(both_empty: float) -> float:
-    if isinstance(both_empty, bool) or not isinstance(both_empty, (int, float)):
+    if not is_number(both_empty):
         raise TypeError(f"`both_empty` must be a float (NaN allowed), got {both_empty!r}.")
     return float(both_empty)
 
@@ -188,12 +189,7 @@ def _check_spacing(spacing: Sequence[float] | None) -> tuple[float, float]:
         )
     values = []
     for value in spacing:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value <= 0
-        ):
+        if not is_number(value) or not math.isfinite(value) or value <= 0:
             raise ValueError(
                 f"`spacing` must hold two positive finite numbers (row_spacing, col_spacing), "
                 f"got {spacing!r}."

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qg_lightning._validation import check_number
 from qg_lightning.quality.corruptions import BACKENDS, Backend
 
 __all__ = [
@@ -474,10 +475,8 @@ def _photometric_part(
 
 def check_appearance(gamma: float, channel_gain: float) -> None:
     """Refuse a ``gamma`` / ``channel_gain`` of :func:`photometric` that is not a number in range, naming it."""
-    for name, value, high in (("gamma", gamma, math.inf), ("channel_gain", channel_gain, 1.0)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < high:
-            bound = ">= 0" if high == math.inf else f"in [0, {high:g})"
-            raise ValueError(f"`{name}` must be a number {bound} (0 turns it off), got {value!r}.")
+    check_number(gamma, "gamma", low=0, high=math.inf, high_open=True, hint="0 turns it off.")  # not inf
+    check_number(channel_gain, "channel_gain", low=0, high=1, high_open=True, hint="0 turns it off.")
 
 
 def draw_appearance(

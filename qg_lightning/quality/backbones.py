@@ -30,6 +30,8 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from qg_lightning._validation import check_int
+
 __all__ = ["BACKBONES", "BACKBONE_ALIASES", "resolve_backbone_name", "build_backbone"]
 
 #: Supported backbones: our name -> the ``timm`` model name (read-only). ResNet-18 is the paper's main
@@ -99,11 +101,6 @@ def resolve_backbone_name(name: str) -> str:
     return key
 
 
-def _check_int(value: int, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-
-
 @torch.no_grad()
 def _widened_weight(rgb_weight: torch.Tensor, in_channels: int, mask_channels: int) -> torch.Tensor:
     """First-conv weight ``(O, in_channels + mask_channels, kh, kw)`` from RGB filters ``(O, 3, kh, kw)``."""
@@ -150,7 +147,7 @@ def build_backbone(
             f"`in_channels` (image channels) must be 1 (grayscale) or 3 (RGB), got {in_channels!r}. "
             "Convert other images to grayscale or RGB first."
         )
-    _check_int(mask_channels, "mask_channels", 0)
+    check_int(mask_channels, "mask_channels", minimum=0)
     if not isinstance(pretrained, bool):
         raise TypeError(f"`pretrained` must be a bool, got {pretrained!r}.")
 

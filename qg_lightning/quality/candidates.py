@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from qg_lightning._validation import check_int
 from qg_lightning.checkpoint import load_checkpoint
 from qg_lightning.masks import foreground_from_labels, labels_from_logits
 from qg_lightning.quality.sampling import CorruptionSampler
@@ -310,10 +311,7 @@ def make_candidate_set(
     from qg_lightning.data import derive_seed
 
     segmenters = dict(segmenters or {})
-    if isinstance(candidates_per_image, bool) or not isinstance(candidates_per_image, int):
-        raise ValueError(f"`candidates_per_image` must be an integer >= 0, got {candidates_per_image!r}.")
-    if candidates_per_image < 0:
-        raise ValueError(f"`candidates_per_image` must be >= 0, got {candidates_per_image}.")
+    check_int(candidates_per_image, "candidates_per_image", minimum=0)
     if candidates_per_image == 0 and not segmenters:
         raise ValueError("Nothing to evaluate: `candidates_per_image` is 0 and no segmenter was given.")
     n = len(ids)

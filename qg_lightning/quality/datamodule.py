@@ -40,6 +40,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from qg_lightning._standalone import standalone
+from qg_lightning._validation import check_bool, check_int, is_number
 from qg_lightning.data import SemiSupervisedDataModule, derive_seed, read_image, read_mask
 from qg_lightning.data.folder import check_mask_folder
 from qg_lightning.masks import check_num_classes, foreground_from_labels
@@ -143,9 +144,9 @@ def _check_threshold(value: float | Sequence[float] | None) -> tuple[float, floa
     """``snapshot_threshold`` as a ``(lo, hi)`` range in (0, 1), or ``None`` for hard snapshot masks."""
     if value is None:
         return None
-    items = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    items = [value] if is_number(value) else value
     ok = isinstance(items, Sequence) and not isinstance(items, str) and len(items) in (1, 2)
-    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in items)
+    ok = ok and all(is_number(v) and 0 < v < 1 for v in items)
     if not ok or items[0] > items[-1]:
         raise ValueError(
             f"`snapshot_threshold` must be null, a number in (0, 1) or a range [lo, hi] with 0 < lo <= hi < 1, "
@@ -283,9 +284,8 @@ class QualityDataModule(L.LightningDataModule):
                                 ("eval_candidates_per_image", eval_candidates_per_image, 1),
                                 ("noise_reuse", noise_reuse, 1), ("num_workers", num_workers, 0),
                                 ("snapshot_appearance", snapshot_appearance, 0)):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise ValueError(f"`{name}` must be an integer >= {lo}, got {value!r}.")
-        if isinstance(p_weak, bool) or not isinstance(p_weak, (int, float)) or not 0.0 <= p_weak <= 1.0:
+            check_int(value, name, minimum=lo)
+        if not is_number(p_weak) or not 0.0 <= p_weak <= 1.0:
             raise ValueError(
                 f"`p_weak` must be a probability in [0, 1], got {p_weak!r}. It is the share of training "
                 "candidates that are snapshot masks (release 0.05; 0 = synthetic corruptions only)."
@@ -305,8 +305,7 @@ class QualityDataModule(L.LightningDataModule):
                 f"`p_weak` above 0; got photometric={photometric}, gamma={gamma}, channel_gain={channel_gain}, "
                 f"p_weak={p_weak}. Set those, or `snapshot_appearance: 0`."
             )
-        if not isinstance(snapshot_flips, bool):
-            raise ValueError(f"`snapshot_flips` must be true or false, got {snapshot_flips!r}.")
+        check_bool(snapshot_flips, "snapshot_flips")
         if snapshot_flips and not p_weak > 0:
             raise ValueError(
                 "`snapshot_flips: true` adds flipped variants of the snapshot masks, so it needs `p_weak` above 0 "

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 from typing_extensions import override
 
+from qg_lightning._validation import check_int
 from qg_lightning.data import SemiSupervisedDataModule
 from qg_lightning.quality.recipe import PredictorData, PredictorRecipe
 
@@ -134,8 +135,7 @@ def estimate_predictor_time(
     from qg_lightning.quality.datamodule import QualityDataModule
     from qg_lightning.quality.predictor import QualityPredictor
 
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"`steps` must be an integer >= 1, got {steps!r}.")
+    check_int(steps, "steps", minimum=1)
     kwargs = data.datamodule_kwargs(recipe.image_size)
     measured: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="qg_estimate_") as root:

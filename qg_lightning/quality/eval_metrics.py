@@ -17,6 +17,8 @@ import numpy as np
 from scipy.stats import rankdata
 from torch import Tensor
 
+from qg_lightning._validation import check_fraction
+
 __all__ = ["failure_detection", "regression_metrics"]
 
 
@@ -147,8 +149,7 @@ def failure_detection(scores: Any, true_dice: Any, threshold: float = 0.5) -> di
         >>> fd["n_failures"], fd["auroc"], round(fd["aurc"], 4), round(fd["aurc_oracle"], 4)
         (2, 0.75, 0.2885, 0.251)
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        raise ValueError(f"`threshold` must be a number in (0, 1], got {threshold!r} (paper default 0.5).")
+    check_fraction(threshold, "threshold", hint="The paper's default is 0.5.")
     s, d = paired(scores, true_dice, ("scores", "true_dice"))
     failures = d < threshold
     risk = 1.0 - d

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from qg_lightning._validation import check_int
 from qg_lightning.quality.candidates import (
     SYNTHETIC,
     CandidateSet,
@@ -128,8 +129,7 @@ def predict_quality(
         raise ValueError(
             f"`masks` must be a tensor (M, K-1, H, W), got {getattr(masks, 'shape', type(masks))}."
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
+    check_int(batch_size, "batch_size", minimum=1)
     index = _index_tensor(image_index, images.shape[0], masks.shape[0])
     if index is None and images.shape[0] != masks.shape[0]:
         raise ValueError(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from qg_lightning._validation import check_int
 from qg_lightning.masks import foreground_from_labels
 from qg_lightning.quality.corruptions.registry import (
     BLOB,
@@ -190,8 +191,7 @@ def corruption_gallery(
     """
     from qg_lightning.quality.report import panel_figure
 
-    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
-        raise ValueError(f"`ncols` must be an integer >= 1, got {ncols!r}.")
+    check_int(ncols, "ncols", minimum=1)
     panels = gallery_panels(mask, image=image, seed=seed, registries=registries)
     fig = panel_figure(
         [(p.overlay, p.title) for p in panels],

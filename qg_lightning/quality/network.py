@@ -35,6 +35,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+# check_int / check_number are also importable from here, where they lived before qg_lightning._validation.
+from qg_lightning._validation import check_bool, check_int, check_number, is_number
 from qg_lightning.checkpoint import load_checkpoint
 from qg_lightning.masks import check_num_classes
 from qg_lightning.quality.backbones import BACKBONE_ALIASES, BACKBONES, build_backbone, resolve_backbone_name
@@ -77,7 +79,7 @@ def _default_stats(
         raise ValueError(f"`{name}` must be a sequence of {in_channels} floats or None, got {stats!r}.")
     values = []
     for v in stats:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if not is_number(v) or not math.isfinite(v):
             raise ValueError(f"`{name}` must hold finite numbers, got {list(stats)!r}.")
         values.append(float(v))
     if len(values) != in_channels:
@@ -88,28 +90,11 @@ def _default_stats(
     return values
 
 
-def check_number(
-    value: Any, name: str, *, low: float, high: float = math.inf, low_open: bool = False
-) -> None:
-    """A ValueError naming ``name`` unless ``value`` is a finite number in ``[low, high)`` (``(low, high)``)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value < high
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"`{name}` must be a number in {bracket}{low}, {high}), got {value!r}.")
-
-
-def check_int(value: Any, name: str, *, minimum: int) -> None:
-    """A ValueError naming ``name`` unless ``value`` is an integer (not a bool) ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-
-
 def _check_calibration(calibration: Any) -> list[float] | None:
     if calibration is None:
         return None
     ok = isinstance(calibration, Sequence) and len(calibration) == 2
-    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in calibration)
+    ok = ok and all(is_number(v) for v in calibration)
     if not ok or not all(math.isfinite(v) for v in calibration) or calibration[0] <= 0:
         raise ValueError(
             f"`calibration` must be null or [scale, shift] with scale > 0 (finite numbers), got "
@@ -212,13 +197,12 @@ class QualityNetwork(nn.Module):
             ("channels_last", channels_last),
             ("error_maps", error_maps),
         ):
-            if not isinstance(flag, bool):
-                raise ValueError(f"`{name}` must be a bool, got {flag!r}.")
+            check_bool(flag, name)
         mean = _default_stats(image_mean, IMAGENET_MEAN, in_channels, "image_mean")
         std = _default_stats(image_std, IMAGENET_STD, in_channels, "image_std")
         if any(s <= 0 for s in std):
             raise ValueError(f"`image_std` must be positive, got {std!r}.")
-        check_number(dropout, "dropout", low=0.0, high=1.0)
+        check_number(dropout, "dropout", low=0.0, high=1.0, high_open=True)
         check_int(hidden, "hidden", minimum=1)
         self.calibration: list[float] | None = _check_calibration(calibration)
         self.image_stats: tuple[list[float], list[float]] = (mean, std)
@@ -513,7 +497,7 @@ def _network_kwargs(hparams: Mapping[str, Any]) -> dict[str, Any]:
     params = inspect.signature(QualityNetwork.__init__).parameters
     kwargs = {k: v for k, v in hparams.items() if k in params}
     weight = hparams.get("error_map_weight", 0.0)
-    kwargs["error_maps"] = isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0
+    kwargs["error_maps"] = is_number(weight) and weight > 0
     return kwargs
 
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torchmetrics import PearsonCorrCoef, SpearmanCorrCoef
 
 from qg_lightning._standalone import standalone
+from qg_lightning._validation import check_int, check_number
 from qg_lightning.quality.network import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -36,8 +37,6 @@ from qg_lightning.quality.network import (
     QualityEnsemble,
     QualityNetwork,
     build_from_checkpoint,
-    check_int,
-    check_number,
     load_many,
 )
 
@@ -162,13 +161,13 @@ class QualityPredictor(QualityNetwork, L.LightningModule):
         error_map_weight: float = 0.0,
         calibration: list[float] | None = None,
     ) -> None:
-        check_number(lr, "lr", low=0.0, low_open=True)
-        check_number(weight_decay, "weight_decay", low=0.0)
+        check_number(lr, "lr", low=0.0, low_open=True, finite=True)
+        check_number(weight_decay, "weight_decay", low=0.0, finite=True)
         check_int(t0, "t0", minimum=1)
         check_int(t_mult, "t_mult", minimum=1)
-        check_number(eta_min, "eta_min", low=0.0)
-        check_number(smooth_l1_beta, "smooth_l1_beta", low=0.0)
-        check_number(error_map_weight, "error_map_weight", low=0.0)
+        check_number(eta_min, "eta_min", low=0.0, finite=True)
+        check_number(smooth_l1_beta, "smooth_l1_beta", low=0.0, finite=True)
+        check_number(error_map_weight, "error_map_weight", low=0.0, finite=True)
         super().__init__(
             backbone=backbone, in_channels=in_channels, num_classes=num_classes, pretrained=pretrained,
             image_mean=image_mean, image_std=image_std, dropout=dropout, hidden=hidden,

@@ -40,6 +40,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from qg_lightning._validation import check_bool, check_fraction, check_int, check_number, is_int, is_number
 from qg_lightning.data.folder import check_mask_folder
 
 __all__ = ["PredictorData", "PredictorRecipe", "fingerprint", "stage_fields"]
@@ -47,35 +48,6 @@ __all__ = ["PredictorData", "PredictorRecipe", "fingerprint", "stage_fields"]
 SnapshotPolicy = Literal["heldout", "all"]
 Calibration = Literal["logit", "none"]
 _CALIBRATIONS: tuple[str, ...] = ("logit", "none")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_int(value: Any, name: str, minimum: int, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not _is_int(value) or value < minimum:
-        extra = " or null" if optional else ""
-        raise ValueError(f"`{name}` must be an integer >= {minimum}{extra}, got {value!r}.")
-
-
-def _check_fraction(value: Any, name: str, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not _is_number(value) or not 0 < value <= 1:
-        extra = " or null" if optional else ""
-        raise ValueError(f"`{name}` must be a number in (0, 1]{extra}, got {value!r}.")
-
-
-def _check_bool(value: Any, name: str) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be true or false, got {value!r}.")
 
 
 def _snapshot_model(spec: Any) -> tuple[str, str]:
@@ -171,31 +143,31 @@ class PredictorRecipe:
     def __post_init__(self) -> None:
         for f in fields(self):  # lists from JSON / YAML become tuples
             object.__setattr__(self, f.name, _as_tuple(getattr(self, f.name)))
-        _check_int(self.snapshot_folds, "snapshot_folds", 2)
+        check_int(self.snapshot_folds, "snapshot_folds", minimum=2)
         models = self.snapshot_models
         if not isinstance(models, tuple) or not models:
             raise ValueError(f"`snapshot_models` must be a non-empty list of ARCH:ENCODER, got {models!r}.")
         for spec in models:
             _snapshot_model(spec)
         epochs = self.snapshot_epochs
-        if not isinstance(epochs, tuple) or not epochs or not all(_is_int(e) and e >= 1 for e in epochs):
+        if not isinstance(epochs, tuple) or not epochs or not all(is_int(e) and e >= 1 for e in epochs):
             raise ValueError(f"`snapshot_epochs` must be a non-empty list of epochs >= 1, got {epochs!r}.")
         if len(set(epochs)) != len(epochs):
             raise ValueError(f"`snapshot_epochs` must not repeat an epoch, got {epochs!r}.")
-        _check_fraction(self.snapshot_label_fraction, "snapshot_label_fraction", optional=True)
-        _check_int(self.snapshot_batch_size, "snapshot_batch_size", 1)
-        if not _is_number(self.snapshot_lr) or not self.snapshot_lr > 0:
-            raise ValueError(f"`snapshot_lr` must be a number > 0, got {self.snapshot_lr!r}.")
-        if not _is_number(self.p_weak) or not 0 <= self.p_weak <= 1:
-            raise ValueError(
-                f"`p_weak` must be a number in [0, 1], got {self.p_weak!r}. It is the share of training "
-                "candidates that are snapshot masks (recipe 0.5, release 0.05)."
-            )
+        check_fraction(self.snapshot_label_fraction, "snapshot_label_fraction", optional=True)
+        check_int(self.snapshot_batch_size, "snapshot_batch_size", minimum=1)
+        check_number(self.snapshot_lr, "snapshot_lr", low=0, low_open=True)
+        check_number(
+            self.p_weak,
+            "p_weak",
+            low=0,
+            high=1,
+            hint="It is the share of training candidates that are snapshot masks (recipe 0.5, release 0.05).",
+        )
         if self.snapshot_policy not in ("heldout", "all"):
             raise ValueError(f"`snapshot_policy` must be 'heldout' or 'all', got {self.snapshot_policy!r}.")
         self._check_threshold()
-        if not _is_number(self.error_map_weight) or self.error_map_weight < 0:
-            raise ValueError(f"`error_map_weight` must be a number >= 0, got {self.error_map_weight!r}.")
+        check_number(self.error_map_weight, "error_map_weight", low=0)
         from qg_lightning.quality.backbones import BACKBONE_ALIASES, BACKBONES, resolve_backbone_name
 
         try:
@@ -206,32 +178,29 @@ class PredictorRecipe:
                 f"got {self.backbone!r}."
             ) from None
         for name in ("pretrained", "channels_last", "tta"):
-            _check_bool(getattr(self, name), name)
-        _check_int(self.image_size, "image_size", 32)
+            check_bool(getattr(self, name), name)
+        check_int(self.image_size, "image_size", minimum=32)
         if self.image_size % 32:
             raise ValueError(
                 f"`image_size` must be a multiple of 32 (the weak models' encoders downsample 32x), got "
                 f"{self.image_size}. Example: 128."
             )
-        _check_int(self.samples_per_image, "samples_per_image", 1)
-        _check_int(self.batch_size, "batch_size", 1)
-        _check_int(self.max_epochs, "max_epochs", 1)
-        _check_int(self.patience, "patience", 1, optional=True)
-        if self.max_minutes is not None and (not _is_number(self.max_minutes) or not self.max_minutes > 0):
-            raise ValueError(f"`max_minutes` must be a number > 0 or null, got {self.max_minutes!r}.")
+        check_int(self.samples_per_image, "samples_per_image", minimum=1)
+        check_int(self.batch_size, "batch_size", minimum=1)
+        check_int(self.max_epochs, "max_epochs", minimum=1)
+        check_int(self.patience, "patience", minimum=1, optional=True)
+        check_number(self.max_minutes, "max_minutes", low=0, low_open=True, optional=True)
         if self.calibration not in _CALIBRATIONS:
             raise ValueError(f"`calibration` must be one of {_CALIBRATIONS}, got {self.calibration!r}.")
-        _check_int(self.eval_candidates_per_image, "eval_candidates_per_image", 0)
-        if not _is_int(self.seed):
-            raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
-        if self.snapshot_seed is not None and not _is_int(self.snapshot_seed):
-            raise ValueError(f"`snapshot_seed` must be an integer or null, got {self.snapshot_seed!r}.")
+        check_int(self.eval_candidates_per_image, "eval_candidates_per_image", minimum=0)
+        check_int(self.seed, "seed")
+        check_int(self.snapshot_seed, "snapshot_seed", optional=True)
 
     def _check_threshold(self) -> None:
         value = self.snapshot_threshold
         items = value if isinstance(value, tuple) else (value,)
         ok = value is None or (
-            len(items) in (1, 2) and all(_is_number(v) and 0 < v < 1 for v in items) and items[0] <= items[-1]
+            len(items) in (1, 2) and all(is_number(v) and 0 < v < 1 for v in items) and items[0] <= items[-1]
         )
         if not ok:
             raise ValueError(
@@ -269,8 +238,7 @@ class PredictorRecipe:
             >>> PredictorRecipe().scaled_to(448) == PredictorRecipe()
             True
         """
-        if isinstance(n_labeled, bool) or not isinstance(n_labeled, int) or n_labeled < 1:
-            raise ValueError(f"`n_labeled` must be an integer >= 1, got {n_labeled!r}.")
+        check_int(n_labeled, "n_labeled", minimum=1)
         factor = max(1.0, reference / n_labeled)
         epochs = tuple(sorted({max(1, round(e * factor)) for e in self.snapshot_epochs}))
         samples = min(64, max(self.samples_per_image, round(self.samples_per_image * factor)))
@@ -395,10 +363,9 @@ class PredictorData:
         check_mask_folder(self.root, self.mask_dir)
         if self.split_file is not None and not Path(self.split_file).expanduser().is_file():
             raise FileNotFoundError(f"`split_file` '{self.split_file}' does not exist. Check the path.")
-        if not _is_int(self.split_seed):
-            raise ValueError(f"`split_seed` must be an integer, got {self.split_seed!r}.")
-        _check_fraction(self.labeled_fraction, "labeled_fraction", optional=True)
-        _check_int(self.n_labeled, "n_labeled", 1, optional=True)
+        check_int(self.split_seed, "split_seed")
+        check_fraction(self.labeled_fraction, "labeled_fraction", optional=True)
+        check_int(self.n_labeled, "n_labeled", minimum=1, optional=True)
         if self.labeled_fraction is not None and self.n_labeled is not None:
             raise ValueError(
                 f"Set only one of `n_labeled` ({self.n_labeled}) and `labeled_fraction` "
@@ -406,14 +373,13 @@ class PredictorData:
             )
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
-            if not _is_number(value) or not 0 <= value < 1:
-                raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}.")
+            check_number(value, name, low=0, high=1, high_open=True)
         if self.in_channels not in (1, 3) or isinstance(self.in_channels, bool):
             raise ValueError(f"`in_channels` must be 1 (grayscale) or 3 (RGB), got {self.in_channels!r}.")
-        _check_int(self.num_classes, "num_classes", 2)
-        _check_int(self.synthetic_images, "synthetic_images", 4)
-        _check_int(self.synthetic_size, "synthetic_size", 16)
-        _check_bool(self.skip_bad, "skip_bad")
+        check_int(self.num_classes, "num_classes", minimum=2)
+        check_int(self.synthetic_images, "synthetic_images", minimum=4)
+        check_int(self.synthetic_size, "synthetic_size", minimum=16)
+        check_bool(self.skip_bad, "skip_bad")
 
     def replace(self, **changes: Any) -> PredictorData:
         """A copy with ``changes`` applied and validated."""

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from qg_lightning._validation import check_fraction, check_number
 from qg_lightning.quality.corruptions.engine import (
     Backend,
     check_backend,
@@ -272,9 +273,7 @@ def check_category_probs(probs: Mapping[str, float] | None, *, name: str = "prob
     values = []
     for cat in CATEGORIES:
         p = probs.get(cat, 0.0)
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0:
-            raise ValueError(f"`{name}[{cat!r}]` must be a finite number >= 0, got {p!r}.")
-        values.append(float(p))
+        values.append(check_number(p, f"{name}[{cat!r}]", low=0, finite=True))
     if abs(sum(values) - 1.0) > 1e-6:
         raise ValueError(
             f"`{name}` must sum to 1 (within 1e-6), got {sum(values):.8f} from "
@@ -356,9 +355,7 @@ class CorruptionSampler:
         if not 1 <= lo <= hi:
             raise ValueError(f"`chain_length` must satisfy 1 <= min <= max, got {chain_length!r}.")
         self.chain_length = (lo, hi)
-        if isinstance(cross_image_fraction, bool) or not 0 < cross_image_fraction <= 1:
-            raise ValueError(f"`cross_image_fraction` must be in (0, 1], got {cross_image_fraction!r}.")
-        self.cross_image_fraction = float(cross_image_fraction)
+        self.cross_image_fraction = check_fraction(cross_image_fraction, "cross_image_fraction")
         self.backend: Backend = check_backend(backend)
 
         for cat, registry, arg in (

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qg_lightning._validation import check_int
 from qg_lightning.data import IMAGE_EXTENSIONS, DataValidationError, read_image, read_mask
 from qg_lightning.masks import foreground_from_labels
 
@@ -231,8 +232,7 @@ def score_masks(
     if len(ids) != len(image_paths):
         raise ValueError(f"`ids` must have one entry per pair ({len(image_paths)}), got {len(ids)}.")
     for name, value, lo in (("image_size", image_size, 8), ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise ValueError(f"`{name}` must be an integer >= {lo}, got {value!r}.")
+        check_int(value, name, minimum=lo)
     in_channels = int(getattr(predictor, "in_channels", 3))
     num_classes = int(getattr(predictor, "num_classes", 2))
     device = next((t.device for t in predictor.parameters()), torch.device("cpu"))

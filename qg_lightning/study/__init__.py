@@ -28,6 +28,7 @@ methods may be added to a finished study; other settings must stay the same (``O
 Model selection uses the validation split only; the test split is only ever read by ``trainer.test``.
 
 Example:
+    >>> from qg_lightning.study import DEFAULT_METHODS, PRESETS, resolve_schedule
     >>> sorted(PRESETS)
     ['cpu', 'paper', 'smoke']
     >>> [m for m in DEFAULT_METHODS]
@@ -36,19 +37,30 @@ Example:
     5000
 """
 
-from qg_lightning.study.config import StudyConfig
-from qg_lightning.study.estimate import estimate_study
-from qg_lightning.study.methods import DEFAULT_METHODS, METHODS, PAIRS, MethodSpec
-from qg_lightning.study.pipeline import run_study
-from qg_lightning.study.plots import plot_study
-from qg_lightning.study.presets import PRESETS, RunSchedule, StudyPreset, resolve_schedule, steps_per_epoch
-from qg_lightning.study.runs import execute_run, guidance_kwargs, host_kwargs
-from qg_lightning.study.summary import (
-    format_mean_std,
-    paired_comparison,
-    summarize_study,
-    write_results_markdown,
-)
+from typing import TYPE_CHECKING
+
+from qg_lightning._lazy import lazy_exports
+
+if TYPE_CHECKING:  # for type checkers and the API docs; at run time each name loads on first use
+    from qg_lightning.study.config import StudyConfig
+    from qg_lightning.study.estimate import estimate_study
+    from qg_lightning.study.methods import DEFAULT_METHODS, METHODS, PAIRS, MethodSpec
+    from qg_lightning.study.pipeline import run_study
+    from qg_lightning.study.plots import plot_study
+    from qg_lightning.study.presets import (
+        PRESETS,
+        RunSchedule,
+        StudyPreset,
+        resolve_schedule,
+        steps_per_epoch,
+    )
+    from qg_lightning.study.runs import execute_run, guidance_kwargs, host_kwargs
+    from qg_lightning.study.summary import (
+        format_mean_std,
+        paired_comparison,
+        summarize_study,
+        write_results_markdown,
+    )
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -74,11 +86,28 @@ __all__ = [
     "write_results_markdown",
 ]
 
-
-def __getattr__(name: str):
-    """``study_cli`` lives in the CLI layer (:mod:`qg_lightning.cli_study`); imported lazily from there."""
-    if name == "study_cli":
-        from qg_lightning.cli_study import study_cli
-
-        return study_cli
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "qg_lightning.study.config": ("StudyConfig",),
+        "qg_lightning.study.estimate": ("estimate_study",),
+        "qg_lightning.study.methods": ("DEFAULT_METHODS", "METHODS", "PAIRS", "MethodSpec"),
+        "qg_lightning.study.pipeline": ("run_study",),
+        "qg_lightning.study.plots": ("plot_study",),
+        "qg_lightning.study.presets": (
+            "PRESETS",
+            "RunSchedule",
+            "StudyPreset",
+            "resolve_schedule",
+            "steps_per_epoch",
+        ),
+        "qg_lightning.study.runs": ("execute_run", "guidance_kwargs", "host_kwargs"),
+        "qg_lightning.study.summary": (
+            "format_mean_std",
+            "paired_comparison",
+            "summarize_study",
+            "write_results_markdown",
+        ),
+        "qg_lightning.cli_study": ("study_cli",),  # the CLI layer's (moved there), still importable here
+    },
+)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qg_lightning._validation import check_fraction, check_int, is_int
 from qg_lightning.study.methods import DEFAULT_METHODS
 from qg_lightning.study.presets import PRESETS, StudyPreset
 
@@ -90,14 +91,10 @@ class StudyConfig:
                 f"Set only one of `n_labeled` ({self.n_labeled}) and `labeled_fraction` "
                 f"({self.labeled_fraction})."
             )
-        if self.n_labeled is not None and (
-            isinstance(self.n_labeled, bool) or not isinstance(self.n_labeled, int) or self.n_labeled < 1
-        ):
-            raise ValueError(f"`n_labeled` must be an integer >= 1, got {self.n_labeled!r}.")
-        if self.labeled_fraction is not None and not 0 < self.labeled_fraction <= 1:
-            raise ValueError(f"`labeled_fraction` must be in (0, 1], got {self.labeled_fraction!r}.")
+        check_int(self.n_labeled, "n_labeled", minimum=1, optional=True)
+        check_fraction(self.labeled_fraction, "labeled_fraction", optional=True)
         seeds = tuple(self.seeds)
-        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        if not seeds or not all(is_int(s) for s in seeds):
             raise ValueError(f"`seeds` must be a non-empty list of integers, got {self.seeds!r}.")
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"`seeds` has duplicates: {list(seeds)}.")

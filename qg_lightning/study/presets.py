@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
+from qg_lightning._validation import check_fraction, check_int, check_number
 from qg_lightning.quality.recipe import PredictorRecipe
 
 log = logging.getLogger(__name__)
@@ -88,15 +89,11 @@ class StudyPreset:
             "ema_warmup_steps",
         ):
             value = getattr(self, name)
-            low = 0 if name == "ema_warmup_steps" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"`StudyPreset.{name}` must be an integer >= {low}, got {value!r}.")
+            check_int(value, f"StudyPreset.{name}", minimum=0 if name == "ema_warmup_steps" else 1)
         if self.unit not in get_args(Unit):
             raise ValueError(f"`StudyPreset.unit` must be 'step' or 'epoch', got {self.unit!r}.")
         for name in ("budget", "val_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"`StudyPreset.{name}` must be a number > 0, got {value!r}.")
+            check_number(getattr(self, name), f"StudyPreset.{name}", low=0, low_open=True)
         for name in (
             "unsup_warmup",
             "unsup_ramp",
@@ -108,24 +105,14 @@ class StudyPreset:
             "weight_decay",
             "gradient_clip_val",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"`StudyPreset.{name}` must be a number >= 0, got {value!r}.")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"`StudyPreset.ema_decay` must be in [0, 1), got {self.ema_decay!r}.")
+            check_number(getattr(self, name), f"StudyPreset.{name}", low=0)
+        check_number(self.ema_decay, "StudyPreset.ema_decay", low=0, high=1, high_open=True)
         if not isinstance(self.recipe, PredictorRecipe):
             raise TypeError(
                 f"`StudyPreset.recipe` must be a PredictorRecipe, got {type(self.recipe).__name__}."
             )
-        if not 0 < self.default_labeled_fraction <= 1:
-            raise ValueError(
-                "`StudyPreset.default_labeled_fraction` must be in (0, 1], got "
-                f"{self.default_labeled_fraction!r}."
-            )
-        for name in ("patience",):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"`StudyPreset.{name}` must be None or an integer >= 1, got {value!r}.")
+        check_fraction(self.default_labeled_fraction, "StudyPreset.default_labeled_fraction")
+        check_int(self.patience, "StudyPreset.patience", minimum=1, optional=True)
 
     def replace(self, **changes: Any) -> StudyPreset:
         """A copy with some fields changed (validated again).
@@ -149,8 +136,7 @@ class StudyPreset:
             >>> p.budget, p.val_every, p.unsup_warmup, p.ema_warmup_steps
             (800, 50.0, 80.0, 80)
         """
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
-            raise ValueError(f"`budget` must be a number > 0, got {budget!r}.")
+        check_number(budget, "budget", low=0, low_open=True)
         f = budget / self.budget
         return self.replace(
             budget=budget,
@@ -309,8 +295,7 @@ def resolve_schedule(preset: StudyPreset, steps_per_epoch: int) -> RunSchedule:
         >>> s.max_steps, s.val_every, s.unsup_warmup, s.n_validations
         (400, 25, 40, 16)
     """
-    if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
-        raise ValueError(f"`steps_per_epoch` must be an integer >= 1, got {steps_per_epoch!r}.")
+    check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
     f = steps_per_epoch if preset.unit == "epoch" else 1
 
     def steps(value: float) -> int:

@@ -1,10 +1,8 @@
 """Every reference host runs plain and quality-guided, with the same data and the mixin/callback contract."""
 
-import lightning as L
 import pytest
 import torch
 
-from qg_lightning.data import SemiSupervisedDataModule, generate_synthetic_dataset
 from qg_lightning.guidance import QualityReweightCallback
 from qg_lightning.methods import (
     CPSSegmenter,
@@ -20,28 +18,6 @@ SMALL = dict(arch="Unet", encoder_name="resnet18", encoder_weights=None, lr=1e-3
 NOW = dict(unsup_warmup=0.0, unsup_ramp=0.0)
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("syn"), n_images=24, image_size=32, seed=3)
-
-
-def _dm(root, views="weak"):
-    return SemiSupervisedDataModule(
-        root=str(root), image_size=32, labeled_fraction=0.3, batch_size=2, unlabeled_batch_size=2,
-        unlabeled_views=views, seed=0,
-    )  # fmt: skip
-
-
-def _fit(model, dm, callbacks=(), tmp_path=None, steps=2):
-    trainer = L.Trainer(
-        max_steps=steps, limit_val_batches=1, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks), accelerator="cpu",
-        default_root_dir=tmp_path,
-    )  # fmt: skip
-    trainer.fit(model, datamodule=dm)
-    return trainer
-
-
 HOSTS = [
     ("PL", PseudoLabelSegmenter, dict(weighting="none"), "weak"),
     ("PL-T", PseudoLabelSegmenter, dict(weighting="threshold"), "weak"),
@@ -54,7 +30,7 @@ HOSTS = [
 
 @pytest.mark.parametrize("name,cls,kwargs,views", HOSTS, ids=[h[0] for h in HOSTS])
 @pytest.mark.parametrize("guided", [False, True], ids=["plain", "qw"])
-def test_host_runs(name, cls, kwargs, views, guided, data_root, predictor_ckpt, tmp_path):
+def test_host_runs(name, cls, kwargs, views, guided, data_root, predictor_ckpt, tmp_path, host_dm, fit_host):
     torch.manual_seed(0)
     model = cls(**SMALL, **NOW, **kwargs)
     callbacks = (
@@ -62,7 +38,7 @@ def test_host_runs(name, cls, kwargs, views, guided, data_root, predictor_ckpt, 
         if guided
         else []
     )
-    trainer = _fit(model, _dm(data_root, views), callbacks, tmp_path)
+    trainer = fit_host(model, host_dm(data_root, views), callbacks, tmp_path)
     logged = trainer.callback_metrics
     assert torch.isfinite(logged["train/loss"])
     assert "train/loss_unsup" in logged
@@ -73,10 +49,10 @@ def test_host_runs(name, cls, kwargs, views, guided, data_root, predictor_ckpt, 
         assert not model.quality_guidance_active
 
 
-def test_ema_teacher_follows_and_is_saved(data_root, tmp_path):
+def test_ema_teacher_follows_and_is_saved(data_root, tmp_path, host_dm, fit_host):
     model = MeanTeacherSegmenter(**SMALL, **NOW)
     before = [p.clone() for p in model.teacher.parameters()]
-    _fit(model, _dm(data_root, "weak_strong"), tmp_path=tmp_path)
+    fit_host(model, host_dm(data_root, "weak_strong"), tmp_path=tmp_path)
     assert int(model.teacher.num_updates) == 2
     assert any(not torch.equal(a, b) for a, b in zip(before, model.teacher.parameters(), strict=True))
     assert any(k.startswith("teacher.") for k in model.state_dict())
@@ -84,35 +60,35 @@ def test_ema_teacher_follows_and_is_saved(data_root, tmp_path):
     assert not any(id(p) in opt_params for p in model.teacher.parameters())
 
 
-def test_qar_host_needs_callback_and_trains_with_it(data_root, predictor_ckpt, tmp_path):
+def test_qar_host_needs_callback_and_trains_with_it(data_root, predictor_ckpt, tmp_path, host_dm, fit_host):
     with pytest.raises(RuntimeError, match="QualityReweightCallback"):
-        _fit(QARSegmenter(**SMALL, **NOW), _dm(data_root), tmp_path=tmp_path)
+        fit_host(QARSegmenter(**SMALL, **NOW), host_dm(data_root), tmp_path=tmp_path)
     model = QARSegmenter(**SMALL, **NOW)
     cb = QualityReweightCallback(predictor=predictor_ckpt, mechanisms=["qar"], qar_warmup=0, qar_ramp=0)
-    trainer = _fit(model, _dm(data_root), [cb], tmp_path)
+    trainer = fit_host(model, host_dm(data_root), [cb], tmp_path)
     assert "train/loss_qar" in trainer.callback_metrics
 
 
-def test_pl_qw_without_callback_is_an_error_only_when_guided(data_root, tmp_path):
+def test_pl_qw_without_callback_is_an_error_only_when_guided(data_root, tmp_path, host_dm, fit_host):
     # Plain PL never asks for quality; it must not need a predictor.
-    _fit(PseudoLabelSegmenter(**SMALL, **NOW), _dm(data_root), tmp_path=tmp_path, steps=1)
+    fit_host(PseudoLabelSegmenter(**SMALL, **NOW), host_dm(data_root), tmp_path=tmp_path, steps=1)
 
 
-def test_fixmatch_requires_strong_view(data_root, tmp_path):
+def test_fixmatch_requires_strong_view(data_root, tmp_path, host_dm, fit_host):
     with pytest.raises(KeyError, match="weak_strong"):
-        _fit(FixMatchSegmenter(**SMALL, **NOW), _dm(data_root, "weak"), tmp_path=tmp_path, steps=1)
+        fit_host(FixMatchSegmenter(**SMALL, **NOW), host_dm(data_root, "weak"), tmp_path=tmp_path, steps=1)
 
 
-def test_cps_optimises_both_networks(data_root, tmp_path):
+def test_cps_optimises_both_networks(data_root, tmp_path, host_dm, fit_host):
     model = CPSSegmenter(**SMALL, **NOW)
-    trainer = _fit(model, _dm(data_root), tmp_path=tmp_path, steps=1)
+    trainer = fit_host(model, host_dm(data_root), tmp_path=tmp_path, steps=1)
     opt_params = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
     assert all(id(p) in opt_params for p in model.model_b.parameters())
     assert all(id(p) in opt_params for p in model.model.parameters())
 
 
-def test_supervised_ignores_unlabeled_batches(data_root, tmp_path):
-    trainer = _fit(SupervisedSegmenter(**SMALL), _dm(data_root), tmp_path=tmp_path, steps=1)
+def test_supervised_ignores_unlabeled_batches(data_root, tmp_path, host_dm, fit_host):
+    trainer = fit_host(SupervisedSegmenter(**SMALL), host_dm(data_root), tmp_path=tmp_path, steps=1)
     assert "train/loss_sup" in trainer.callback_metrics
 
 

@@ -1,10 +1,10 @@
 """PL-oracle, the pseudolabel diagnostics, and the guarantee that hidden unlabeled masks reach no other loss."""
 
-import lightning as L
+import functools
+
 import pytest
 import torch
 
-from qg_lightning.data import SemiSupervisedDataModule, generate_synthetic_dataset
 from qg_lightning.guidance import QualityReweightCallback
 from qg_lightning.methods import (
     CPSSegmenter,
@@ -18,34 +18,22 @@ SMALL = dict(arch="Unet", encoder_name="resnet18", encoder_weights=None, lr=1e-3
 NOW = dict(unsup_warmup=0.0, unsup_ramp=0.0)
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("syn"), n_images=24, image_size=32, seed=3)
+@pytest.fixture
+def dm_with_truth(host_dm):
+    """The hosts' data module (conftest.py) with 4 unlabeled images a batch and their hidden true masks."""
+    return functools.partial(host_dm, unlabeled_batch_size=4, truth=True)
 
 
-def _dm(root, views="weak", truth=True):
-    return SemiSupervisedDataModule(
-        root=str(root), image_size=32, labeled_fraction=0.3, batch_size=2, unlabeled_batch_size=4,
-        unlabeled_views=views, seed=0, unlabeled_true_masks=truth,
-    )  # fmt: skip
+@pytest.fixture
+def fit_and_validate(fit_host):
+    """The hosts' short fit (conftest.py): 3 steps, then one validation batch (it summarises the diagnostics)."""
+    return functools.partial(fit_host, steps=3, validate=True)
 
 
-def _batch(root, views):
-    dm = _dm(root, views)
+def _batch(dm):
     dm.setup()
     batch, *_ = next(iter(dm.train_dataloader()))
     return batch
-
-
-def _fit(model, dm, callbacks=(), tmp_path=None, steps=3):
-    trainer = L.Trainer(
-        max_steps=steps, val_check_interval=steps, check_val_every_n_epoch=None, limit_val_batches=1,
-        num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=list(callbacks), accelerator="cpu", default_root_dir=tmp_path,
-    )  # fmt: skip
-    trainer.fit(model, datamodule=dm)
-    return trainer
 
 
 NO_TRUTH_HOSTS = [
@@ -59,8 +47,8 @@ NO_TRUTH_HOSTS = [
 
 
 @pytest.mark.parametrize("name,cls,kwargs,views", NO_TRUTH_HOSTS, ids=[h[0] for h in NO_TRUTH_HOSTS])
-def test_hidden_masks_reach_no_loss_of_other_methods(name, cls, kwargs, views, data_root):
-    batch = _batch(data_root, views)
+def test_hidden_masks_reach_no_loss_of_other_methods(name, cls, kwargs, views, data_root, dm_with_truth):
+    batch = _batch(dm_with_truth(data_root, views))
     truth = batch["unlabeled"]["true_mask"]
     variants = {
         "true": truth,
@@ -79,8 +67,8 @@ def test_hidden_masks_reach_no_loss_of_other_methods(name, cls, kwargs, views, d
     assert torch.equal(losses["true"], losses["absent"]) and torch.equal(losses["inverted"], losses["absent"])
 
 
-def test_oracle_weights_follow_true_masks_and_refuse_without_them(data_root):
-    batch = _batch(data_root, "weak")
+def test_oracle_weights_follow_true_masks_and_refuse_without_them(data_root, dm_with_truth):
+    batch = _batch(dm_with_truth(data_root, "weak"))
     torch.manual_seed(0)
     model = PseudoLabelSegmenter(**SMALL, **NOW, weighting="oracle").train()
     terms = model.unsupervised_terms(batch["unlabeled"])
@@ -96,11 +84,13 @@ def test_oracle_weights_follow_true_masks_and_refuse_without_them(data_root):
         model.unsupervised_terms({k: v for k, v in batch["unlabeled"].items() if k != "true_mask"})
 
 
-def test_guided_run_logs_quality_and_confidence_diagnostics(data_root, predictor_ckpt, tmp_path):
+def test_guided_run_logs_quality_and_confidence_diagnostics(
+    data_root, predictor_ckpt, tmp_path, dm_with_truth, fit_and_validate
+):
     torch.manual_seed(0)
     model = PseudoLabelSegmenter(**SMALL, **NOW, weighting="none")
     callback = QualityReweightCallback(predictor=predictor_ckpt, mechanisms=["qw"], qw_warmup=0, qw_ramp=0)
-    trainer = _fit(model, _dm(data_root), [callback], tmp_path)
+    trainer = fit_and_validate(model, dm_with_truth(data_root), [callback], tmp_path)
     logged = trainer.callback_metrics
     for key in ("diag/true_dice_mean", "diag/quality/kept_frac", "diag/confidence/kept_frac",
                 "diag/quality/mean_score", "diag/confidence/mean_score"):  # fmt: skip
@@ -116,15 +106,15 @@ def test_guided_run_logs_quality_and_confidence_diagnostics(data_root, predictor
     assert len(model.pseudolabel_diagnostics) == 0  # summarised and reset at the validation
 
 
-def test_no_diagnostics_without_true_masks(data_root, tmp_path):
+def test_no_diagnostics_without_true_masks(data_root, tmp_path, dm_with_truth, fit_and_validate):
     torch.manual_seed(0)
     model = PseudoLabelSegmenter(**SMALL, **NOW, weighting="confidence")
-    trainer = _fit(model, _dm(data_root, truth=False), tmp_path=tmp_path)
+    trainer = fit_and_validate(model, dm_with_truth(data_root, truth=False), tmp_path=tmp_path)
     assert not [k for k in trainer.callback_metrics if k.startswith("diag/")]
 
 
-def test_qar_host_records_nothing(data_root, predictor_ckpt, tmp_path):
+def test_qar_host_records_nothing(data_root, predictor_ckpt, tmp_path, dm_with_truth, fit_and_validate):
     model = QARSegmenter(**SMALL, **NOW, unsup_weight=0.0)
     callback = QualityReweightCallback(predictor=predictor_ckpt, mechanisms=["qar"], qar_warmup=0, qar_ramp=1)
-    trainer = _fit(model, _dm(data_root), [callback], tmp_path)
+    trainer = fit_and_validate(model, dm_with_truth(data_root), [callback], tmp_path)
     assert not [k for k in trainer.callback_metrics if k.startswith("diag/")]

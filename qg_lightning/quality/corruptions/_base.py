@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from qg_lightning._validation import check_int
+
 __all__ = [
     "BACKENDS",
     "EPS",
@@ -36,9 +38,7 @@ __all__ = [
     "apply",
     "call",
     "check_backend",
-    "check_float",
     "check_masks",
-    "check_positive_int",
     "check_range",
     "coins",
     "col_counts",
@@ -125,12 +125,6 @@ def check_masks(masks: Tensor, name: str = "masks") -> None:
         )
 
 
-def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return value
-
-
 def check_range(value: tuple[float, float], name: str, low: float, high: float) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in value)
@@ -139,12 +133,6 @@ def check_range(value: tuple[float, float], name: str, low: float, high: float) 
     if not (low <= lo <= hi <= high) or math.isnan(lo) or math.isnan(hi):
         raise ValueError(f"`{name}` must satisfy {low} <= low <= high <= {high}, got {value!r}.")
     return lo, hi
-
-
-def check_float(value: float, name: str, low: float, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high):
-        raise ValueError(f"`{name}` must be a number in [{low}, {high}], got {value!r}.")
-    return float(value)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -225,7 +213,7 @@ def scaled_radius(kernel: int, height: int) -> int:
         >>> scaled_radius(5, 224), scaled_radius(5, 448), scaled_radius(9, 64), scaled_radius(1, 64)
         (2, 4, 1, 0)
     """
-    check_positive_int(kernel, "kernel")
+    check_int(kernel, "kernel", minimum=1)
     r_ref = (kernel - 1) / 2
     if r_ref <= 0:
         return 0

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 
-from qg_lightning.quality.corruptions._base import Kernel, check_float, check_positive_int, check_range
+from qg_lightning._validation import check_int, check_number
+from qg_lightning.quality.corruptions._base import Kernel, check_range
 from qg_lightning.quality.corruptions._kernels import (
     k_blob,
     k_catastrophic,
@@ -56,52 +57,52 @@ Plan = tuple[Kernel, dict]
 
 def plan_catastrophic(kind: int, p: float = 0.5) -> Plan:
     """``kind`` 0 inverted, 1 empty, 2 full, 3 coin flips with foreground probability ``p``."""
-    return k_catastrophic, {"kind": float(kind), "p": check_float(p, "p", 0.0, 1.0)}
+    return k_catastrophic, {"kind": float(kind), "p": check_number(p, "p", low=0.0, high=1.0)}
 
 
 def plan_morph(op: int, kernel: int = 5) -> Plan:
     """``op`` 0 dilation, 1 erosion, 2 opening, 3 closing with a square ``kernel`` (pixels at 224 px)."""
-    return k_morph, {"op": float(op), "kernel": float(check_positive_int(kernel, "kernel"))}
+    return k_morph, {"op": float(op), "kernel": float(check_int(kernel, "kernel", minimum=1))}
 
 
 def plan_polygon(vertices: int = 5) -> Plan:
-    return k_polygon, {"vertices": float(check_positive_int(vertices, "vertices", minimum=3))}
+    return k_polygon, {"vertices": float(check_int(vertices, "vertices", minimum=3))}
 
 
 def plan_smoothing(kernel: int = 11) -> Plan:
-    return k_smooth, {"kernel": float(check_positive_int(kernel, "kernel"))}
+    return k_smooth, {"kernel": float(check_int(kernel, "kernel", minimum=1))}
 
 
 def plan_elastic(alpha: float = 30.0, sigma: float = 4.0) -> Plan:
     return k_elastic, {
-        "alpha": check_float(alpha, "alpha", 0.0),
-        "sigma": check_float(sigma, "sigma", 1e-3),
+        "alpha": check_number(alpha, "alpha", low=0.0),
+        "sigma": check_number(sigma, "sigma", low=1e-3),
     }
 
 
 def plan_grid(num_steps: int = 5, distort_limit: float = 0.2) -> Plan:
     return k_grid, {
-        "num_steps": float(check_positive_int(num_steps, "num_steps")),
-        "distort_limit": check_float(distort_limit, "distort_limit", 0.0, 0.99),
+        "num_steps": float(check_int(num_steps, "num_steps", minimum=1)),
+        "distort_limit": check_number(distort_limit, "distort_limit", low=0.0, high=0.99),
     }
 
 
 def plan_spots(holes: int = 0, islands: int = 0, radius: tuple[float, float] = (3.0, 8.0)) -> Plan:
     lo, hi = check_range(radius, "radius", 0.0, math.inf)
     return k_spots, {
-        "holes": float(check_positive_int(holes, "holes", minimum=0)),
-        "islands": float(check_positive_int(islands, "islands", minimum=0)),
+        "holes": float(check_int(holes, "holes", minimum=0)),
+        "islands": float(check_int(islands, "islands", minimum=0)),
         "r_lo": lo,
         "r_hi": hi,
     }
 
 
 def plan_holes(count: int = 2, radius: tuple[float, float] = (3.0, 8.0)) -> Plan:
-    return plan_spots(holes=check_positive_int(count, "count"), radius=radius)
+    return plan_spots(holes=check_int(count, "count", minimum=1), radius=radius)
 
 
 def plan_islands(count: int = 2, radius: tuple[float, float] = (3.0, 8.0)) -> Plan:
-    return plan_spots(islands=check_positive_int(count, "count"), radius=radius)
+    return plan_spots(islands=check_int(count, "count", minimum=1), radius=radius)
 
 
 def plan_holes_and_islands(
@@ -129,7 +130,9 @@ def _geometry(
 
 
 def plan_shift(max_fraction: float = 0.1) -> Plan:
-    return _geometry(False, (1.0, 1.0), 0.0, check_float(max_fraction, "max_fraction", 0.0, 1.0), True)
+    return _geometry(
+        False, (1.0, 1.0), 0.0, check_number(max_fraction, "max_fraction", low=0.0, high=1.0), True
+    )
 
 
 def plan_scale(factor: tuple[float, float] = (0.75, 0.9)) -> Plan:
@@ -137,7 +140,9 @@ def plan_scale(factor: tuple[float, float] = (0.75, 0.9)) -> Plan:
 
 
 def plan_rotate(max_degrees: float = 15.0) -> Plan:
-    return _geometry(True, (1.0, 1.0), check_float(max_degrees, "max_degrees", 0.0, 180.0), 0.0, True)
+    return _geometry(
+        True, (1.0, 1.0), check_number(max_degrees, "max_degrees", low=0.0, high=180.0), 0.0, True
+    )
 
 
 def plan_affine(
@@ -146,14 +151,14 @@ def plan_affine(
     return _geometry(
         False,
         check_range(scale, "scale", 1e-3, math.inf),
-        check_float(max_degrees, "max_degrees", 0.0, 180.0),
-        check_float(max_shift, "max_shift", 0.0, 1.0),
+        check_number(max_degrees, "max_degrees", low=0.0, high=180.0),
+        check_number(max_shift, "max_shift", low=0.0, high=1.0),
         False,
     )
 
 
 def plan_blob(std_factor: float = 1.0) -> Plan:
-    return k_blob, {"std_factor": check_float(std_factor, "std_factor", 1e-3), "isotropic": 0.0}
+    return k_blob, {"std_factor": check_number(std_factor, "std_factor", low=1e-3), "isotropic": 0.0}
 
 
 def plan_circle() -> Plan:

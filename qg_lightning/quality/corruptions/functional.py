@@ -56,6 +56,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from qg_lightning._validation import check_int
 from qg_lightning.quality.corruptions import _direct as D
 from qg_lightning.quality.corruptions import _plans as P
 from qg_lightning.quality.corruptions._base import (
@@ -66,7 +67,6 @@ from qg_lightning.quality.corruptions._base import (
     apply,
     check_backend,
     check_masks,
-    check_positive_int,
     check_range,
     finish,
     run,
@@ -361,7 +361,7 @@ def jagged_band(
                 [0, 1, 1, 1, 1, 1, 1, 0],
                 [0, 0, 0, 0, 0, 0, 0, 0]], dtype=torch.int32)
     """
-    check_positive_int(kernel, "kernel")
+    check_int(kernel, "kernel", minimum=1)
     return apply(masks, partial(D.jagged_band, kernel=kernel, generator=generator), backend)
 
 

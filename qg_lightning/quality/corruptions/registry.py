@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from qg_lightning._validation import is_number
 from qg_lightning.quality.corruptions import functional as F
 
 __all__ = [
@@ -80,7 +81,7 @@ class CorruptionSpec:
             raise TypeError(
                 f"`fn` of corruption {self.name!r} must be callable, got {type(self.fn).__name__}."
             )
-        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)):
+        if not is_number(self.weight):
             raise TypeError(f"`weight` of corruption {self.name!r} must be a number, got {self.weight!r}.")
         if not math.isfinite(self.weight) or self.weight < 0:
             raise ValueError(

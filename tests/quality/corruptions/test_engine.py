@@ -4,8 +4,8 @@ interface), the kernel runner and the helpers both backends share."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -31,30 +31,8 @@ from qg_lightning.quality.corruptions._kernels import (
     stats,
 )
 
-
-def _ellipse(size: int, cy: float, cx: float, ry: float, rx: float, angle: float = 0.0) -> torch.Tensor:
-    """Float mask (H, W) of a filled ellipse given in fractions of the side."""
-    m = np.zeros((size, size), np.uint8)
-    centre = (round(cx * size), round(cy * size))
-    cv2.ellipse(m, centre, (max(1, round(rx * size)), max(1, round(ry * size))), angle, 0, 360, 1, -1)
-    return torch.from_numpy(m).float()
-
-
-def _batch(size: int = 48) -> torch.Tensor:
-    """(4, 1, S, S): a disk, a tilted ellipse, two blobs (two components), an irregular star-like shape."""
-    star = np.zeros((size, size), np.uint8)
-    t = np.linspace(0, 2 * np.pi, 9)[:-1]
-    r = np.where(np.arange(8) % 2 == 0, 0.35, 0.18) * size
-    pts = np.stack([size / 2 + r * np.cos(t), size / 2 + r * np.sin(t)], 1).astype(np.int32)
-    cv2.fillPoly(star, [pts], 1)
-    two = _ellipse(size, 0.3, 0.3, 0.12, 0.12) + _ellipse(size, 0.7, 0.65, 0.18, 0.15)
-    masks = [
-        _ellipse(size, 0.5, 0.5, 0.25, 0.25),
-        _ellipse(size, 0.45, 0.55, 0.15, 0.3, angle=30),
-        two.clamp(max=1),
-        torch.from_numpy(star).float(),
-    ]
-    return torch.stack(masks).unsqueeze(1)
+#: The masks come from the fixtures of conftest.py (ellipse, mask_batch): drawing functions.
+MaskMaker = Callable[..., torch.Tensor]
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -68,10 +46,10 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 @pytest.mark.parametrize("backend", ["auto", "torch"])
 @pytest.mark.parametrize("name", sorted(registry.all_corruptions()))
-def test_plans_reproduce_the_public_functions(name: str, backend: str) -> None:
+def test_plans_reproduce_the_public_functions(name: str, backend: str, mask_batch: MaskMaker) -> None:
     """What the sampler relies on: a registry entry's plan run on its masks is the entry itself."""
     spec = registry.all_corruptions()[name]
-    masks = _batch(32)
+    masks = mask_batch(32)
     plan = engine.plan_of(spec.fn, spec.params)
     assert engine.is_builtin(spec.fn)
     if plan is None:
@@ -92,14 +70,14 @@ def test_is_builtin_only_for_the_corruptions() -> None:
     assert engine.plan_of(lambda masks, *, generator=None: masks, {}) is None
 
 
-def test_merged_kernel_calls_match_single_calls() -> None:
+def test_merged_kernel_calls_match_single_calls(mask_batch: MaskMaker) -> None:
     """The sampler runs registry entries that share a kernel as one call with per-sample parameters."""
-    masks = _batch(48)[:2]
+    masks = mask_batch(48)[:2]
     kernel, _ = engine.PLANS[F.gaussian_blob]()
     merged = run(masks, kernel, {"std_factor": [1.2, 1.0], "isotropic": [0.0, 1.0]}, None, "auto")
     assert torch.equal(merged[0], F.gaussian_blob(masks[:1], std_factor=1.2)[0])
     assert torch.equal(merged[1], F.circle(masks[1:])[0])
-    big = _batch(128)
+    big = mask_batch(128)
     morph = run(big, k_morph, {"op": [0, 1, 2, 3], "kernel": [5, 11, 9, 5]}, None, "auto")
     singles = [F.dilation, F.erosion, F.opening, F.closing]
     for i, (fn, k) in enumerate(zip(singles, [5, 11, 9, 5], strict=True)):
@@ -146,8 +124,8 @@ def test_backend_checks() -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_cpu_helpers_match_torch() -> None:
-    x = (_batch(40)[:, 0] > 0.5).to(torch.uint8)
+def test_cpu_helpers_match_torch(mask_batch: MaskMaker) -> None:
+    x = (mask_batch(40)[:, 0] > 0.5).to(torch.uint8)
     x[1] = 0  # an empty mask: centre of the image, points anywhere
     moments, points = stats(x, True), random_points(x, 5, _gen(2), True)
     for cpu, reference in zip(moments, stats(x, False), strict=True):

@@ -3,6 +3,8 @@ backends."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 import pytest
@@ -19,45 +21,13 @@ DETERMINISTIC = {
     "dilation_11", "opening_5", "closing_5", "ellipse", "convex_hull", "bbox_fill", "smooth_11", "smooth_15",
     "keep_largest", "gaussian_blob", "gaussian_blob_large", "circle", "inverted", "empty", "full",
 }  # fmt: skip
+#: The masks come from the fixtures of conftest.py (ellipse, mask_batch, multiclass_batch): drawing functions.
+MaskMaker = Callable[..., torch.Tensor]
 
 
 # ----------------------------------------------------------------------------------------------------------
-# shared fixtures
+# shared helpers
 # ----------------------------------------------------------------------------------------------------------
-
-
-def _ellipse(size: int, cy: float, cx: float, ry: float, rx: float, angle: float = 0.0) -> torch.Tensor:
-    """Float mask (H, W) of a filled ellipse given in fractions of the side."""
-    m = np.zeros((size, size), np.uint8)
-    centre = (round(cx * size), round(cy * size))
-    cv2.ellipse(m, centre, (max(1, round(rx * size)), max(1, round(ry * size))), angle, 0, 360, 1, -1)
-    return torch.from_numpy(m).float()
-
-
-def _batch(size: int = 48) -> torch.Tensor:
-    """(4, 1, S, S): a disk, a tilted ellipse, two blobs (two components), an irregular star-like shape."""
-    star = np.zeros((size, size), np.uint8)
-    t = np.linspace(0, 2 * np.pi, 9)[:-1]
-    r = np.where(np.arange(8) % 2 == 0, 0.35, 0.18) * size
-    pts = np.stack([size / 2 + r * np.cos(t), size / 2 + r * np.sin(t)], 1).astype(np.int32)
-    cv2.fillPoly(star, [pts], 1)
-    two = _ellipse(size, 0.3, 0.3, 0.12, 0.12) + _ellipse(size, 0.7, 0.65, 0.18, 0.15)
-    masks = [
-        _ellipse(size, 0.5, 0.5, 0.25, 0.25),
-        _ellipse(size, 0.45, 0.55, 0.15, 0.3, angle=30),
-        two.clamp(max=1),
-        torch.from_numpy(star).float(),
-    ]
-    return torch.stack(masks).unsqueeze(1)
-
-
-def _multiclass(size: int = 48) -> torch.Tensor:
-    """(2, 2, S, S) mutually exclusive two-class masks."""
-    a = _ellipse(size, 0.5, 0.4, 0.25, 0.2)
-    b = _ellipse(size, 0.5, 0.65, 0.2, 0.2) * (1 - a)
-    first = torch.stack([a, b])
-    second = torch.stack([_ellipse(size, 0.3, 0.3, 0.15, 0.15), _ellipse(size, 0.7, 0.7, 0.15, 0.15)])
-    return torch.stack([first, second])
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -75,8 +45,8 @@ def _is_binary(t: torch.Tensor) -> bool:
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bool, torch.uint8])
-def test_shape_dtype_binary(name: str, dtype: torch.dtype) -> None:
-    masks = _batch(32).to(dtype)
+def test_shape_dtype_binary(name: str, dtype: torch.dtype, mask_batch: MaskMaker) -> None:
+    masks = mask_batch(32).to(dtype)
     out = ALL[name](masks, generator=_gen())
     assert out.shape == masks.shape
     assert out.dtype == dtype
@@ -84,8 +54,8 @@ def test_shape_dtype_binary(name: str, dtype: torch.dtype) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_seeded_and_pure(name: str) -> None:
-    masks = _batch(48)
+def test_seeded_and_pure(name: str, mask_batch: MaskMaker) -> None:
+    masks = mask_batch(48)
     before = masks.clone()
     first = ALL[name](masks, generator=_gen(1))
     second = ALL[name](masks, generator=_gen(1))
@@ -97,8 +67,8 @@ def test_seeded_and_pure(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_multiclass_stays_exclusive(name: str) -> None:
-    masks = _multiclass(32)
+def test_multiclass_stays_exclusive(name: str, multiclass_batch: MaskMaker) -> None:
+    masks = multiclass_batch(32)
     out = ALL[name](masks, generator=_gen())
     assert out.shape == masks.shape
     assert _is_binary(out)
@@ -142,8 +112,8 @@ def _subset(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 @pytest.mark.parametrize("name", ["erosion_5", "erosion_9", "erosion_11", "opening_5"])
-def test_shrinking_morphology(name: str) -> None:
-    masks = _batch(64)
+def test_shrinking_morphology(name: str, mask_batch: MaskMaker) -> None:
+    masks = mask_batch(64)
     out = ALL[name](masks)
     assert _subset(out, masks)
     if name != "opening_5":
@@ -151,16 +121,16 @@ def test_shrinking_morphology(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["dilation_5", "dilation_9", "dilation_11", "closing_5"])
-def test_growing_morphology(name: str) -> None:
-    masks = _batch(64)
+def test_growing_morphology(name: str, mask_batch: MaskMaker) -> None:
+    masks = mask_batch(64)
     out = ALL[name](masks)
     assert _subset(masks, out)
     if name != "closing_5":
         assert out.sum() > masks.sum()
 
 
-def test_morphology_matches_opencv() -> None:
-    masks = _batch(64)
+def test_morphology_matches_opencv(mask_batch: MaskMaker) -> None:
+    masks = mask_batch(64)
     r = F.scaled_radius(9, 64)
     kernel = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
     for i, m in enumerate(masks[:, 0].numpy().astype(np.uint8)):
@@ -177,8 +147,8 @@ def test_scaled_radius() -> None:
         F.scaled_radius(0, 224)
 
 
-def _removed_fraction(name: str, size: int, seeds: int = 4) -> float:
-    disk = _ellipse(size, 0.5, 0.5, 0.3, 0.3)[None, None].repeat(seeds, 1, 1, 1)
+def _removed_fraction(ellipse: MaskMaker, name: str, size: int, seeds: int = 4) -> float:
+    disk = ellipse(size, 0.5, 0.5, 0.3, 0.3)[None, None].repeat(seeds, 1, 1, 1)
     out = ALL[name](disk, generator=_gen(5))
     return float((out != disk).float().sum() / disk.sum())
 
@@ -195,15 +165,15 @@ def _removed_fraction(name: str, size: int, seeds: int = 4) -> float:
         ("rect_dropout", 0.35),
     ],
 )
-def test_sizes_scale_with_resolution(name: str, tolerance: float) -> None:
+def test_sizes_scale_with_resolution(name: str, tolerance: float, ellipse: MaskMaker) -> None:
     """A 64 px and a 256 px disk lose (or gain) a similar fraction of their area."""
-    small, large = _removed_fraction(name, 64), _removed_fraction(name, 256)
+    small, large = _removed_fraction(ellipse, name, 64), _removed_fraction(ellipse, name, 256)
     assert large > 0
     assert abs(small - large) / large <= tolerance, (small, large)
 
 
-def test_inverted_empty_full() -> None:
-    masks = _batch(32)
+def test_inverted_empty_full(mask_batch: MaskMaker) -> None:
+    masks = mask_batch(32)
     assert torch.equal(F.inverted(masks), 1 - masks)
     assert F.empty(masks).sum() == 0
     assert F.full(masks).sum() == masks.numel()
@@ -216,8 +186,8 @@ def test_random_noise_is_fair() -> None:
     assert abs(biased.mean().item() - 0.2) < 0.02
 
 
-def test_hull_and_bbox_contain_the_mask() -> None:
-    masks = _batch(64)
+def test_hull_and_bbox_contain_the_mask(mask_batch: MaskMaker) -> None:
+    masks = mask_batch(64)
     hull, box = F.convex_hull(masks), F.bounding_box(masks)
     assert _subset(masks, hull) and _subset(hull, box)
     for i, m in enumerate(masks[:, 0].numpy().astype(np.uint8)):
@@ -233,15 +203,15 @@ def test_hull_and_bbox_contain_the_mask() -> None:
         assert np.array_equal(box[i, 0].numpy(), expected)
 
 
-def test_fitted_ellipse_recovers_an_ellipse() -> None:
-    masks = _batch(96)[1:2]  # a tilted ellipse
+def test_fitted_ellipse_recovers_an_ellipse(mask_batch: MaskMaker) -> None:
+    masks = mask_batch(96)[1:2]  # a tilted ellipse
     out = F.fitted_ellipse(masks)
     iou = (out * masks).sum() / ((out + masks) > 0).sum()
     assert iou > 0.9
 
 
-def test_polygon_lies_inside_the_hull() -> None:
-    masks = _batch(64)
+def test_polygon_lies_inside_the_hull(mask_batch: MaskMaker) -> None:
+    masks = mask_batch(64)
     hull = F.dilation(F.convex_hull(masks), kernel=3)  # one pixel of slack for rounding
     for vertices in (3, 5, 8):
         out = F.polygon_approximation(masks, vertices=vertices, generator=_gen())
@@ -255,22 +225,22 @@ def test_polygon_lies_inside_the_hull() -> None:
 @pytest.mark.parametrize(
     "name", ["holes_small", "holes_large", "holes_heavy", "rect_dropout", "keep_largest", "drop_component"]
 )
-def test_removing_corruptions_only_remove(name: str) -> None:
-    masks = _batch(64)
+def test_removing_corruptions_only_remove(name: str, mask_batch: MaskMaker) -> None:
+    masks = mask_batch(64)
     out = ALL[name](masks, generator=_gen())
     assert _subset(out, masks)
     if name not in ("keep_largest", "drop_component"):
         assert out.sum() < masks.sum()
 
 
-def test_islands_only_add() -> None:
-    masks = _batch(64)
+def test_islands_only_add(mask_batch: MaskMaker) -> None:
+    masks = mask_batch(64)
     out = F.islands(masks, count=2, radius=(3.0, 8.0), generator=_gen())
     assert _subset(masks, out) and out.sum() > masks.sum()
 
 
-def test_components() -> None:
-    masks = _batch(48)
+def test_components(mask_batch: MaskMaker) -> None:
+    masks = mask_batch(48)
     two = masks[2:3]  # two blobs
     kept = F.keep_largest_component(two)
     counts = [cv2.connectedComponentsWithStats(two[0, 0].numpy().astype(np.uint8))[2][1:, 4]]
@@ -281,16 +251,16 @@ def test_components() -> None:
     assert torch.equal(F.drop_random_component(single, generator=_gen()), single)
 
 
-def test_shift_preserves_area_away_from_borders() -> None:
-    masks = _ellipse(64, 0.5, 0.5, 0.15, 0.15)[None, None].repeat(4, 1, 1, 1)
+def test_shift_preserves_area_away_from_borders(ellipse: MaskMaker) -> None:
+    masks = ellipse(64, 0.5, 0.5, 0.15, 0.15)[None, None].repeat(4, 1, 1, 1)
     for max_fraction in (0.1, 0.2, 0.3):
         out = F.shift(masks, max_fraction=max_fraction, generator=_gen())
         assert torch.equal(out.sum((1, 2, 3)), masks.sum((1, 2, 3)))
     assert not torch.equal(out, masks)
 
 
-def test_geometry_effects() -> None:
-    masks = _ellipse(64, 0.5, 0.5, 0.2, 0.1)[None, None].repeat(4, 1, 1, 1)
+def test_geometry_effects(ellipse: MaskMaker) -> None:
+    masks = ellipse(64, 0.5, 0.5, 0.2, 0.1)[None, None].repeat(4, 1, 1, 1)
     area = masks.sum((1, 2, 3))
     assert bool((F.scale(masks, factor=(0.75, 0.9), generator=_gen()).sum((1, 2, 3)) < area).all())
     assert bool((F.scale(masks, factor=(1.1, 1.25), generator=_gen()).sum((1, 2, 3)) > area).all())
@@ -305,30 +275,30 @@ def test_geometry_effects() -> None:
 
 
 @pytest.mark.parametrize("name", ["elastic_30", "elastic_60", "grid_5", "grid_8", "grid_12", "jagged_3"])
-def test_boundary_corruptions_keep_the_shape(name: str) -> None:
-    masks = _batch(64)
+def test_boundary_corruptions_keep_the_shape(name: str, mask_batch: MaskMaker) -> None:
+    masks = mask_batch(64)
     out = ALL[name](masks, generator=_gen())
     dice = 2 * (out * masks).sum() / (out.sum() + masks.sum())
     assert 0.6 < dice < 1.0
 
 
-def test_jagged_band_only_touches_the_band() -> None:
-    masks = _batch(64)
+def test_jagged_band_only_touches_the_band(mask_batch: MaskMaker) -> None:
+    masks = mask_batch(64)
     out = F.jagged_band(masks, kernel=5, generator=_gen())
     band = F.dilation(masks, kernel=5) - F.erosion(masks, kernel=5)
     assert torch.equal(out * (1 - band), masks * (1 - band))
 
 
-def test_smoothing_removes_specks_and_keeps_disks() -> None:
-    masks = _ellipse(128, 0.5, 0.5, 0.3, 0.3)[None, None].clone()
+def test_smoothing_removes_specks_and_keeps_disks(ellipse: MaskMaker) -> None:
+    masks = ellipse(128, 0.5, 0.5, 0.3, 0.3)[None, None].clone()
     masks[..., 5, 5] = 1
     out = F.smoothing(masks, kernel=11)
     assert out[0, 0, 5, 5] == 0
     assert abs(out.sum().item() - masks.sum().item()) / masks.sum().item() < 0.03
 
 
-def test_blobs_match_the_area() -> None:
-    masks = _batch(96)
+def test_blobs_match_the_area(mask_batch: MaskMaker) -> None:
+    masks = mask_batch(96)
     area = masks.sum((1, 2, 3))
     blob = F.gaussian_blob(masks).sum((1, 2, 3))
     large = F.gaussian_blob(masks, std_factor=1.2).sum((1, 2, 3))
@@ -346,13 +316,13 @@ def test_shapes_of_empty_masks_stay_empty() -> None:
     assert F.islands(masks, generator=_gen()).sum() > 0  # islands land anywhere on an empty mask
 
 
-def test_class_swap() -> None:
-    masks = _multiclass(48)
+def test_class_swap(mask_batch: MaskMaker, multiclass_batch: MaskMaker) -> None:
+    masks = multiclass_batch(48)
     out = F.class_swap(masks, generator=_gen())
     assert torch.equal(out.sum(1), masks.sum(1))  # same foreground, only the labels move
     assert not torch.equal(out, masks)
     assert bool((out.sum(1) <= 1).all())
-    binary = _batch(32)
+    binary = mask_batch(32)
     assert torch.equal(F.class_swap(binary, generator=_gen()), binary)
 
 
@@ -378,9 +348,9 @@ def _both_paths(fn, masks: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("size", [48, 96])
-def test_cpu_path_matches_torch_path(name: str, size: int) -> None:
+def test_cpu_path_matches_torch_path(name: str, size: int, mask_batch: MaskMaker) -> None:
     """Both paths make the same draws; they may differ only on rounding ties (warps, blurs)."""
-    masks = torch.cat([_batch(size), _batch(size).flip(-1)])
+    masks = torch.cat([mask_batch(size), mask_batch(size).flip(-1)])
     cpu, reference = _both_paths(ALL[name], masks, 5)
     assert cpu.shape == reference.shape and cpu.dtype == reference.dtype
     differ = int((cpu != reference).sum())
@@ -392,27 +362,27 @@ def test_cpu_path_matches_torch_path(name: str, size: int) -> None:
 
 @pytest.mark.parametrize("name", ["erosion_5", "closing_5", "jagged_5", "smooth_11", "elastic_60", "grid_8",
                                   "holes_islands", "rotate_30", "affine", "shift_20"])  # fmt: skip
-def test_cpu_path_matches_torch_path_multiclass(name: str) -> None:
-    cpu, reference = _both_paths(ALL[name], _multiclass(48), 2)
+def test_cpu_path_matches_torch_path_multiclass(name: str, multiclass_batch: MaskMaker) -> None:
+    cpu, reference = _both_paths(ALL[name], multiclass_batch(48), 2)
     assert bool((cpu.sum(1) <= 1).all())
     assert int((cpu != reference).sum()) <= 0.01 * float(reference.sum()), name
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_torch_path_contract(name: str) -> None:
+def test_torch_path_contract(name: str, mask_batch: MaskMaker, multiclass_batch: MaskMaker) -> None:
     """The batched torch path (CUDA's) keeps the contract when forced on CPU: shape, dtype, hard values,
     seeded."""
-    masks = _batch(32)
+    masks = mask_batch(32)
     first = ALL[name](masks, generator=_gen(1), backend="torch")
     assert first.shape == masks.shape and first.dtype == masks.dtype and _is_binary(first)
     assert torch.equal(first, ALL[name](masks, generator=_gen(1), backend="torch"))
-    multi = ALL[name](_multiclass(32), generator=_gen(1), backend="torch")
+    multi = ALL[name](multiclass_batch(32), generator=_gen(1), backend="torch")
     assert bool((multi.sum(1) <= 1).all())
 
 
-def test_float_inputs_of_any_layout() -> None:
+def test_float_inputs_of_any_layout(mask_batch: MaskMaker) -> None:
     """The NumPy fast path for float masks accepts float64 and non-contiguous views."""
-    masks = _batch(32)
+    masks = mask_batch(32)
     expected = F.erosion(masks, kernel=7)
     assert torch.equal(F.erosion(masks.double(), kernel=7), expected.double())
     transposed = masks.transpose(2, 3).contiguous().transpose(2, 3)  # same values, column-major
@@ -443,9 +413,9 @@ def test_bad_inputs_raise() -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_backend_is_validated(name: str) -> None:
+def test_backend_is_validated(name: str, mask_batch: MaskMaker) -> None:
     """Every corruption takes ``backend``; a bad value, or ``"opencv"`` off the CPU, names the argument."""
-    masks = _batch(16)
+    masks = mask_batch(16)
     with pytest.raises(ValueError, match="`backend` must be one of"):
         ALL[name](masks, generator=_gen(), backend="cuda")
     with pytest.raises(ValueError, match="backend='opencv'"):
@@ -455,9 +425,9 @@ def test_backend_is_validated(name: str) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.bool])
-def test_results_are_ordinary_tensors(dtype: torch.dtype) -> None:
+def test_results_are_ordinary_tensors(dtype: torch.dtype, mask_batch: MaskMaker) -> None:
     """Work runs under inference mode, but callers get tensors they may modify in place."""
-    masks = _batch(16).to(dtype)
+    masks = mask_batch(16).to(dtype)
     for fn in (F.erosion, F.shift, F.class_swap):
         out = fn(masks, generator=_gen())
         assert not out.is_inference()
