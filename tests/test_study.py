@@ -148,7 +148,7 @@ def test_oracle_headroom_diagnostics_and_other_centre(study):
     )
     row = next(r for r in summary["methods"] if r["method"] == "PL-QW")
     assert row["diagnostics"]["quality/kept_frac"]["n_runs"] == 2
-    assert row["diagnostics"]["oracle/kept_true_dice"]["n_runs"] == 2  # what a perfect predictor would keep
+    assert row["diagnostics"]["oracle/kept_frac"]["n_runs"] == 2  # what a perfect predictor would keep
     room = summary["headroom"]
     assert (room["plain"], room["guided"], room["oracle"]) == ("PL-C", "PL-QW", "PL-oracle")
     assert room["headroom"]["seeds"] == list(SEEDS_E2E)
