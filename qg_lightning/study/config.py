@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from qg_lightning._validation import check_fraction, check_int, is_int
+from qg_lightning.data.folder import check_mask_folder
 from qg_lightning.study.methods import DEFAULT_METHODS
 from qg_lightning.study.presets import PRESETS, StudyPreset
 
@@ -119,11 +120,10 @@ class StudyConfig:
                     f"Extra test folder '{folder}' (--extra-test) does not exist; pass labeled folders in the "
                     "standard layout (images/, masks/)."
                 )
-            if not (Path(folder).expanduser() / self.mask_dir).is_dir():
-                raise FileNotFoundError(
-                    f"Extra test folder '{folder}' (--extra-test) has no '{self.mask_dir}/' mask folder; every "
-                    f"extra folder is read with the study's --mask-dir ({self.mask_dir!r})."
-                )
+            try:  # every extra folder is read with the study's mask folder
+                check_mask_folder(folder, self.mask_dir, option="--mask-dir", root_option="--extra-test")
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"Extra test folder '{folder}' (--extra-test): {err}") from None
         if len({Path(f).expanduser().resolve() for f in extra}) != len(extra):
             raise ValueError(f"`extra_test` names a folder twice: {list(extra)}.")
         object.__setattr__(self, "extra_test", extra)
