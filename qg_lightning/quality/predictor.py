@@ -68,8 +68,9 @@ class QualityPredictor(QualityNetwork, L.LightningModule):
     Batches for ``fit`` / ``validate`` / ``test`` are dicts with ``image`` ``(B, C, H, W)`` float in [0, 1],
     ``candidate`` ``(B, K-1, H, W)`` float masks and ``quality`` ``(B, K-1)`` float true per-class Dice. The
     loss is SmoothL1 (``smooth_l1_beta``). Logged: ``train/loss``; ``val/loss``, ``val/mae``, ``val/pearson``,
-    ``val/spearman`` (correlations over all flattened per-class values of the epoch; an undefined correlation,
-    e.g. from constant predictions, is logged as 0.0 with a warning); the same with ``test/``.
+    ``val/spearman`` (correlations over the flattened per-class values of the epoch, multi-class ones without the
+    pairs where the class is in neither candidate nor truth; an undefined correlation, e.g. from constant
+    predictions, is logged as 0.0 with a warning); the same with ``test/``.
 
     Optimiser (paper): AdamW (``lr``, ``weight_decay``) with cosine warm restarts (``t0`` epochs,
     ``x t_mult``, ``eta_min``) stepped once per epoch. Gradient clipping, mixed precision, early stopping and
@@ -253,9 +254,11 @@ class QualityPredictor(QualityNetwork, L.LightningModule):
             sync_dist=True,
         )  # fmt: skip
         self.log(f"{stage}/mae", mae, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
-        pearson, spearman = self._correlations(stage)
-        pearson.update(preds.detach().flatten().float(), target.flatten().float())
-        spearman.update(preds.detach().flatten().float(), target.flatten().float())
+        pred_values, true_values = _correlation_values(preds, target, self._unpack(batch, stage)[1])
+        if pred_values.numel():
+            pearson, spearman = self._correlations(stage)
+            pearson.update(pred_values, true_values)
+            spearman.update(pred_values, true_values)
         return loss
 
     def _correlations(self, stage: str) -> tuple[PearsonCorrCoef, SpearmanCorrCoef]:
@@ -307,6 +310,23 @@ class QualityPredictor(QualityNetwork, L.LightningModule):
             optimizer, T_0=hp.t0, T_mult=hp.t_mult, eta_min=hp.eta_min
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def _correlation_values(preds: Tensor, target: Tensor, candidates: Tensor) -> tuple[Tensor, Tensor]:
+    """The (predicted, true) values ``val/pearson`` and ``val/spearman`` are computed over, flattened.
+
+    Binary masks: every value. Multi-class (``K-1 > 1``): the both-empty pairs (the class is in neither the
+    candidate nor the truth, so its true Dice is 1 by definition) are left out, as in the evaluation report's
+    per-class figures: a cloud of trivially right (1, 1) pairs would make a predictor with no skill on a rare
+    class look good. Such a pair is recognised without the truth: the candidate lacks the class and the target
+    is 1 (a candidate that lacks a class the truth has scores 0).
+    """
+    pred_values, true_values = preds.detach().float(), target.detach().float()
+    if pred_values.shape[1] > 1:
+        painted = (candidates.detach() > 0.5).flatten(2).any(dim=2)
+        keep = painted | (true_values < 1.0)
+        return pred_values[keep], true_values[keep]
+    return pred_values.flatten(), true_values.flatten()
 
 
 def error_map_targets(candidate: Tensor, truth: Tensor, size: tuple[int, int]) -> Tensor:

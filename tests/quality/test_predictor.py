@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from qg_lightning.checkpoint import UnsafeCheckpointError, load_checkpoint
 from qg_lightning.quality.backbones import BACKBONES, build_backbone, resolve_backbone_name
-from qg_lightning.quality.predictor import QualityPredictor, load_quality_predictor
+from qg_lightning.quality.predictor import QualityPredictor, _correlation_values, load_quality_predictor
 
 SIZE = 32
 
@@ -369,6 +369,22 @@ def test_constant_targets_log_zero_correlation(tmp_path: Path) -> None:
         metrics = _trainer(tmp_path).validate(model, loader, verbose=False)[0]
     assert metrics["val/pearson"] == 0.0
     assert metrics["val/mae"] > 0
+
+
+def test_multiclass_correlations_leave_out_both_empty_pairs() -> None:
+    """K-1 > 1: a class in neither candidate nor truth (target 1, candidate empty) is not a correlation value;
+    an empty candidate whose truth has the class (target 0) and every painted class are; binary keeps all."""
+    preds = torch.tensor([[0.9, 0.2], [0.4, 0.7], [0.6, 0.5]])
+    target = torch.tensor([[1.0, 1.0], [0.3, 0.0], [0.5, 1.0]])
+    cand = torch.zeros(3, 2, 4, 4)
+    cand[0, 0, 1, 1] = 1.0  # sample 0 paints class 1 (target 1 kept); class 2 empty with target 1: both empty
+    cand[1, 0, 2, 2] = 1.0  # sample 1 class 2 empty with target 0: the truth has it, kept
+    cand[2, 0, 0, 0] = cand[2, 1, 3, 3] = 1.0  # sample 2 paints both
+    p, t = _correlation_values(preds, target, cand)
+    assert p.tolist() == pytest.approx([0.9, 0.4, 0.7, 0.6, 0.5])
+    assert t.tolist() == pytest.approx([1.0, 0.3, 0.0, 0.5, 1.0])
+    p1, t1 = _correlation_values(preds[:, :1], target[:, :1], torch.zeros(3, 1, 4, 4))
+    assert p1.numel() == t1.numel() == 3
 
 
 # ---------------------------------------------------------------- checkpoints
