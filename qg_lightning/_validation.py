@@ -26,7 +26,15 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, overload
 
-__all__ = ["check_bool", "check_fraction", "check_int", "check_number", "is_int", "is_number"]
+__all__ = [
+    "check_bool",
+    "check_fraction",
+    "check_in_channels",
+    "check_int",
+    "check_number",
+    "is_int",
+    "is_number",
+]
 
 
 def is_int(value: object) -> bool:
@@ -216,4 +224,22 @@ def check_bool(value: Any, name: str, *, hint: str = "") -> bool:
     """
     if not isinstance(value, bool):
         raise ValueError(f"`{name}` must be true or false (a bool), got {value!r}.{_suffix(False, hint)[1]}")
+    return value
+
+
+def check_in_channels(value: Any, name: str = "in_channels", *, hint: str = "") -> int:
+    """Return ``value`` if it is 1 (grayscale) or 3 (RGB), the image channels every model here takes.
+
+    Example:
+        >>> check_in_channels(3)
+        3
+        >>> check_in_channels(4)
+        Traceback (most recent call last):
+            ...
+        ValueError: `in_channels` must be 1 (grayscale) or 3 (RGB), got 4.
+    """
+    if not is_int(value) or value not in (1, 3):
+        raise ValueError(
+            f"`{name}` must be 1 (grayscale) or 3 (RGB), got {value!r}.{_suffix(False, hint)[1]}"
+        )
     return value

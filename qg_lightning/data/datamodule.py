@@ -59,7 +59,14 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
-from qg_lightning._validation import check_bool, check_fraction, check_int, check_number, is_int
+from qg_lightning._validation import (
+    check_bool,
+    check_fraction,
+    check_in_channels,
+    check_int,
+    check_number,
+    is_int,
+)
 from qg_lightning.data.folder import (
     DataValidationError,
     FolderIndex,
@@ -191,8 +198,7 @@ class SemiSupervisedDataModule(L.LightningDataModule):
         check_int(synthetic_images, "synthetic_images", minimum=4)
         check_int(synthetic_size, "synthetic_size", minimum=16)
         check_num_classes(num_classes)
-        if isinstance(in_channels, bool) or in_channels not in (1, 3):
-            raise ValueError(f"`in_channels` must be 1 (grayscale) or 3 (RGB), got {in_channels!r}.")
+        check_in_channels(in_channels)
         check_int(image_size, "image_size", minimum=8)
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             check_number(value, name, low=0, high=1, high_open=True)

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from qg_lightning._validation import check_in_channels
 from qg_lightning.masks import check_num_classes
 
 __all__ = [
@@ -194,12 +195,6 @@ def _image_array(img: Image.Image, in_channels: int) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
-def _check_channels(in_channels: int) -> int:
-    if isinstance(in_channels, bool) or in_channels not in (1, 3):
-        raise ValueError(f"`in_channels` must be 1 (grayscale) or 3 (RGB), got {in_channels!r}.")
-    return in_channels
-
-
 def _format_values(values: Iterable[int]) -> str:
     values = list(values)
     shown = ", ".join(str(v) for v in values[:_MAX_LISTED])
@@ -252,7 +247,7 @@ def read_image(path: str | os.PathLike, in_channels: int = 3) -> np.ndarray:
         ...     read_image(f"{tmp}/a.png", 3).shape
         (2, 4, 3)
     """
-    _check_channels(in_channels)
+    check_in_channels(in_channels)
     path = Path(path)
     try:
         with _open_decoded(path) as img:
@@ -466,7 +461,7 @@ def scan_image_folder(
         ...     sorted(paths)
         ['a']
     """
-    _check_channels(in_channels)
+    check_in_channels(in_channels)
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"Image folder '{folder}' does not exist or is not a folder.")
@@ -551,7 +546,7 @@ def scan_folder(
         qg_lightning.data.folder.DataValidationError: Dataset folder '...' has no image/mask pairs ...
     """
     check_num_classes(num_classes)
-    _check_channels(in_channels)
+    check_in_channels(in_channels)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"Dataset root '{root}' ({ROOT_ARGUMENT}) does not exist or is not a folder.")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from qg_lightning._validation import check_int, is_int
+from qg_lightning._validation import check_in_channels, check_int, is_int
 from qg_lightning.data.folder import (
     read_image,
     read_mask,
@@ -255,8 +255,7 @@ class SegmentationDataset(Dataset):
             raise ValueError(
                 f"`ids` has {len(self.ids)} entries but `image_paths` has {len(self.image_paths)}."
             )
-        if in_channels not in (1, 3):
-            raise ValueError(f"`in_channels` must be 1 or 3, got {in_channels!r}.")
+        check_in_channels(in_channels)
         self.in_channels = in_channels
         self.num_classes = check_num_classes(num_classes)
         self.transform = transform

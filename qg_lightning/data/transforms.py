@@ -37,7 +37,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from qg_lightning._validation import check_int
+from qg_lightning._validation import check_in_channels, check_int
 
 __all__ = [
     "AugmentName",
@@ -55,12 +55,6 @@ MAX_ROTATION = 20.0
 
 def _check_size(image_size: int) -> int:
     return check_int(image_size, "image_size", minimum=8)
-
-
-def _check_channels(in_channels: int) -> int:
-    if isinstance(in_channels, bool) or in_channels not in (1, 3):
-        raise ValueError(f"`in_channels` must be 1 (grayscale) or 3 (RGB), got {in_channels!r}.")
-    return in_channels
 
 
 def _resize(image_size: int) -> A.Resize:
@@ -154,7 +148,7 @@ def build_transforms(
     if name not in get_args(AugmentName):
         raise ValueError(f"`name` must be one of {list(get_args(AugmentName))}, got {name!r}.")
     _check_size(image_size)
-    _check_channels(in_channels)
+    check_in_channels(in_channels)
     ops: list[A.BasicTransform] = [_resize(image_size)]
     if name in ("weak", "strong"):
         ops += _weak_geometry()
@@ -180,7 +174,7 @@ def build_strong_photometric(image_size: int, *, in_channels: int = 3, seed: int
         (16, 16, 3)
     """
     _check_size(image_size)
-    _check_channels(in_channels)
+    check_in_channels(in_channels)
     compose = A.Compose(_photometric(image_size, in_channels), strict=True)
     if seed is not None:
         reseed(compose, seed)

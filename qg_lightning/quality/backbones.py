@@ -30,7 +30,7 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
-from qg_lightning._validation import check_int
+from qg_lightning._validation import check_in_channels, check_int
 
 __all__ = ["BACKBONES", "BACKBONE_ALIASES", "resolve_backbone_name", "build_backbone"]
 
@@ -142,11 +142,7 @@ def build_backbone(
     import timm  # local import: timm is slow to import and only needed here
 
     key = resolve_backbone_name(name)
-    if isinstance(in_channels, bool) or in_channels not in (1, _RGB):
-        raise ValueError(
-            f"`in_channels` (image channels) must be 1 (grayscale) or 3 (RGB), got {in_channels!r}. "
-            "Convert other images to grayscale or RGB first."
-        )
+    check_in_channels(in_channels, hint="Convert other images to grayscale or RGB first.")
     check_int(mask_channels, "mask_channels", minimum=0)
     if not isinstance(pretrained, bool):
         raise TypeError(f"`pretrained` must be a bool, got {pretrained!r}.")

@@ -36,7 +36,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 # check_int / check_number are also importable from here, where they lived before qg_lightning._validation.
-from qg_lightning._validation import check_bool, check_int, check_number, is_number
+from qg_lightning._validation import check_bool, check_in_channels, check_int, check_number, is_number
 from qg_lightning.checkpoint import load_checkpoint
 from qg_lightning.masks import check_num_classes
 from qg_lightning.quality.backbones import BACKBONE_ALIASES, BACKBONES, build_backbone, resolve_backbone_name
@@ -189,8 +189,7 @@ class QualityNetwork(nn.Module):
                 f"`backbone` must be one of {sorted(BACKBONES)} (aliases: {sorted(BACKBONE_ALIASES)}), "
                 f"got {backbone!r}."
             ) from None
-        if isinstance(in_channels, bool) or in_channels not in (1, 3):
-            raise ValueError(f"`in_channels` must be 1 (grayscale) or 3 (RGB), got {in_channels!r}.")
+        check_in_channels(in_channels)
         check_num_classes(num_classes)
         for name, flag in (
             ("pretrained", pretrained),

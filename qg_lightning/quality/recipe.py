@@ -40,7 +40,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from qg_lightning._validation import check_bool, check_fraction, check_int, check_number, is_int, is_number
+from qg_lightning._validation import (
+    check_bool,
+    check_fraction,
+    check_in_channels,
+    check_int,
+    check_number,
+    is_int,
+    is_number,
+)
 from qg_lightning.data.folder import check_mask_folder
 
 __all__ = ["PredictorData", "PredictorRecipe", "fingerprint", "stage_fields"]
@@ -374,8 +382,7 @@ class PredictorData:
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             check_number(value, name, low=0, high=1, high_open=True)
-        if self.in_channels not in (1, 3) or isinstance(self.in_channels, bool):
-            raise ValueError(f"`in_channels` must be 1 (grayscale) or 3 (RGB), got {self.in_channels!r}.")
+        check_in_channels(self.in_channels)
         check_int(self.num_classes, "num_classes", minimum=2)
         check_int(self.synthetic_images, "synthetic_images", minimum=4)
         check_int(self.synthetic_size, "synthetic_size", minimum=16)
