@@ -223,6 +223,24 @@ def test_registry_covers_defaults_and_pairs():
     assert METHODS["FixMatch"].unlabeled_views == "weak_strong" and not METHODS["SUP"].use_unlabeled
 
 
+def test_class_reduction_variants_reach_the_callback(tmp_path: Path):
+    from qg_lightning.study.methods import MethodSpec
+    from qg_lightning.study.runs import guidance_kwargs
+
+    config = StudyConfig(out=tmp_path, seeds=(0,), preset=PRESETS["smoke"], methods=("PL-QW",))
+    schedule = resolve_schedule(PRESETS["smoke"], steps_per_epoch=1)
+    for name, reduction in (("PL-QW", "mean"), ("PL-QW-min", "min"), ("PL-QW-product", "product")):
+        spec = METHODS[name]
+        assert (
+            spec.class_reduction == reduction
+            and spec.guidance == "qw"
+            and spec.host_kwargs == {"weighting": "none"}
+        )
+        assert guidance_kwargs(spec, config, schedule, "g.ckpt", 1.0)["class_reduction"] == reduction
+    with pytest.raises(ValueError, match="class_reduction.*'max'"):
+        MethodSpec("X", "PseudoLabelSegmenter", guidance="qw", class_reduction="max")
+
+
 def test_schedule_resolution_in_steps_and_epochs():
     assert steps_per_epoch(45, 403, 8, 16) == 25
     assert steps_per_epoch(4, 0, 8, 16) == 1

@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 
 Guidance = Literal["qw", "qar"]
 Views = Literal["weak", "weak_strong"]
+ClassReduction = Literal["mean", "min", "product"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class MethodSpec:
         description: one line for the results.
         needs_true_masks: analysis-only methods that read the hidden masks of the unlabeled images
             (PL-oracle); skipped, with a note, when the unlabeled images have no masks.
+        class_reduction: guided multi-class methods: how per-class qualities become one sample quality
+            (``"mean"``, ``"min"`` or ``"product"``; :class:`~qg_lightning.guidance.QualityReweightCallback`).
     """
 
     name: str
@@ -40,8 +43,14 @@ class MethodSpec:
     unlabeled_views: Views = "weak"
     description: str = ""
     needs_true_masks: bool = False
+    class_reduction: ClassReduction = "mean"
 
     def __post_init__(self) -> None:
+        if self.class_reduction not in get_args(ClassReduction):
+            raise ValueError(
+                f"`class_reduction` of method {self.name!r} must be one of {list(get_args(ClassReduction))}, "
+                f"got {self.class_reduction!r}."
+            )
         if self.guidance not in (None, *get_args(Guidance)):
             raise ValueError(
                 f"`guidance` of method {self.name!r} must be None, 'qw' or 'qar', got {self.guidance!r}."
@@ -61,6 +70,7 @@ def _spec(
     views: Views = "weak",
     use_unlabeled: bool = True,
     needs_true_masks: bool = False,
+    class_reduction: ClassReduction = "mean",
     **host_kwargs: Any,
 ) -> MethodSpec:
     return MethodSpec(
@@ -72,6 +82,7 @@ def _spec(
         views,
         description,
         needs_true_masks,
+        class_reduction,
     )
 
 
@@ -104,6 +115,22 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType(
             "PseudoLabelSegmenter",
             "pseudolabels weighted by predicted quality (the method)",
             guidance="qw",
+            weighting="none",
+        ),
+        "PL-QW-min": _spec(
+            "PL-QW-min",
+            "PseudoLabelSegmenter",
+            "PL-QW, a sample's quality = its worst class's (multi-class; same as PL-QW for binary masks)",
+            guidance="qw",
+            class_reduction="min",
+            weighting="none",
+        ),
+        "PL-QW-product": _spec(
+            "PL-QW-product",
+            "PseudoLabelSegmenter",
+            "PL-QW, a sample's quality = the product of its classes' (multi-class; same as PL-QW for binary)",
+            guidance="qw",
+            class_reduction="product",
             weighting="none",
         ),
         "PL-oracle": _spec(
@@ -170,6 +197,8 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("PL-C", "PL-QW"),
     ("PL-T", "PL-QW"),
     ("PL", "PL-QW"),
+    ("PL-C", "PL-QW-min"),
+    ("PL-C", "PL-QW-product"),
     ("SUP", "QAR"),
     ("MT", "MT-QW"),
     ("FixMatch", "FixMatch-QW"),

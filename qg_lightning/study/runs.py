@@ -90,6 +90,7 @@ def guidance_kwargs(
         "qar_ramp": float(schedule.qar_ramp),
         "schedule_unit": "step",
         "check_alignment": True,
+        "class_reduction": spec.class_reduction,
     }
 
 
