@@ -49,9 +49,10 @@ def test_and_pool(root: str, n_test: int, n_pool: int, seed: int) -> tuple[list[
     """The new centre's fixed test ids (sorted) and its pool of labeled ids, in the seeded order in which they
     are spent (the first N are the N calibration images)."""
     ids = sorted(scan_folder(root, check=False).ids)
-    if n_test + n_pool > len(ids):
+    if n_test + n_pool >= len(ids):
         raise SystemExit(
-            f"--n-test {n_test} + the largest --calibration-sizes {n_pool} exceed the {len(ids)} images of {root}."
+            f"--n-test {n_test} + the largest --calibration-sizes {n_pool} must leave at least one of the "
+            f"{len(ids)} images of {root} out (the split files need a training id); lower one of them."
         )
     order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
     return sorted(order[:n_test]), order[n_test:]
