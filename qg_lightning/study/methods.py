@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
+from qg_lightning.guidance.functional import check_class_reduction
+
 log = logging.getLogger(__name__)
 
 Guidance = Literal["qw", "qar"]
@@ -46,11 +48,7 @@ class MethodSpec:
     class_reduction: ClassReduction = "mean"
 
     def __post_init__(self) -> None:
-        if self.class_reduction not in get_args(ClassReduction):
-            raise ValueError(
-                f"`class_reduction` of method {self.name!r} must be one of {list(get_args(ClassReduction))}, "
-                f"got {self.class_reduction!r}."
-            )
+        check_class_reduction(self.class_reduction, name=f"class_reduction` of method `{self.name}")
         if self.guidance not in (None, *get_args(Guidance)):
             raise ValueError(
                 f"`guidance` of method {self.name!r} must be None, 'qw' or 'qar', got {self.guidance!r}."
