@@ -89,10 +89,12 @@ def variant_recipe(args: argparse.Namespace, variant: str) -> PredictorRecipe:
     changes = {"snapshot_folds": args.folds, "snapshot_models": tuple(args.snapshot_archs),
                "snapshot_epochs": tuple(args.snapshot_epochs), "snapshot_label_fraction": args.snapshot_label_fraction,
                "image_size": args.image_size, "backbone": args.backbone, "samples_per_image": args.samples_per_image,
-               "channels_last": args.channels_last, "max_minutes": args.minutes,
+               "channels_last": args.channels_last,
                "calibration": "logit" if args.calibrate else "none", "seed": args.seed}  # fmt: skip
     if args.max_epochs is not None:
         changes["max_epochs"] = args.max_epochs
+    if args.minutes is not None:
+        changes["max_minutes"] = args.minutes
     if args.train_seed is not None:  # another predictor seed on the same split and snapshots: a replicate
         changes.update(seed=args.train_seed, snapshot_seed=args.seed)
     for name in ("p_weak", "error_map_weight"):
@@ -179,7 +181,10 @@ def main() -> None:
         "masks from several architectures, e.g. Unet:resnet18 DeepLabV3Plus:resnet18",
     )  # fmt: skip
     parser.add_argument("--eval-epochs", type=int, nargs="+", default=[1, 3, 6])
-    parser.add_argument("--minutes", type=float, default=45.0, help="training time limit per predictor")
+    parser.add_argument(
+        "--minutes", type=float, default=None,
+        help="training time limit per predictor (default: the recipe's, none: it trains its epochs)",
+    )  # fmt: skip
     parser.add_argument(
         "--max-epochs", type=int, default=None,
         help=f"epochs per predictor (default: the recipe's, {recipe.max_epochs})",
