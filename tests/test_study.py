@@ -210,6 +210,40 @@ def test_resume_with_other_settings_is_refused(study):
         run_study(other)
 
 
+@pytest.mark.slow
+def test_estimate_times_steps_with_the_unsupervised_branch_on(tmp_path, monkeypatch):
+    """The hosts skip their unsupervised passes while its weight is 0 (warm-up): the estimate must time steps
+    past the warm-up, or it projects SSL runs at about the cost of a supervised run."""
+    import qg_lightning.study.estimate as estimate_module
+    from qg_lightning.methods import PseudoLabelSegmenter
+    from qg_lightning.quality.estimate import TimeEstimate
+
+    monkeypatch.setenv("QG_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    stub = TimeEstimate(60.0, {"snapshots": 20.0, "predictor": 40.0}, {})
+    monkeypatch.setattr(estimate_module, "estimate_predictor_time", lambda *a, **k: stub)
+    calls: list[bool] = []
+    original = PseudoLabelSegmenter.unsupervised_terms
+
+    def spy(self, unlabeled):
+        calls.append(self.guidance_uses("qw"))
+        return original(self, unlabeled)
+
+    monkeypatch.setattr(PseudoLabelSegmenter, "unsupervised_terms", spy)
+    preset = PRESETS["smoke"].replace(unsup_warmup=50, unsup_ramp=10)  # warm-up past every timed step
+    config = StudyConfig(out=str(tmp_path / "out"), seeds=(0, 1), preset=preset, methods=("SUP", "PL", "PL-QW"))
+    result = estimate_module.estimate_study(config, timed_steps=2, warmup_steps=1)
+    steps = 1 + 2 + 1
+    assert calls.count(False) == steps and calls.count(True) == steps  # PL, then PL-QW with its predictor
+    assert not (tmp_path / "out").exists()  # nothing is written to --out
+    schedule = result["schedule"]
+    for name in ("SUP", "PL", "PL-QW"):
+        figures = result["per_method"][name]
+        assert figures["step_s"] > 0 and figures["run_s"] > schedule["max_steps"] * figures["step_s"]
+    assert result["predictor_s"] == 40.0 and result["snapshots_s"] == 20.0
+    runs = sum(f["run_s"] for f in result["per_method"].values()) * 2
+    assert result["runs_s"] == pytest.approx(runs) and result["total_s"] == pytest.approx(runs + 60.0)
+
+
 # ------------------------------------------------------------------------------------------ pure helpers
 def test_registry_covers_defaults_and_pairs():
     assert set(DEFAULT_METHODS) <= set(METHODS)

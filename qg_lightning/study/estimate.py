@@ -59,9 +59,11 @@ def estimate_study(
 ) -> dict[str, Any]:
     """Measure step times on this machine and project the wall time of the whole study (nothing is kept).
 
-    Each selected method trains ``warmup_steps + timed_steps + 1`` steps (an untrained predictor stands in for
-    guided variants: the cost does not depend on its weights); the median time between batches after the
-    warm-up is its step time. One validation pass and one test pass (with HD95) of the supervised model, a
+    Each selected method trains ``warmup_steps + timed_steps + 1`` steps with its unsupervised and QAR weights
+    on from the first step (an untrained predictor stands in for guided variants: the cost does not depend on
+    its weights); the median time between batches after the warm-up is its step time. Every step of a run is
+    projected at that time, although the hosts skip the unsupervised passes during the schedule's warm-up
+    (``unsup_warmup`` steps, a tenth of a ``cpu`` run): the projection errs long by at most that share. One validation pass and one test pass (with HD95) of the supervised model, a
     few weak-model and predictor steps and one predictor validation pass are timed too. The projection:
 
     * runs: ``seeds x sum over methods of (max_steps x step time + validations x validation time + 2 x test
@@ -127,10 +129,13 @@ def estimate_study(
                 **extra,
             )
 
+        # time the steps of a run past its warm-ups: the hosts skip the unsupervised forward passes (and the
+        # predictor's) while the unsupervised weight is 0, so warm-up steps cost about a supervised step
+        timed = dataclasses.replace(schedule, unsup_warmup=0, unsup_ramp=0, qar_warmup=0, qar_ramp=0)
         per_method: dict[str, dict[str, float]] = {}
         for spec in specs:
             L.seed_everything(0, workers=True, verbose=False)
-            model = _host_class(spec)(**host_kwargs(spec, fake_config, schedule))
+            model = _host_class(spec)(**host_kwargs(spec, fake_config, timed))
             dm = SemiSupervisedDataModule(
                 **_data_kwargs(config, str(split)),
                 use_unlabeled=spec.use_unlabeled,
@@ -142,9 +147,9 @@ def estimate_study(
             )
             timer = _StepTimer()
             callbacks: list[Any] = [timer]
-            guide = guidance_kwargs(spec, fake_config, schedule, str(predictor_path), 0.25)
+            guide = guidance_kwargs(spec, fake_config, timed, str(predictor_path), 0.25)
             if guide is not None:
-                callbacks.append(QualityReweightCallback(**{**guide, "qw_warmup": 0.0, "qar_warmup": 0.0}))
+                callbacks.append(QualityReweightCallback(**guide))
             trainer(n, callbacks).fit(model, datamodule=dm)
             step = _per_step(timer.times, warmup_steps)
             per_method[spec.name] = {"step_s": step, "step_cpu_s": _per_step(timer.cpu_times, warmup_steps)}
