@@ -230,7 +230,9 @@ def test_estimate_times_steps_with_the_unsupervised_branch_on(tmp_path, monkeypa
 
     monkeypatch.setattr(PseudoLabelSegmenter, "unsupervised_terms", spy)
     preset = PRESETS["smoke"].replace(unsup_warmup=50, unsup_ramp=10)  # warm-up past every timed step
-    config = StudyConfig(out=str(tmp_path / "out"), seeds=(0, 1), preset=preset, methods=("SUP", "PL", "PL-QW"))
+    config = StudyConfig(
+        out=str(tmp_path / "out"), seeds=(0, 1), preset=preset, methods=("SUP", "PL", "PL-QW")
+    )
     result = estimate_module.estimate_study(config, timed_steps=2, warmup_steps=1)
     steps = 1 + 2 + 1
     assert calls.count(False) == steps and calls.count(True) == steps  # PL, then PL-QW with its predictor
