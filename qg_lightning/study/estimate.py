@@ -63,8 +63,9 @@ def estimate_study(
     on from the first step (an untrained predictor stands in for guided variants: the cost does not depend on
     its weights); the median time between batches after the warm-up is its step time. Every step of a run is
     projected at that time, although the hosts skip the unsupervised passes during the schedule's warm-up
-    (``unsup_warmup`` steps, a tenth of a ``cpu`` run): the projection errs long by at most that share. One validation pass and one test pass (with HD95) of the supervised model, a
-    few weak-model and predictor steps and one predictor validation pass are timed too. The projection:
+    (``unsup_warmup`` steps, a tenth of a ``cpu`` run): the projection errs long by at most that share. One
+    validation pass and one test pass (with HD95) of the supervised model, a few weak-model and predictor steps
+    and one predictor validation pass are timed too. The projection:
 
     * runs: ``seeds x sum over methods of (max_steps x step time + validations x validation time + 2 x test
       time + setup)``;
