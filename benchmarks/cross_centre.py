@@ -16,6 +16,11 @@ recalibration, the real candidates' MAE, Pearson, Spearman with 95% intervals fr
 constant baseline, failure-detection AUROC of the predictor and of the segmenters' own confidence, and the
 synthetic candidates' Pearson. Reports already in ``--out-dir`` are reused.
 
+``--fine-tune-sizes N ...`` adds the fourth option: for each N, the predictor is fine-tuned on the first N pool
+images (three quarters train it, the last quarter validates and calibrates it): the library's recipe
+(``PredictorRecipe(init_from=PREDICTOR)``, ``--image-size``, ``--fine-tune-epochs``, snapshot epochs scaled to
+the few images) through ``train_predictor``, then judged on the same test set (``fine_tuned_nN``).
+
 ``--two-centre-folder`` writes the third option instead: a folder of links to both centres' pairs with a split
 that trains a predictor on the first centre's training split plus ``--n-pool`` of the new centre's pool images
 (the same images the recalibrations spend), keeping both test sets out; train it with ``qg-lightning
@@ -23,7 +28,7 @@ train-predictor --data.root OUT/two_centre`` and evaluate it with this script li
 
 Usage:
     python benchmarks/cross_centre.py --root ../shared/data/neopolyp --predictor PRED.ckpt \\
-        --segmenter SEG1.ckpt SEG2.ckpt --tta --out-dir /tmp/cross_centre
+        --segmenter SEG1.ckpt SEG2.ckpt --tta --out-dir /tmp/cross_centre [--fine-tune-sizes 25 100]
     python benchmarks/cross_centre.py --two-centre-folder --home-split STUDY/split.json --out-dir /tmp/cross_centre
 """
 
@@ -43,6 +48,8 @@ from qg_lightning.cli_evaluate import evaluate_predictor_cli
 from qg_lightning.data.folder import scan_folder
 from qg_lightning.data.splits import Split
 from qg_lightning.quality.calibration import calibrate_checkpoint, read_candidates
+from qg_lightning.quality.recipe import PredictorData, PredictorRecipe
+from qg_lightning.quality.training import train_predictor
 
 
 def test_and_pool(root: str, n_test: int, n_pool: int, seed: int) -> tuple[list[str], list[str]]:
@@ -96,6 +103,24 @@ def write_two_centre_folder(args) -> Path:
     )
     split.save(folder / "split.json")
     return folder
+
+
+def fine_tune(args, n: int) -> Path:
+    """The predictor fine-tuned on the first ``n`` pool images of the new centre (``OUT/fine_tune_nN``); returns
+    its final checkpoint. Three quarters of them train it, the last quarter validates and calibrates it."""
+    test, pool = test_and_pool(args.root, args.n_test, n, args.seed)
+    n_train = round(0.75 * n)
+    folder = Path(args.out_dir) / f"fine_tune_n{n}"
+    folder.mkdir(parents=True, exist_ok=True)
+    split = Split(train=sorted(pool[:n_train]), val=sorted(pool[n_train:n]), test=test).save(
+        folder / "split.json"
+    )
+    recipe = PredictorRecipe(image_size=args.image_size, max_epochs=args.fine_tune_epochs,
+                             init_from=str(Path(args.predictor).resolve()))  # fmt: skip
+    # the weak models train on a few images: as many steps as in the measured setting (their masks stay real)
+    recipe = recipe.replace(snapshot_epochs=recipe.scaled_to(n_train).snapshot_epochs)
+    data = PredictorData(root=args.root, split_file=str(split))
+    return train_predictor(recipe, data, folder / "run").checkpoint
 
 
 def _evaluate(args, predictor: str, split: Path, subset: str, report: Path) -> dict:
@@ -155,6 +180,14 @@ def run(args) -> dict:
         figures = _figures(report, _evaluate(args, str(ckpt), splits[f"n{n}"], "test", report),
                            np.random.default_rng(args.seed), args.resamples)  # fmt: skip
         result[f"recalibrated_n{n}"] = {"n_calibration_candidates": int(pred.numel()), **figures}
+    for n in args.fine_tune_sizes:
+        ckpt = fine_tune(args, n)
+        report = out / f"test_fine_tuned_n{n}.json"
+        result[f"fine_tuned_n{n}"] = {
+            "epochs": args.fine_tune_epochs,
+            **_figures(report, _evaluate(args, str(ckpt), splits["test"], "test", report),
+                       np.random.default_rng(args.seed), args.resamples),
+        }  # fmt: skip
     result["command"] = "python benchmarks/cross_centre.py " + " ".join(args.argv)
     (out / "cross_centre.json").write_text(json.dumps(result, indent=2))
     return result
@@ -177,6 +210,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--resamples", type=int, default=1000, help="image bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fine-tune-sizes", type=int, nargs="*", default=[],
+                        help="also fine-tune the predictor on this many new-centre pool images (each N)")  # fmt: skip
+    parser.add_argument("--fine-tune-epochs", type=int, default=28, help="predictor epochs of a fine-tuning")
+    parser.add_argument("--image-size", type=int, default=64,
+                        help="image size of a fine-tuning (the predictor's own training size)")  # fmt: skip
     parser.add_argument("--two-centre-folder", action="store_true",
                         help="instead: write --out-dir/two_centre (links and split.json) for a predictor trained on "
                              "both centres, and print its path")  # fmt: skip
@@ -188,6 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.calibration_sizes):
         parser.error("--calibration-sizes must be >= 1")
+    if any(n < 8 for n in args.fine_tune_sizes):
+        parser.error("--fine-tune-sizes must be >= 8 (a quarter of them validates)")
     args.argv = argv
     if not args.two_centre_folder and not (args.predictor and args.segmenter):
         parser.error("--predictor and --segmenter are required (unless --two-centre-folder)")

@@ -177,6 +177,13 @@ def parse_train_predictor_args(
         data = PredictorData(**data_values)
     except (TypeError, ValueError, FileNotFoundError) as err:
         parser.error(_flag_names(str(err), "--data."))
+    if recipe.init_from is not None:  # the starting weights exist and fit, before any work
+        from qg_lightning.quality.training import check_init_from
+
+        try:
+            check_init_from(recipe, data)
+        except (ValueError, FileNotFoundError) as err:
+            parser.error(_flag_names(str(err), "--recipe."))
     out = (
         Path(ns.out)
         if ns.out

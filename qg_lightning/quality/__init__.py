@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # for type checkers and the API docs; at run time each name l
         QualityPredictor,
         load_quality_predictor,
         load_quality_predictors,
+        predictor_from_checkpoint,
     )
     from qg_lightning.quality.recipe import PredictorData, PredictorRecipe
     from qg_lightning.quality.sampling import (
@@ -66,6 +67,7 @@ __all__ = [
     "load_quality_predictor",
     "load_quality_predictors",
     "load_snapshot",
+    "predictor_from_checkpoint",
     "train_predictor",
     "BLOB",
     "CATASTROPHIC",
@@ -106,6 +108,7 @@ __getattr__, __dir__ = lazy_exports(
             "QualityPredictor",
             "load_quality_predictor",
             "load_quality_predictors",
+            "predictor_from_checkpoint",
         ),
         "qg_lightning.quality.recipe": ("PredictorData", "PredictorRecipe"),
         "qg_lightning.quality.sampling": (

@@ -30,6 +30,7 @@ from torchmetrics import PearsonCorrCoef, SpearmanCorrCoef
 
 from qg_lightning._standalone import standalone
 from qg_lightning._validation import check_int, check_number
+from qg_lightning.quality.backbones import resolve_backbone_name
 from qg_lightning.quality.network import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -50,6 +51,7 @@ __all__ = [
     "error_map_targets",
     "load_quality_predictor",
     "load_quality_predictors",
+    "predictor_from_checkpoint",
 ]
 
 _BATCH_KEYS = ("image", "candidate", "quality")
@@ -418,6 +420,73 @@ def load_quality_predictor(
         map_location=map_location,
     )  # fmt: skip
     return cast(QualityPredictor, model)
+
+
+def predictor_from_checkpoint(path: str | os.PathLike, **hparams: Any) -> QualityPredictor:
+    """A new :class:`QualityPredictor` built with ``hparams`` (e.g. a recipe's training settings) that starts
+    from the weights of the predictor saved at ``path``: the start of a fine-tuning.
+
+    The image statistics come from the checkpoint (the weights were learnt with them) and the calibration is
+    dropped (fit a new one on the new data). ``backbone``, ``in_channels`` and ``num_classes`` must match the
+    checkpoint's; an error-map head (``error_map_weight`` > 0) that the checkpoint lacks starts from its
+    initialisation, and one that it has but ``hparams`` do not ask for is left out. The checkpoint is read with
+    :func:`load_quality_predictor` (``weights_only=True``).
+
+    Args:
+        path: a quality predictor ``.ckpt`` (``qg-lightning train-predictor``'s ``quality_predictor.ckpt``).
+        **hparams: :class:`QualityPredictor` arguments; ``pretrained``, ``image_mean``, ``image_std`` and
+            ``calibration`` are set here.
+
+    Returns:
+        The predictor, in training mode.
+
+    Raises:
+        ValueError: the checkpoint's backbone, channels or classes differ from ``hparams`` (the message names
+            the file and both values), or its weights do not fit.
+        FileNotFoundError, qg_lightning.checkpoint.UnsafeCheckpointError: as :func:`load_quality_predictor`.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> g = QualityPredictor(in_channels=1)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "g.ckpt"
+        ...     torch.save({"state_dict": g.state_dict(), "hyper_parameters": dict(g.hparams)}, path)
+        ...     h = predictor_from_checkpoint(path, in_channels=1, error_map_weight=0.5)
+        >>> torch.equal(h.head[-1].weight, g.head[-1].weight), h.error_head is not None, h.training
+        (True, True, True)
+    """
+    hparams = dict(hparams)
+    source = load_quality_predictor(
+        path, in_channels=hparams.get("in_channels"), num_classes=hparams.get("num_classes")
+    )
+    mine = resolve_backbone_name(str(hparams.get("backbone", _ctor_params()["backbone"].default)))
+    theirs = resolve_backbone_name(str(source.hparams["backbone"]))
+    if mine != theirs:
+        raise ValueError(
+            f"'{path}' is a {theirs} predictor, but the new one is asked to be {mine}: set `backbone` to "
+            f"{theirs!r} to fine-tune it."
+        )
+    hparams.update(
+        in_channels=source.in_channels,
+        num_classes=source.num_classes,
+        pretrained=False,
+        image_mean=list(source.hparams["image_mean"]),
+        image_std=list(source.hparams["image_std"]),
+        calibration=None,
+    )
+    model = standalone(QualityPredictor, **hparams)
+    weights = {k: v for k, v in source.state_dict().items() if not k.startswith("error_head.")}
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # mis-shaped weights (e.g. another head width)
+        raise ValueError(f"The weights of '{path}' do not fit the new predictor: {err}") from None
+    missing = [k for k in missing if not k.startswith("error_head.")]
+    if missing or unexpected:
+        raise ValueError(
+            f"The weights of '{path}' do not fit the new predictor (missing {missing[:5]}, unexpected "
+            f"{list(unexpected)[:5]}): build it with the checkpoint's `dropout`/`hidden` settings."
+        )
+    return model.train()
 
 
 def load_quality_predictors(

@@ -118,6 +118,12 @@ class PredictorRecipe:
             the weak models unless ``snapshot_seed`` is set.
         snapshot_seed: seed of the weak models (``None``: ``seed``); set it to train predictor replicates with
             other seeds on the same snapshots.
+        init_from: a quality predictor checkpoint (e.g. one trained at another centre) whose weights the
+            predictor starts from instead of ``pretrained`` / random weights: fine-tuning on this data. Its
+            ``backbone``, image channels and classes must match; an error-map head it lacks starts fresh, and
+            its calibration is dropped (the calibration stage fits a new one). Usually with fewer
+            ``max_epochs``. ``None`` (default) trains from scratch. Left out of :meth:`to_dict` when ``None``,
+            so recipes saved before the field existed still compare equal.
 
     Raises:
         ValueError: a field is out of range; the message names it.
@@ -147,10 +153,18 @@ class PredictorRecipe:
     tta: bool = True
     seed: int = 0
     snapshot_seed: int | None = None
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):  # lists from JSON / YAML become tuples
             object.__setattr__(self, f.name, _as_tuple(getattr(self, f.name)))
+        if isinstance(self.init_from, os.PathLike):
+            object.__setattr__(self, "init_from", os.fspath(self.init_from))
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from.strip()):
+            raise ValueError(
+                f"`init_from` must be the path of a quality predictor checkpoint (.ckpt) or null, got "
+                f"{self.init_from!r}."
+            )
         check_int(self.snapshot_folds, "snapshot_folds", minimum=2)
         models = self.snapshot_models
         if not isinstance(models, tuple) or not models:
@@ -259,8 +273,18 @@ class PredictorRecipe:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON / YAML-ready dict (tuples as lists)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        """JSON / YAML-ready dict (tuples as lists); ``init_from`` only when set.
+
+        Example:
+            >>> "init_from" in PredictorRecipe().to_dict()
+            False
+            >>> PredictorRecipe(init_from="g.ckpt").to_dict()["init_from"]
+            'g.ckpt'
+        """
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        if out["init_from"] is None:  # recipes saved before the field existed still compare equal
+            del out["init_from"]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PredictorRecipe:
@@ -497,7 +521,8 @@ def stage_fields(
     """The settings a stage's cached output depends on: the data and the recipe fields of this stage and of
     every earlier one (``split`` < ``snapshots`` < ``predictor`` < ``calibration`` < ``report``), plus
     ``extra``. ``data.mask_dir`` is left out at its default (``masks``), so that runs cached before the field
-    existed still match; any other mask folder is part of every stage's settings.
+    existed still match; any other mask folder is part of every stage's settings. A recipe's ``init_from``
+    enters the predictor stage and later ones as the checkpoint's SHA-256 (the weights, not the path).
 
     Example:
         >>> sorted(stage_fields("split", PredictorRecipe(), PredictorData()))[:3]
@@ -519,6 +544,14 @@ def stage_fields(
         out.update({f"recipe.{k}": recipe_dict[k] for k in _STAGE_RECIPE_FIELDS[name]})
     if "recipe.snapshot_seed" in out:  # the seed the weak models use, whichever field gave it
         out["recipe.snapshot_seed"] = recipe.weak_model_seed
+    if recipe.init_from is not None and STAGES.index(stage) >= STAGES.index("predictor"):
+        start = Path(recipe.init_from).expanduser()
+        if not start.is_file():
+            raise FileNotFoundError(
+                f"`init_from`: no quality predictor checkpoint at '{recipe.init_from}'; give the path of a "
+                "`quality_predictor.ckpt` (e.g. the output of another `qg-lightning train-predictor` run)."
+            )
+        out["recipe.init_from_sha256"] = _file_hash(start)  # the weights, not how the path was spelt
     out.update(dict(extra or {}))
     return out
 

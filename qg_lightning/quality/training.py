@@ -43,7 +43,14 @@ from qg_lightning.data import SemiSupervisedDataModule, Split, derive_seed, load
 from qg_lightning.quality.cache import CacheMismatchError, StageCache, read_json, relative_path, write_json
 from qg_lightning.quality.recipe import STAGES, PredictorData, PredictorRecipe, stage_fields
 
-__all__ = ["CacheMismatchError", "ProgressEvent", "TrainedPredictor", "check_output", "train_predictor"]
+__all__ = [
+    "CacheMismatchError",
+    "ProgressEvent",
+    "TrainedPredictor",
+    "check_init_from",
+    "check_output",
+    "train_predictor",
+]
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +251,7 @@ def _predictor_stage(
     precision: str | None, emit: Any,
 ) -> dict[str, Any]:  # fmt: skip
     from qg_lightning.quality.datamodule import QualityDataModule
-    from qg_lightning.quality.predictor import QualityPredictor
+    from qg_lightning.quality.predictor import QualityPredictor, predictor_from_checkpoint
 
     info = stage.cached()
     if info is not None:
@@ -264,9 +271,12 @@ def _predictor_stage(
         snapshot_policy=recipe.snapshot_policy,
         snapshot_threshold=list(threshold) if isinstance(threshold, tuple) else threshold,
     )
-    model = QualityPredictor(backbone=recipe.backbone, in_channels=data.in_channels,
-                             num_classes=data.num_classes, pretrained=recipe.pretrained,
-                             channels_last=recipe.channels_last, error_map_weight=float(recipe.error_map_weight))  # fmt: skip
+    hparams = {"backbone": recipe.backbone, "in_channels": data.in_channels, "num_classes": data.num_classes,
+               "channels_last": recipe.channels_last, "error_map_weight": float(recipe.error_map_weight)}  # fmt: skip
+    if recipe.init_from is not None:  # fine-tuning: the weights (and image statistics) of another predictor
+        model = predictor_from_checkpoint(recipe.init_from, **hparams)
+    else:
+        model = QualityPredictor(pretrained=recipe.pretrained, **hparams)
     dm.setup()
     if len(dm.train_ids) * recipe.samples_per_image < recipe.batch_size:
         raise ValueError(
@@ -522,6 +532,28 @@ def check_output(
     return done
 
 
+def check_init_from(recipe: PredictorRecipe, data: PredictorData) -> None:
+    """Check, without training, that ``recipe.init_from`` is a quality predictor checkpoint that fits ``data``
+    and ``recipe.backbone``.
+
+    Raises:
+        FileNotFoundError: no file there.
+        ValueError: it does not fit; the message names the file, the field and the fix.
+    """
+    from qg_lightning.quality.predictor import predictor_from_checkpoint
+
+    if not Path(recipe.init_from or "").expanduser().is_file():
+        raise FileNotFoundError(
+            f"`init_from`: no quality predictor checkpoint at '{recipe.init_from}'; give the path of a "
+            "`quality_predictor.ckpt` (e.g. the output of another `qg-lightning train-predictor` run)."
+        )
+    try:
+        predictor_from_checkpoint(str(recipe.init_from), backbone=recipe.backbone, in_channels=data.in_channels,
+                                  num_classes=data.num_classes)  # fmt: skip
+    except ValueError as err:
+        raise ValueError(f"`init_from`: {err}") from None
+
+
 # -------------------------------------------------------------------------------------------------- API
 def train_predictor(
     recipe: PredictorRecipe,
@@ -554,7 +586,9 @@ def train_predictor(
 
     Raises:
         CacheMismatchError: ``out`` (or ``snapshot_dir``) holds a stage made with other settings.
-        ValueError: ``report_subset`` or ``accelerator`` is not allowed, or the split has no validation images.
+        ValueError: ``report_subset`` or ``accelerator`` is not allowed, the split has no validation images, or
+            ``recipe.init_from`` does not fit ``data`` / ``recipe.backbone``.
+        FileNotFoundError: ``recipe.init_from`` names no file.
 
     Example:
         >>> import tempfile
@@ -574,6 +608,8 @@ def train_predictor(
     if accelerator not in ("auto", "cpu", "gpu", "cuda", "mps"):
         raise ValueError(f"`accelerator` must be 'auto', 'cpu', 'gpu', 'cuda' or 'mps', got {accelerator!r}.")
     out = Path(out)
+    if recipe.init_from is not None:  # before any work: the starting weights exist and fit this data
+        check_init_from(recipe, data)
     check_output(recipe, data, out, snapshot_dir=snapshot_dir, report_subset=report_subset)
     out.mkdir(parents=True, exist_ok=True)
     emit = _emitter(progress)

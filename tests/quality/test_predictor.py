@@ -15,7 +15,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from qg_lightning.checkpoint import UnsafeCheckpointError, load_checkpoint
 from qg_lightning.quality.backbones import BACKBONES, build_backbone, resolve_backbone_name
-from qg_lightning.quality.predictor import QualityPredictor, _correlation_values, load_quality_predictor
+from qg_lightning.quality.predictor import (
+    QualityPredictor,
+    _correlation_values,
+    load_quality_predictor,
+    predictor_from_checkpoint,
+)
 
 SIZE = 32
 
@@ -602,3 +607,41 @@ def test_load_quality_predictors_one_or_several(tmp_path: Path) -> None:
         load_quality_predictors(paths[:3], in_channels=3)
     with pytest.raises(FileNotFoundError):
         load_quality_predictors([paths[0], tmp_path / "missing.ckpt"])
+
+
+# -------------------------------------------------------------------------------------- fine-tuning start
+def _saved(model: QualityPredictor, path: Path) -> Path:
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return path
+
+
+def test_predictor_from_checkpoint_starts_from_its_weights_and_statistics(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = QualityPredictor(in_channels=1, image_mean=[0.3], image_std=[0.2], calibration=[2.0, 0.5])
+    path = _saved(source, tmp_path / "g.ckpt")
+    model = predictor_from_checkpoint(path, in_channels=1, error_map_weight=0.5, lr=1e-4)
+    assert model.training and model.hparams.lr == 1e-4 and model.error_head is not None
+    assert model.image_stats == ([0.3], [0.2]) and model.calibration is None  # a new calibration is fitted
+    theirs = source.state_dict()
+    for name, value in model.state_dict().items():
+        if not name.startswith("error_head."):
+            assert torch.equal(value, theirs[name]), name
+    # an error-map head the checkpoint has but the new predictor does not ask for is left out
+    with_head = _saved(QualityPredictor(in_channels=1, error_map_weight=0.5), tmp_path / "h.ckpt")
+    assert predictor_from_checkpoint(with_head, in_channels=1).error_head is None
+
+
+@pytest.mark.parametrize(
+    ("hparams", "pattern"),
+    [
+        ({"backbone": "resnet34"}, r"is a resnet18 predictor.*set `backbone` to 'resnet18'"),
+        ({"num_classes": 3}, r"expects num_classes=2.*\(asked for num_classes=3\)"),
+        ({"hidden": 64}, r"do not fit the new predictor"),
+    ],
+)
+def test_predictor_from_checkpoint_refuses_what_does_not_fit(
+    tmp_path: Path, hparams: dict, pattern: str
+) -> None:
+    path = _saved(QualityPredictor(), tmp_path / "g.ckpt")
+    with pytest.raises(ValueError, match=pattern):
+        predictor_from_checkpoint(path, **hparams)

@@ -7,14 +7,16 @@ import json
 import shutil
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
 
+from qg_lightning.checkpoint import load_checkpoint
 from qg_lightning.cli import cli_main, main
 from qg_lightning.cli_train_predictor import parse_train_predictor_args
 from qg_lightning.guidance import QualityReweightCallback
-from qg_lightning.quality import load_quality_predictor
+from qg_lightning.quality import QualityPredictor, load_quality_predictor
 from qg_lightning.quality.estimate import estimate_predictor_time
 from qg_lightning.quality.recipe import PredictorData, PredictorRecipe, stage_fields
 from qg_lightning.quality.training import CacheMismatchError, check_output, train_predictor
@@ -65,6 +67,8 @@ def test_release_settings() -> None:
         ({"tta": "yes"}, "tta"),
         ({"snapshot_label_fraction": 0}, "snapshot_label_fraction"),
         ({"seed": 1.5}, "seed"),
+        ({"init_from": ""}, "init_from"),
+        ({"init_from": 3}, "init_from"),
     ],
 )
 def test_every_field_is_validated_by_name(changes: dict, field: str) -> None:
@@ -135,6 +139,28 @@ def test_data_mask_dir_is_checked_early_and_joins_the_fingerprint(three_class_ro
 
 
 # -------------------------------------------------------------------------------------------- end to end
+def test_init_from_joins_the_predictor_stage_as_its_weights(tmp_path: Path) -> None:
+    assert "init_from" not in PredictorRecipe().to_dict()  # saved recipes and studies still compare equal
+    start = tmp_path / "g.ckpt"
+    start.write_bytes(b"weights")
+    recipe = PredictorRecipe(init_from=start)  # a path object is kept as text
+    assert recipe.init_from == str(start) and PredictorRecipe.from_dict(recipe.to_dict()) == recipe
+    data = PredictorData()
+    assert stage_fields("snapshots", recipe, data) == stage_fields("snapshots", PredictorRecipe(), data)
+    before = stage_fields("report", recipe, data)
+    assert "recipe.init_from_sha256" in before and "recipe.init_from" not in before
+    moved = tmp_path / "moved.ckpt"
+    shutil.copy(start, moved)
+    assert stage_fields("report", recipe.replace(init_from=str(moved)), data) == before  # same weights
+    start.write_bytes(b"other weights")
+    assert stage_fields("predictor", recipe, data) != stage_fields(
+        "predictor", recipe.replace(init_from=moved), data
+    )
+    start.unlink()
+    with pytest.raises(FileNotFoundError, match=r"`init_from`: no quality predictor checkpoint at"):
+        stage_fields("predictor", recipe, data)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
     """One tiny end-to-end run on the embedded synthetic data (about 15 s on one core)."""
@@ -236,6 +262,40 @@ def test_a_redone_stage_redoes_the_later_ones(trained, tmp_path: Path) -> None:
         assert (moved / f"{name}.done.json").stat().st_mtime_ns > before[name], name
 
 
+def test_fine_tuning_starts_from_the_given_predictor(trained, tmp_path: Path, monkeypatch) -> None:
+    result, _ = trained
+    source = load_quality_predictor(str(result.checkpoint))
+    started: dict = {}
+    fit = L.Trainer.fit
+
+    def spy(self, model, *args, **kwargs):
+        if isinstance(model, QualityPredictor):
+            started.update(head=model.head[-1].weight.detach().clone(), calibration=model.calibration)
+        return fit(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "fit", spy)
+    recipe = TINY.replace(init_from=str(result.checkpoint))
+    out = tmp_path / "tuned"
+    tuned = train_predictor(
+        recipe, result.data, out, accelerator="cpu", snapshot_dir=result.paths["snapshots"]
+    )
+    assert torch.equal(started["head"], source.head[-1].weight) and started["calibration"] is None
+    assert tuned.report["recipe"]["init_from"] == str(result.checkpoint) and tuned.checkpoint.is_file()
+    # other starting weights redo the predictor stage (the snapshots are kept): refused in a finished folder
+    other = tmp_path / "other.ckpt"
+    ckpt = load_checkpoint(result.checkpoint)
+    ckpt["state_dict"]["head.4.bias"] = ckpt["state_dict"]["head.4.bias"] + 1
+    torch.save(ckpt, other)
+    with pytest.raises(CacheMismatchError, match=r"predictor stage .*recipe\.init_from_sha256"):
+        train_predictor(
+            recipe.replace(init_from=str(other)), result.data, out, snapshot_dir=result.paths["snapshots"]
+        )
+    # a checkpoint that does not fit is refused before any work
+    with pytest.raises(ValueError, match=r"`init_from`: .*set `backbone` to 'resnet18'"):
+        train_predictor(recipe.replace(backbone="resnet34"), result.data, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
 def test_snapshot_label_fraction_trains_weak_models_on_a_nested_subset(isolated: Path) -> None:
     recipe = TINY.replace(snapshot_label_fraction=0.5, calibration="none", tta=False)
     result = train_predictor(recipe, PredictorData(**TINY_DATA), isolated / "out", accelerator="cpu")
@@ -315,6 +375,7 @@ def test_cli_parses_config_and_overrides(tmp_path: Path) -> None:
         (["--data.mask_dir", "masks_3class"], "--data.mask_dir='masks_3class' needs --data.root"),
         (["--config", "/no/such.yaml"], "--config '/no/such.yaml' does not exist"),
         (["--recipe.snapshot_threshold", "[0.2"], "--recipe.snapshot_threshold: cannot read"),
+        (["--recipe.init_from", "/no/such.ckpt"], "--recipe.init_from: no quality predictor checkpoint at"),
     ],
 )
 def test_cli_rejects_bad_input_before_any_work(argv, message, capsys: pytest.CaptureFixture) -> None:
