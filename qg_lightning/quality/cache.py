@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +59,17 @@ class StageCache:
         name: the stage's name (in messages).
         marker: the marker file (JSON: the settings, their fingerprint and the stage's ``info``).
         settings: JSON-ready settings the output depends on.
+        interchangeable: keys of ``settings`` whose values may differ from the marker's when every other
+            setting matches, e.g. a file's path where the file's hash is a setting too (a moved output with
+            its split file elsewhere is still the same stage).
     """
 
-    def __init__(self, name: str, marker: Path, settings: Mapping[str, Any]) -> None:
+    def __init__(
+        self, name: str, marker: Path, settings: Mapping[str, Any], *, interchangeable: Collection[str] = ()
+    ) -> None:
         self.name, self.marker, self.settings = name, Path(marker), dict(settings)
         self.fingerprint = fingerprint(self.settings)
+        self.interchangeable = frozenset(interchangeable)
 
     def cached(self) -> dict[str, Any] | None:
         """The marker's ``info`` when the stage was done with the same settings; ``None`` when not done.
@@ -77,10 +83,15 @@ class StageCache:
         if saved.get("fingerprint") == self.fingerprint:
             return saved.get("info", {})
         before = saved.get("settings", {})
-        changed = [
-            f"{key}: {before.get(key, '<unset>')!r} -> {self.settings.get(key, '<unset>')!r}"
+        keys = [
+            key
             for key in sorted(set(before) | set(self.settings))
             if before.get(key, "<unset>") != self.settings.get(key, "<unset>")
+        ]
+        if keys and set(keys) <= self.interchangeable:
+            return saved.get("info", {})
+        changed = [
+            f"{key}: {before.get(key, '<unset>')!r} -> {self.settings.get(key, '<unset>')!r}" for key in keys
         ]
         raise CacheMismatchError(
             f"The {self.name} stage cached in '{self.marker.parent}' was made with other settings "

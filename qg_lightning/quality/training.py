@@ -491,7 +491,10 @@ def _stage(
     if name in ("calibration", "report"):
         extra["report_subset"] = subset
     marker = (folder if name == "snapshots" else out) / f"{name}.done.json"
-    return StageCache(name, marker, stage_fields(name, recipe, data, extra))
+    settings = stage_fields(name, recipe, data, extra)
+    # the split file counts by its content (hashed in the settings), not by where it lies
+    same = ("data.split_file",) if "data.split_file_sha256" in settings else ()
+    return StageCache(name, marker, settings, interchangeable=same)
 
 
 def _names(recipe: PredictorRecipe) -> list[str]:

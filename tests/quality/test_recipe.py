@@ -19,7 +19,8 @@ from qg_lightning.guidance import QualityReweightCallback
 from qg_lightning.quality import QualityPredictor, load_quality_predictor
 from qg_lightning.quality.estimate import estimate_predictor_time
 from qg_lightning.quality.recipe import PredictorData, PredictorRecipe, stage_fields
-from qg_lightning.quality.training import CacheMismatchError, check_output, train_predictor
+from qg_lightning.quality.cache import StageCache
+from qg_lightning.quality.training import CacheMismatchError, _stage, check_output, train_predictor
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "examples" / "configs"
 
@@ -246,6 +247,35 @@ def test_moved_output_reuses_its_stages_and_reports_on_test(trained, tmp_path: P
     assert again.report["predictor"] == result.report["predictor"]
     assert again.report["subset"] == "test" and (moved / "report" / "test_calibrated.json").is_file()
     assert (moved / "calibration" / "val_uncalibrated.json").is_file()  # calibrated on val all the same
+
+
+def test_a_moved_split_file_still_matches_its_stages(tmp_path: Path) -> None:
+    """The split file counts by its content: the same file elsewhere reuses the stage, another content does
+    not (markers written before this rule, which hold the old path, match too)."""
+    first, moved = tmp_path / "a" / "split.json", tmp_path / "b" / "split.json"
+    for path in (first, moved):
+        path.parent.mkdir()
+        path.write_text('{"train": ["x"], "val": ["y"], "test": ["z"]}')
+    data = PredictorData(**TINY_DATA, split_file=str(first))
+    stage = _stage("split", TINY, data, tmp_path / "out", tmp_path / "snaps", "val", None)
+    stage.marker.parent.mkdir()
+    stage.done({"n": 1})
+    again = _stage(
+        "split", TINY, data.replace(split_file=str(moved)), tmp_path / "out", tmp_path / "snaps", "val", None
+    )
+    assert again.settings["data.split_file"] != stage.settings["data.split_file"] and again.cached() == {
+        "n": 1
+    }
+    moved.write_text('{"train": ["y"], "val": ["x"], "test": ["z"]}')
+    changed = _stage(
+        "split", TINY, data.replace(split_file=str(moved)), tmp_path / "out", tmp_path / "snaps", "val", None
+    )
+    with pytest.raises(CacheMismatchError, match=r"data\.split_file_sha256"):
+        changed.cached()
+    plain = StageCache("x", tmp_path / "x.done.json", {"path": "a"})  # nothing is interchangeable by default
+    plain.done({})
+    with pytest.raises(CacheMismatchError, match="path: 'a' -> 'b'"):
+        StageCache("x", tmp_path / "x.done.json", {"path": "b"}).cached()
 
 
 def test_a_redone_stage_redoes_the_later_ones(trained, tmp_path: Path) -> None:
