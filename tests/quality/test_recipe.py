@@ -17,9 +17,9 @@ from qg_lightning.cli import cli_main, main
 from qg_lightning.cli_train_predictor import parse_train_predictor_args
 from qg_lightning.guidance import QualityReweightCallback
 from qg_lightning.quality import QualityPredictor, load_quality_predictor
+from qg_lightning.quality.cache import StageCache
 from qg_lightning.quality.estimate import estimate_predictor_time
 from qg_lightning.quality.recipe import PredictorData, PredictorRecipe, stage_fields
-from qg_lightning.quality.cache import StageCache
 from qg_lightning.quality.training import CacheMismatchError, _stage, check_output, train_predictor
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "examples" / "configs"
