@@ -308,6 +308,23 @@ class PredictorRecipe:
         """
         return fingerprint(self.to_dict())
 
+    def init_checkpoint(self) -> Path:
+        """The existing file ``init_from`` names.
+
+        Raises:
+            ValueError: ``init_from`` is not set.
+            FileNotFoundError: no file there; the message names the field and what to give.
+        """
+        if self.init_from is None:
+            raise ValueError("`init_from` is not set: the recipe trains the predictor from scratch.")
+        path = Path(self.init_from).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"`init_from`: no quality predictor checkpoint at '{self.init_from}'; give the path of a "
+                "`quality_predictor.ckpt` (e.g. the output of another `qg-lightning train-predictor` run)."
+            )
+        return path
+
     @property
     def snapshot_specs(self) -> list[tuple[str, str]]:
         """``snapshot_models`` as ``(arch, encoder)`` pairs."""
@@ -545,13 +562,7 @@ def stage_fields(
     if "recipe.snapshot_seed" in out:  # the seed the weak models use, whichever field gave it
         out["recipe.snapshot_seed"] = recipe.weak_model_seed
     if recipe.init_from is not None and STAGES.index(stage) >= STAGES.index("predictor"):
-        start = Path(recipe.init_from).expanduser()
-        if not start.is_file():
-            raise FileNotFoundError(
-                f"`init_from`: no quality predictor checkpoint at '{recipe.init_from}'; give the path of a "
-                "`quality_predictor.ckpt` (e.g. the output of another `qg-lightning train-predictor` run)."
-            )
-        out["recipe.init_from_sha256"] = _file_hash(start)  # the weights, not how the path was spelt
+        out["recipe.init_from_sha256"] = _file_hash(recipe.init_checkpoint())  # the weights, not the path
     out.update(dict(extra or {}))
     return out
 

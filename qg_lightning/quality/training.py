@@ -545,13 +545,9 @@ def check_init_from(recipe: PredictorRecipe, data: PredictorData) -> None:
     """
     from qg_lightning.quality.predictor import predictor_from_checkpoint
 
-    if not Path(recipe.init_from or "").expanduser().is_file():
-        raise FileNotFoundError(
-            f"`init_from`: no quality predictor checkpoint at '{recipe.init_from}'; give the path of a "
-            "`quality_predictor.ckpt` (e.g. the output of another `qg-lightning train-predictor` run)."
-        )
+    path = recipe.init_checkpoint()
     try:
-        predictor_from_checkpoint(str(recipe.init_from), backbone=recipe.backbone, in_channels=data.in_channels,
+        predictor_from_checkpoint(path, backbone=recipe.backbone, in_channels=data.in_channels,
                                   num_classes=data.num_classes)  # fmt: skip
     except ValueError as err:
         raise ValueError(f"`init_from`: {err}") from None
