@@ -121,9 +121,9 @@ class PredictorRecipe:
         init_from: a quality predictor checkpoint (e.g. one trained at another centre) whose weights the
             predictor starts from instead of ``pretrained`` / random weights: fine-tuning on this data. Its
             ``backbone``, image channels and classes must match; an error-map head it lacks starts fresh, and
-            its calibration is dropped (the calibration stage fits a new one). Usually with fewer
-            ``max_epochs``. ``None`` (default) trains from scratch. Left out of :meth:`to_dict` when ``None``,
-            so recipes saved before the field existed still compare equal.
+            its calibration is dropped (the calibration stage fits a new one). The measured fine-tunings kept
+            the recipe's 28 epochs (FINDINGS §5.1). ``None`` (default) trains from scratch. Left out of
+            :meth:`to_dict` when ``None``, so recipes saved before the field existed still compare equal.
 
     Raises:
         ValueError: a field is out of range; the message names it.
